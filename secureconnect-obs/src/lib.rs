@@ -1,0 +1,61 @@
+//! Observability for tower and axum HTTP services: RED request metrics with bounded
+//! labels, a Prometheus `/metrics` endpoint, process metrics, and JSON logs that Loki
+//! collectors ingest.
+//!
+//! Everything records into a [`prometheus_client::registry::Registry`] that you own and
+//! pass in: two services (or two tests) in one process never share series, and nothing
+//! here installs global state unless you call [`LogConfig::init`].
+//!
+//! # Wrapping an existing axum router
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{routing::get, Router};
+//! use prometheus_client::registry::Registry;
+//! use secureconnect_obs::{HttpMetrics, MetricsEndpointLayer};
+//!
+//! # fn existing_router() -> Router { Router::new().route("/users/{id}", get(|| async { "hi" })) }
+//! let mut registry = Registry::default();
+//! let metrics = HttpMetrics::builder().register(&mut registry)?;
+//! secureconnect_obs::process::register(&mut registry, secureconnect_obs::build_info!());
+//!
+//! let app = existing_router()
+//!     .layer(metrics.layer())
+//!     .layer(MetricsEndpointLayer::new(Arc::new(registry)));
+//! // `GET /metrics` now answers; every other request is recorded as
+//! // http_server_request_duration_seconds{http_request_method, http_route, http_response_status_code}.
+//! # let _: Router = app;
+//! # Ok::<(), secureconnect_obs::Error>(())
+//! ```
+//!
+//! # Modules
+//!
+//! - [`request_metrics`]: the recording layer ([`HttpMetrics`], [`HttpMetricsLayer`]).
+//! - [`endpoint`]: serving the registry ([`MetricsEndpointLayer`], [`MetricsService`]).
+//! - [`process`]: `process_*` metrics and `build_info`.
+//! - [`logging`]: JSON lines on stdout and in rolling files ([`LogConfig`]).
+//! - [`trace`]: a request span carrying `request_id` for tower-http's `TraceLayer`.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod endpoint;
+mod error;
+mod histogram;
+mod labels;
+pub mod logging;
+pub mod process;
+pub mod request_metrics;
+mod route;
+pub mod trace;
+
+pub use endpoint::{MetricsEndpoint, MetricsEndpointLayer, MetricsService};
+pub use error::Error;
+pub use labels::{MethodLabel, RouteLabel};
+pub use logging::{JsonLayer, LogConfig, LogGuard};
+pub use request_metrics::{HttpMetrics, HttpMetricsBuilder, HttpMetricsLayer, HttpMetricsService};
+pub use route::ClassifyRoute;
+#[cfg(feature = "axum")]
+pub use route::MatchedPathRoute;
+pub use trace::RequestSpan;
