@@ -1,0 +1,234 @@
+//! JSON log lines: one valid object per event, flat fields, request ids from spans, and
+//! the same lines in rolling files.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::routing::get;
+use axum::Router;
+use secureconnect_obs::{Error, JsonLayer, LogConfig, RequestSpan};
+use serde_json::Value;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// Collects everything written, as a real writer would receive it.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Capture {
+    fn lines(&self) -> Vec<Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        let text = String::from_utf8(bytes).expect("UTF-8 output");
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "a line was cut: {text:?}"
+        );
+        text.lines()
+            .map(|line| {
+                serde_json::from_str::<Value>(line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+            })
+            .collect()
+    }
+}
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+fn capture(service: &str) -> (Capture, impl tracing::Subscriber + Send + Sync) {
+    let out = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(JsonLayer::new(service, out.clone()));
+    (out, subscriber)
+}
+
+#[test]
+fn one_flat_json_object_per_event_even_with_newlines() {
+    let (out, subscriber) = capture("auth");
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("request", request_id = "req-1", user_id = 7);
+        let _entered = span.enter();
+        tracing::warn!(
+            detail = "line one\nline two\r\n{\"level\":\"ERROR\"}",
+            attempts = 3u64,
+            ok = false,
+            ratio = 0.5,
+            "login failed\nfor user"
+        );
+        tracing::info!(
+            level = "shadowed",
+            "fields named like fixed keys are renamed"
+        );
+    });
+    let lines = out.lines();
+    assert_eq!(lines.len(), 2, "exactly one line per event");
+    let first = &lines[0];
+    assert_eq!(first["level"], "WARN");
+    assert_eq!(first["message"], "login failed\nfor user");
+    assert_eq!(first["target"], "logging");
+    assert_eq!(first["service"], "auth");
+    assert_eq!(first["request_id"], "req-1");
+    assert_eq!(first["user_id"], 7);
+    assert_eq!(
+        first["detail"],
+        "line one\nline two\r\n{\"level\":\"ERROR\"}"
+    );
+    assert_eq!(first["attempts"], 3);
+    assert_eq!(first["ok"], false);
+    assert_eq!(first["ratio"], 0.5);
+    let ts = first["timestamp"].as_str().expect("timestamp string");
+    assert!(
+        ts.len() >= 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+        "RFC 3339 UTC: {ts}"
+    );
+    assert_eq!(lines[1]["level"], "INFO");
+    assert_eq!(lines[1]["fields.level"], "shadowed");
+}
+
+#[test]
+fn fields_recorded_later_on_a_span_appear_and_inner_spans_win() {
+    let (out, subscriber) = capture("video");
+    tracing::subscriber::with_default(subscriber, || {
+        let outer = tracing::info_span!("outer", call_id = "c1", user_id = tracing::field::Empty);
+        let _o = outer.enter();
+        outer.record("user_id", "u9");
+        let inner = tracing::info_span!("inner", call_id = "c2");
+        let _i = inner.enter();
+        tracing::info!("joined");
+    });
+    let lines = out.lines();
+    assert_eq!(lines[0]["user_id"], "u9");
+    assert_eq!(lines[0]["call_id"], "c2");
+}
+
+#[test]
+fn malformed_filter_is_a_clear_error() {
+    let err = LogConfig::new("x")
+        .filter("info,tower_http=loud")
+        .build()
+        .err()
+        .expect("a malformed directive is refused");
+    assert!(matches!(err, Error::InvalidFilter { .. }), "{err}");
+    assert!(err.to_string().contains("tower_http=loud"));
+}
+
+#[test]
+fn log_dir_gets_the_same_lines_in_a_daily_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (subscriber, guard) = LogConfig::new("storage")
+        .stdout(false)
+        .log_dir(dir.path())
+        .filter("debug")
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::debug!(file_id = "f1", "upload url issued");
+        tracing::trace!("filtered out");
+    });
+    drop(guard); // flushes the writer thread
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        name.starts_with("storage.") && name.ends_with(".log"),
+        "collectors glob *.log: {name}"
+    );
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["file_id"], "f1");
+    assert_eq!(lines[0]["service"], "storage");
+}
+
+#[test]
+fn unwritable_log_dir_is_a_clear_error() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let err = LogConfig::new("x")
+        .log_dir(file.path().join("sub"))
+        .build()
+        .err()
+        .expect("a directory below a regular file cannot be made");
+    assert!(matches!(err, Error::LogDir { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_line_of_a_request_carries_its_request_id() {
+    let (out, subscriber) = capture("gateway");
+    // The client runs on this thread too; keep its TRACE lines out.
+    let subscriber = subscriber.with(tracing_subscriber::filter::LevelFilter::INFO);
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let app = Router::new()
+        .route(
+            "/hello/{name}",
+            get(|| async {
+                tracing::info!(step = "handler", "handling");
+                "hi"
+            }),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(RequestSpan::default())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let response = reqwest::get(format!("http://{addr}/hello/world?token=secret"))
+        .await
+        .unwrap();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(response.text().await.unwrap(), "hi");
+    // The response line is logged when the body is done; give the server a moment.
+    for _ in 0..50 {
+        if out.lines().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let lines = out.lines();
+    assert!(lines.len() >= 2, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["request_id"], id.as_str(), "{line}");
+        assert_eq!(line["http_route"], "/hello/{name}");
+        assert_eq!(line["url_path"], "/hello/world");
+        assert!(
+            !line.to_string().contains("secret"),
+            "query strings stay out"
+        );
+    }
+    assert!(lines.iter().any(|l| l["step"] == "handler"));
+    assert!(lines
+        .iter()
+        .any(|l| l["target"] == "tower_http::trace::on_response"));
+}
