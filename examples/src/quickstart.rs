@@ -1,0 +1,62 @@
+//! An existing axum router, made observable in one line.
+//!
+//! [`existing_router`] stands for any application. [`instrument`] adds request metrics,
+//! `GET /metrics`, process metrics, `build_info`, request ids and a request span; the
+//! line that matters is
+//!
+//! ```text
+//! router.layer(metrics.layer()).layer(MetricsEndpointLayer::new(registry))
+//! ```
+
+use std::sync::Arc;
+
+use axum::extract::Path;
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use secureconnect_obs::{HttpMetrics, MetricsEndpointLayer, RequestSpan};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+/// The application as it was before: two routes, no metrics.
+pub fn existing_router() -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/users/{id}",
+            get(|Path(id): Path<u64>| async move {
+                tracing::info!(user_id = id, "user looked up");
+                Json(user_json(id))
+            }),
+        )
+}
+
+fn user_json(id: u64) -> std::collections::BTreeMap<&'static str, String> {
+    [("id", id.to_string()), ("name", format!("user-{id}"))]
+        .into_iter()
+        .collect()
+}
+
+/// `router` with metrics in a fresh registry, `/metrics`, request ids and a request
+/// span on every log line.
+pub fn instrument(router: Router) -> Result<Router, secureconnect_obs::Error> {
+    let mut registry = Registry::default();
+    let metrics = HttpMetrics::builder()
+        .const_label("service", "quickstart")
+        .register(&mut registry)?;
+    secureconnect_obs::process::register(&mut registry, secureconnect_obs::build_info!());
+
+    Ok(router
+        // The one line: record every request, answer GET /metrics.
+        .layer(metrics.layer())
+        .layer(MetricsEndpointLayer::new(Arc::new(registry)))
+        // Request ids (tower-http) and a span carrying them into every log line.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(RequestSpan::default())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid)))
+}
