@@ -211,6 +211,14 @@ impl Exposition {
         }
     }
 
+    /// The same registry, guarded by `token`.
+    fn with_token(&self, token: &str) -> Result<Self, Error> {
+        Ok(Self {
+            bearer: Some(checked_token(token)?),
+            ..Self::new(Arc::clone(&self.registry))
+        })
+    }
+
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(expected) = &self.bearer else {
             return true;
@@ -330,18 +338,17 @@ impl MetricsEndpointLayer {
     ///
     /// [`Error::InvalidToken`] if the token is empty or not visible ASCII.
     pub fn with_bearer_token(mut self, token: &str) -> Result<Self, Error> {
-        let mut exposition = Exposition::new(Arc::clone(&self.exposition.registry));
-        exposition.bearer = Some(checked_token(token)?);
-        self.exposition = Arc::new(exposition);
+        self.exposition = Arc::new(self.exposition.with_token(token)?);
         Ok(self)
     }
 
-    /// The stand-alone service with the same registry, path and token, for a listener
-    /// of its own.
+    /// A stand-alone service with the same registry, path and token, for a listener of
+    /// its own: the metrics at the path, `404` elsewhere, `405` for methods other than
+    /// `GET`.
     pub fn into_service(self) -> MetricsService {
         MetricsService {
             exposition: self.exposition,
-            path: self.path,
+            path: Some(self.path),
         }
     }
 }
@@ -499,29 +506,54 @@ where
     }
 }
 
-/// A stand-alone service that serves the metrics at its path, `404` elsewhere and `405`
-/// for methods other than `GET`; for a listener of its own. Made by
-/// [`MetricsEndpointLayer::into_service`] or [`MetricsService::new`].
+/// A service that answers with the metrics: `GET` gets the exposition, other methods
+/// `405`.
+///
+/// [`MetricsService::new`] answers on whatever path it is given, which makes it the
+/// cheapest way to serve `/metrics` from an axum router: mounted as a route, it costs
+/// the other routes nothing per request.
 ///
 /// ```
 /// use std::sync::Arc;
+/// use axum::{routing::get, Router};
 /// use prometheus_client::registry::Registry;
-/// use secureconnect_obs::MetricsService;
+/// use secureconnect_obs::{HttpMetrics, MetricsService};
 ///
-/// let service = MetricsService::new(Arc::new(Registry::default()));
-/// // axum::serve(listener, tower::make::Shared::new(service)) on its own port.
-/// # let _ = service;
+/// let mut registry = Registry::default();
+/// let metrics = HttpMetrics::builder().register(&mut registry)?;
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .route_service("/metrics", MetricsService::new(Arc::new(registry)))
+///     .layer(metrics.layer());
+/// # Ok::<(), secureconnect_obs::Error>(())
 /// ```
+///
+/// For a listener of its own, [`MetricsEndpointLayer::into_service`] gives a service
+/// that answers only at the layer's path and `404` elsewhere.
 #[derive(Clone, Debug)]
 pub struct MetricsService {
     exposition: Arc<Exposition>,
-    path: Arc<str>,
+    /// `None`: every path.
+    path: Option<Arc<str>>,
 }
 
 impl MetricsService {
-    /// Serves `registry` at `/metrics`, without a token.
+    /// Serves `registry` on any path, without a token.
     pub fn new(registry: Arc<Registry>) -> Self {
-        MetricsEndpointLayer::new(registry).into_service()
+        Self {
+            exposition: Arc::new(Exposition::new(registry)),
+            path: None,
+        }
+    }
+
+    /// Requires `Authorization: Bearer <token>`; other requests get 401.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidToken`] if the token is empty or not visible ASCII.
+    pub fn with_bearer_token(mut self, token: &str) -> Result<Self, Error> {
+        self.exposition = Arc::new(self.exposition.with_token(token)?);
+        Ok(self)
     }
 }
 
@@ -535,7 +567,11 @@ impl<B> Service<Request<B>> for MetricsService {
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let response = if request.uri().path() != &*self.path {
+        let response = if self
+            .path
+            .as_deref()
+            .is_some_and(|path| request.uri().path() != path)
+        {
             plain(StatusCode::NOT_FOUND, "not found\n")
         } else if request.method() != Method::GET {
             plain(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed\n")

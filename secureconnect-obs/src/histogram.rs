@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
-use prometheus_client::metrics::family::MetricConstructor;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
 /// A histogram with fixed, finite, strictly increasing upper bounds.
@@ -89,16 +88,6 @@ impl EncodeMetric for AtomicHistogram {
 
     fn metric_type(&self) -> MetricType {
         Self::TYPE
-    }
-}
-
-/// Builds the histograms of a family with the configured bounds.
-#[derive(Clone, Debug)]
-pub(crate) struct HistogramConstructor(pub(crate) Arc<[f64]>);
-
-impl MetricConstructor<AtomicHistogram> for HistogramConstructor {
-    fn new_metric(&self) -> AtomicHistogram {
-        AtomicHistogram::new(Arc::clone(&self.0))
     }
 }
 

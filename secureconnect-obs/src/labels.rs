@@ -173,13 +173,6 @@ pub(crate) struct ActiveLabels {
     pub(crate) route: RouteLabel,
 }
 
-/// Labels of `http_server_request_duration_seconds`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct RequestLabels {
-    pub(crate) active: ActiveLabels,
-    pub(crate) status: u16,
-}
-
 pub(crate) const METHOD: &str = "http_request_method";
 pub(crate) const ROUTE: &str = "http_route";
 pub(crate) const STATUS: &str = "http_response_status_code";
@@ -188,13 +181,6 @@ impl EncodeLabelSet for ActiveLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> fmt::Result {
         (METHOD, self.method.as_str()).encode(encoder.encode_label())?;
         (ROUTE, self.route.as_str()).encode(encoder.encode_label())
-    }
-}
-
-impl EncodeLabelSet for RequestLabels {
-    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> fmt::Result {
-        self.active.encode(encoder)?;
-        (STATUS, self.status).encode(encoder.encode_label())
     }
 }
 

@@ -559,7 +559,7 @@ async fn stand_alone_service_on_its_own_listener() {
     let registry = Arc::new(registry);
     let api = serve(app().layer(metrics.layer())).await;
 
-    let admin = common::serve_tower(MetricsService::new(registry)).await;
+    let admin = common::serve_tower(MetricsEndpointLayer::new(registry).into_service()).await;
 
     let c = client();
     c.get(format!("http://{api}/users/7")).send().await.unwrap();
@@ -592,4 +592,51 @@ async fn stand_alone_service_on_its_own_listener() {
         .unwrap();
     assert_eq!(post.status(), 405);
     assert_eq!(post.headers()["allow"], "GET");
+}
+
+#[tokio::test]
+async fn metrics_service_mounted_as_an_axum_route() {
+    let mut registry = Registry::default();
+    let metrics = HttpMetrics::builder().register(&mut registry).unwrap();
+    let service = MetricsService::new(Arc::new(registry))
+        .with_bearer_token("t0ken")
+        .unwrap();
+    let router = app()
+        .route_service("/internal/metrics", service)
+        .layer(metrics.layer());
+    let addr = serve(router).await;
+    let c = client();
+    c.get(format!("http://{addr}/users/1"))
+        .send()
+        .await
+        .unwrap();
+    let url = format!("http://{addr}/internal/metrics");
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 401);
+    let text = c
+        .get(&url)
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let s = parse(&text);
+    assert_eq!(
+        value(&s, COUNT, &[("http_route", "/users/{id}")]),
+        Some(1.0)
+    );
+    // The scrapes themselves are recorded under their route (only /metrics is
+    // excluded by default), so the 401 shows up.
+    assert_eq!(
+        value(
+            &s,
+            COUNT,
+            &[
+                ("http_route", "/internal/metrics"),
+                ("http_response_status_code", "401")
+            ]
+        ),
+        Some(1.0)
+    );
 }

@@ -1,5 +1,4 @@
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use http::{Request, Response};
 use tower_layer::Layer;
@@ -64,7 +63,7 @@ where
         if self.metrics.is_excluded(request.uri().path()) {
             return ResponseFuture::new(self.inner.call(request), None);
         }
-        let start = Instant::now();
+        let start = quanta::Instant::now();
         let method = MethodLabel::from(request.method());
         let route = self
             .classifier

@@ -34,21 +34,19 @@
 mod body;
 mod future;
 mod layer;
+mod series;
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
 pub use self::body::MetricsBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::{HttpMetricsLayer, HttpMetricsService};
 
+use self::series::{Series, SeriesCollector, SeriesMap};
 use crate::error::{check_name, Error};
-use crate::histogram::{AtomicHistogram, HistogramConstructor};
-use crate::labels::{ActiveLabels, MethodLabel, RequestLabels};
+use crate::labels::{ActiveLabels, MethodLabel};
 use crate::RouteLabel;
 
 /// Default bucket bounds in seconds, as OpenTelemetry recommends for HTTP server
@@ -74,8 +72,7 @@ pub struct HttpMetrics {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    duration: Family<RequestLabels, AtomicHistogram, HistogramConstructor>,
-    active: Family<ActiveLabels, Gauge>,
+    series: SeriesMap,
     excluded_paths: Box<[Box<str>]>,
 }
 
@@ -104,48 +101,38 @@ impl HttpMetrics {
         self.shared.excluded_paths.iter().any(|p| **p == *path)
     }
 
-    /// Marks the start of a request: increments the in-flight gauge and returns the
-    /// guard that records the request when dropped.
-    fn start(&self, method: MethodLabel, route: RouteLabel, start: Instant) -> InFlight {
-        let active = ActiveLabels { method, route };
-        let gauge = self.shared.active.get_or_create_owned(&active);
-        gauge.inc();
+    /// Marks the start of a request: enters its series and returns the guard that
+    /// records the request when dropped.
+    fn start(&self, method: MethodLabel, route: RouteLabel, start: quanta::Instant) -> InFlight {
+        let series = self.shared.series.get(ActiveLabels { method, route });
+        series.enter();
         InFlight {
-            metrics: Arc::clone(&self.shared),
-            labels: RequestLabels {
-                active,
-                status: STATUS_CLIENT_CLOSED,
-            },
-            gauge,
+            series,
+            status: STATUS_CLIENT_CLOSED,
             start,
         }
     }
 }
 
 /// One request in flight. Dropping it records the duration with the status set so far
-/// and releases the in-flight gauge, exactly once, whatever path the request took.
+/// and leaves the in-flight gauge, exactly once, whatever path the request took.
 #[derive(Debug)]
 pub(crate) struct InFlight {
-    metrics: Arc<Shared>,
-    labels: RequestLabels,
-    gauge: Gauge,
-    start: Instant,
+    series: Arc<Series>,
+    status: u16,
+    start: quanta::Instant,
 }
 
 impl InFlight {
     pub(crate) fn set_status(&mut self, status: u16) {
-        self.labels.status = status;
+        self.status = status;
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let seconds = self.start.elapsed().as_secs_f64();
-        self.metrics
-            .duration
-            .get_or_create(&self.labels)
-            .observe(seconds);
-        self.gauge.dec();
+        let elapsed = quanta::Instant::now().saturating_duration_since(self.start);
+        self.series.exit(self.status, elapsed.as_secs_f64());
     }
 }
 
@@ -247,26 +234,14 @@ impl HttpMetricsBuilder {
             );
         }
 
-        let duration = Family::new_with_constructor(HistogramConstructor(self.buckets.into()));
-        let active = Family::<ActiveLabels, Gauge>::default();
-        registry.register_with_unit(
-            "http_server_request_duration",
-            "Duration of HTTP server requests, until the response body ended",
-            Unit::Seconds,
-            duration.clone(),
-        );
-        registry.register(
-            "http_server_active_requests",
-            "Number of HTTP server requests in flight",
-            active.clone(),
-        );
-        Ok(HttpMetrics {
-            shared: Arc::new(Shared {
-                duration,
-                active,
-                excluded_paths: self.excluded_paths.into_iter().map(Into::into).collect(),
-            }),
-        })
+        let shared = Arc::new(Shared {
+            series: SeriesMap::new(self.buckets.into()),
+            excluded_paths: self.excluded_paths.into_iter().map(Into::into).collect(),
+        });
+        registry.register_collector(Box::new(SeriesCollector(Arc::clone(&shared))));
+        // Calibrate the clock now rather than on the first request.
+        let _ = quanta::Instant::now();
+        Ok(HttpMetrics { shared })
     }
 }
 
@@ -305,24 +280,22 @@ mod tests {
     fn guard_records_once_and_releases_gauge() {
         let mut r = Registry::default();
         let m = HttpMetrics::builder().register(&mut r).expect("valid");
-        let mut g = m.start(
-            MethodLabel::Get,
-            RouteLabel::from_static("/x"),
-            Instant::now(),
-        );
+        let route = || RouteLabel::from_static("/x");
+        let mut g = m.start(MethodLabel::Get, route(), quanta::Instant::now());
         g.set_status(204);
-        let active = ActiveLabels {
+        let series = m.shared.series.get(ActiveLabels {
             method: MethodLabel::Get,
-            route: RouteLabel::from_static("/x"),
-        };
-        assert_eq!(m.shared.active.get_or_create(&active).get(), 1);
+            route: route(),
+        });
+        assert_eq!(series.active(), 1);
         drop(g);
-        assert_eq!(m.shared.active.get_or_create(&active).get(), 0);
-        let labels = RequestLabels {
-            active,
-            status: 204,
-        };
-        let (_, count, _) = m.shared.duration.get_or_create(&labels).snapshot();
-        assert_eq!(count, 1);
+        assert_eq!(series.active(), 0);
+        assert_eq!(series.count(204), 1);
+        assert_eq!(series.count(STATUS_CLIENT_CLOSED), 0);
+
+        // A request that never got a response is recorded as 499.
+        drop(m.start(MethodLabel::Get, route(), quanta::Instant::now()));
+        assert_eq!(series.count(STATUS_CLIENT_CLOSED), 1);
+        assert_eq!(series.active(), 0);
     }
 }
