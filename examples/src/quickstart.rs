@@ -5,7 +5,7 @@
 //! line that matters is
 //!
 //! ```text
-//! router.layer(metrics.layer()).layer(MetricsEndpointLayer::new(registry))
+//! router.route_service("/metrics", MetricsService::new(registry)).layer(metrics.layer())
 //! ```
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use axum::extract::Path;
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
-use secureconnect_obs::{HttpMetrics, MetricsEndpointLayer, RequestSpan};
+use secureconnect_obs::{HttpMetrics, MetricsService, RequestSpan};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -48,9 +48,9 @@ pub fn instrument(router: Router) -> Result<Router, secureconnect_obs::Error> {
     secureconnect_obs::process::register(&mut registry, secureconnect_obs::build_info!());
 
     Ok(router
-        // The one line: record every request, answer GET /metrics.
+        // The one line: answer GET /metrics, record every other request.
+        .route_service("/metrics", MetricsService::new(Arc::new(registry)))
         .layer(metrics.layer())
-        .layer(MetricsEndpointLayer::new(Arc::new(registry)))
         // Request ids (tower-http) and a span carrying them into every log line.
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(

@@ -12,7 +12,7 @@
 //! use std::sync::Arc;
 //! use axum::{routing::get, Router};
 //! use prometheus_client::registry::Registry;
-//! use secureconnect_obs::{HttpMetrics, MetricsEndpointLayer};
+//! use secureconnect_obs::{HttpMetrics, MetricsService};
 //!
 //! # fn existing_router() -> Router { Router::new().route("/users/{id}", get(|| async { "hi" })) }
 //! let mut registry = Registry::default();
@@ -20,13 +20,18 @@
 //! secureconnect_obs::process::register(&mut registry, secureconnect_obs::build_info!());
 //!
 //! let app = existing_router()
-//!     .layer(metrics.layer())
-//!     .layer(MetricsEndpointLayer::new(Arc::new(registry)));
+//!     .route_service("/metrics", MetricsService::new(Arc::new(registry)))
+//!     .layer(metrics.layer());
 //! // `GET /metrics` now answers; every other request is recorded as
 //! // http_server_request_duration_seconds{http_request_method, http_route, http_response_status_code}.
 //! # let _: Router = app;
 //! # Ok::<(), secureconnect_obs::Error>(())
 //! ```
+//!
+//! Mounting the endpoint as a route costs the other routes nothing. For a plain tower or
+//! hyper service, or to keep the router untouched, [`MetricsEndpointLayer`] answers
+//! `GET /metrics` in front of any service instead:
+//! `.layer((MetricsEndpointLayer::new(registry), metrics.layer()))`.
 //!
 //! # Modules
 //!

@@ -640,3 +640,37 @@ async fn metrics_service_mounted_as_an_axum_route() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn a_service_error_is_recorded_as_500_and_releases_the_gauge() {
+    use tower::ServiceExt;
+
+    let mut registry = Registry::default();
+    let metrics = HttpMetrics::builder().register(&mut registry).unwrap();
+    let registry = Arc::new(registry);
+    let failing = tower::ServiceBuilder::new()
+        .layer(metrics.layer_with_classifier(|_: &str| Some(RouteLabel::from_static("/io"))))
+        .service_fn(|_req: axum::http::Request<Body>| async {
+            Err::<axum::http::Response<Body>, _>(std::io::Error::other("backend gone"))
+        });
+    let request = axum::http::Request::get("/io").body(Body::empty()).unwrap();
+    assert!(failing.oneshot(request).await.is_err());
+
+    let mut text = String::new();
+    secureconnect_obs::endpoint::render(
+        &mut text,
+        &registry,
+        secureconnect_obs::endpoint::Format::Prometheus,
+    )
+    .unwrap();
+    let s = parse(&text);
+    assert_eq!(
+        value(
+            &s,
+            COUNT,
+            &[("http_route", "/io"), ("http_response_status_code", "500")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(value(&s, ACTIVE, &[("http_route", "/io")]), Some(0.0));
+}
