@@ -1,0 +1,109 @@
+//! The error of a Redis call.
+
+use std::fmt;
+
+/// What went wrong, for callers that branch on it. More kinds may be added; prefer the
+/// predicates on [`Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Redis is unavailable as this client sees it: the call was refused at once
+    /// because the client is degraded, or it failed with a connection error or a
+    /// server state such as `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`,
+    /// `TRYAGAIN`, `NOAUTH`. Take the fallback.
+    Unavailable,
+    /// The call did not complete within its deadline. Take the fallback.
+    Timeout,
+    /// Writes are refused (`OOM`, `READONLY`): reads still work. Take the fallback for
+    /// writes.
+    WritesUnavailable,
+    /// Redis answered with an error about the command itself (`WRONGTYPE`,
+    /// `NOSCRIPT`, wrong arguments, a reply of an unexpected type). Not a health signal:
+    /// the caller's bug.
+    Command,
+    /// The configuration (URL, durations) is invalid.
+    InvalidConfig,
+}
+
+/// The error of a Redis call made through [`RedisClient`](crate::RedisClient).
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: &'static str,
+    source: Option<redis::RedisError>,
+}
+
+impl Error {
+    pub(crate) const fn new(kind: ErrorKind, message: &'static str) -> Self {
+        Self {
+            kind,
+            message,
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(kind: ErrorKind, source: redis::RedisError) -> Self {
+        Self {
+            kind,
+            message: "",
+            source: Some(source),
+        }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether the caller should take its fallback: Redis is unavailable, the call
+    /// timed out, or writes are refused.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::WritesUnavailable
+        )
+    }
+
+    /// Whether the call ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Timeout
+    }
+
+    /// Whether Redis rejected the command itself (the caller's error).
+    pub fn is_command_error(&self) -> bool {
+        self.kind == ErrorKind::Command
+    }
+
+    /// The Redis error, when there was one.
+    pub fn redis_error(&self) -> Option<&redis::RedisError> {
+        self.source.as_ref()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            ErrorKind::Unavailable => "redis unavailable",
+            ErrorKind::Timeout => "redis call timed out",
+            ErrorKind::WritesUnavailable => "redis refuses writes",
+            ErrorKind::Command => "redis rejected the command",
+            ErrorKind::InvalidConfig => "invalid redis configuration",
+        };
+        f.write_str(what)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
