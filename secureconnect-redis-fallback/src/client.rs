@@ -52,8 +52,9 @@ struct Inner {
     tracker: Tracker,
 }
 
+/// Ends a background task when the last handle of its owner is dropped.
 #[derive(Debug)]
-struct AbortOnDrop(JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -131,12 +132,38 @@ impl RedisClient {
         &self.inner.config
     }
 
+    /// The redis-rs client, for connections of a primitive's own.
+    pub(crate) fn redis_client(&self) -> redis::Client {
+        self.inner.client.clone()
+    }
+
     pub(crate) fn fallback_counter(
         &self,
         primitive: &'static str,
         policy: &'static str,
     ) -> prometheus_client::metrics::counter::Counter {
         self.inner.tracker.metrics().fallback(primitive, policy)
+    }
+
+    /// Calls `reset` on `target` whenever the client becomes healthy again, for as long
+    /// as `target` lives: degraded-mode primitives drop their local state this way.
+    pub(crate) fn on_healthy<T: Send + Sync + 'static>(
+        &self,
+        target: std::sync::Weak<T>,
+        reset: fn(&T),
+    ) {
+        let mut health = self.subscribe();
+        tokio::spawn(async move {
+            while health.changed().await.is_ok() {
+                let healthy = *health.borrow_and_update() == Health::Healthy;
+                let Some(target) = target.upgrade() else {
+                    return;
+                };
+                if healthy {
+                    reset(&target);
+                }
+            }
+        });
     }
 
     /// Runs one command. Whether it writes is read from its name (unknown commands

@@ -41,7 +41,9 @@ mod client;
 mod config;
 mod error;
 mod health;
+pub mod kv;
 pub mod metrics;
+pub mod pubsub;
 pub mod rate_limit;
 #[cfg(feature = "test-util")]
 pub mod testing;

@@ -41,7 +41,7 @@
 mod layer;
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -51,7 +51,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 pub use self::layer::{KeyFn, RateLimitLayer, RateLimitService, ResponseFuture};
-use crate::{Health, RedisClient};
+use crate::RedisClient;
 
 /// GCRA in one atomic step. KEYS[1]: the key. ARGV[1]: emission interval (µs),
 /// ARGV[2]: burst tolerance (µs). Returns {allowed, retry_after_us, remaining}.
@@ -281,7 +281,14 @@ impl RateLimiter {
             decisions,
             redis,
         });
-        tokio::spawn(drop_local_state_on_recovery(Arc::downgrade(&inner)));
+        // The shared state in Redis is the truth again: local counts are not merged.
+        inner.redis.on_healthy(Arc::downgrade(&inner), |inner| {
+            inner
+                .local
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+        });
         Self { inner }
     }
 
@@ -399,27 +406,6 @@ impl RateLimiter {
                 self.inner.quota.share(instances).to_governor(),
             ))
         }))
-    }
-}
-
-/// Forgets the local limiter whenever Redis is healthy again: the shared state in
-/// Redis is the truth, local counts are not merged into it.
-async fn drop_local_state_on_recovery(inner: Weak<Inner>) {
-    let Some(mut health) = inner.upgrade().map(|i| i.redis.subscribe()) else {
-        return;
-    };
-    while health.changed().await.is_ok() {
-        let healthy = *health.borrow_and_update() == Health::Healthy;
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        if healthy {
-            inner
-                .local
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-        }
     }
 }
 

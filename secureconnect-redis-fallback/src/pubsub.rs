@@ -1,0 +1,258 @@
+//! Publish/subscribe through Redis that falls back to in-process broadcast.
+//!
+//! Subscribers get a [`Subscription`] per channel. While Redis is healthy, messages go
+//! through Redis `PUBLISH`/`SUBSCRIBE`, so every instance of the service sees them.
+//! While it is not, [`FallbackPubSub::publish`] delivers to the subscribers of this
+//! process only, and the subscriber connection is re-established and every channel
+//! resubscribed when Redis returns. Delivery is at most once, as with Redis pub/sub:
+//! a message published while the subscriber connection is being re-established is
+//! not seen by this process.
+//!
+//! Every channel buffers at most `capacity` messages per subscriber; a subscriber that
+//! falls further behind skips the oldest and [`Subscription::recv`] counts them in
+//! [`Subscription::skipped`].
+//!
+//! ```no_run
+//! # async fn f(redis: secureconnect_redis_fallback::RedisClient) -> Result<(), secureconnect_redis_fallback::Error> {
+//! use secureconnect_redis_fallback::pubsub::FallbackPubSub;
+//!
+//! let pubsub = FallbackPubSub::new(redis, 1024);
+//! let mut room = pubsub.subscribe("room:7");
+//! pubsub.publish("room:7", b"hello").await?;
+//! let message = room.recv().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::{broadcast, Notify};
+
+use crate::client::AbortOnDrop;
+use crate::{Error, Health, RedisClient};
+
+/// Where a message travelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Through Redis; the number is how many subscriber connections (of all
+    /// instances) Redis delivered to.
+    Redis(u64),
+    /// In-process only, because Redis was unavailable; the number is how many local
+    /// subscribers received it.
+    Local(usize),
+}
+
+/// A received message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The payload.
+    pub payload: Arc<[u8]>,
+    /// Whether it came through Redis or in-process.
+    pub via_redis: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    redis: RedisClient,
+    subscriber: redis::Client,
+    capacity: usize,
+    channels: Mutex<HashMap<Arc<str>, broadcast::Sender<Message>>>,
+    /// A channel was added: the subscriber connection must subscribe to it.
+    added: Notify,
+    fallback: Counter,
+}
+
+/// See the [module docs](self). Cheap to clone; the subscriber connection closes when
+/// the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct FallbackPubSub {
+    inner: Arc<Inner>,
+    _subscriber: Arc<AbortOnDrop>,
+}
+
+impl FallbackPubSub {
+    /// Pub/sub on `redis`, buffering up to `capacity` messages per subscriber. Must be
+    /// called inside a Tokio runtime; opens its own subscriber connection.
+    pub fn new(redis: RedisClient, capacity: usize) -> Self {
+        let subscriber = redis.redis_client();
+        let inner = Arc::new(Inner {
+            fallback: redis.fallback_counter("pubsub", "local"),
+            redis,
+            subscriber,
+            capacity: capacity.max(1),
+            channels: Mutex::new(HashMap::new()),
+            added: Notify::new(),
+        });
+        let task = tokio::spawn(run_subscriber(Arc::downgrade(&inner)));
+        Self {
+            inner,
+            _subscriber: Arc::new(AbortOnDrop(task)),
+        }
+    }
+
+    fn sender(&self, channel: &str) -> broadcast::Sender<Message> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = channels.get(channel) {
+            return sender.clone();
+        }
+        let (sender, _) = broadcast::channel(self.inner.capacity);
+        channels.insert(channel.into(), sender.clone());
+        self.inner.added.notify_one();
+        sender
+    }
+
+    /// Subscribes to `channel`.
+    pub fn subscribe(&self, channel: &str) -> Subscription {
+        Subscription {
+            rx: self.sender(channel).subscribe(),
+            skipped: 0,
+        }
+    }
+
+    /// Publishes `payload` on `channel`: through Redis when it is usable, else to this
+    /// process's subscribers.
+    ///
+    /// # Errors
+    ///
+    /// Only [`Error::is_command_error`] errors.
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<Delivery, Error> {
+        match self
+            .inner
+            .redis
+            .query::<u64>(redis::cmd("PUBLISH").arg(channel).arg(payload))
+            .await
+        {
+            Ok(receivers) => Ok(Delivery::Redis(receivers)),
+            Err(e) if e.is_unavailable() => {
+                self.inner.fallback.inc();
+                let sender = self.sender(channel);
+                let message = Message {
+                    channel: channel.into(),
+                    payload: payload.into(),
+                    via_redis: false,
+                };
+                Ok(Delivery::Local(sender.send(message).unwrap_or(0)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The messages of one channel.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: broadcast::Receiver<Message>,
+    skipped: u64,
+}
+
+impl Subscription {
+    /// The next message; `None` once every clone of the [`FallbackPubSub`] is gone.
+    pub async fn recv(&mut self) -> Option<Message> {
+        loop {
+            match self.rx.recv().await {
+                Ok(message) => return Some(message),
+                Err(broadcast::error::RecvError::Lagged(n)) => self.skipped += n,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// How many messages this subscriber missed by falling behind.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
+/// Keeps one subscriber connection while Redis is healthy, subscribed to every
+/// channel that has subscribers, and hands its messages to them.
+async fn run_subscriber(weak: Weak<Inner>) {
+    let Some(mut health) = weak.upgrade().map(|i| i.redis.subscribe()) else {
+        return;
+    };
+    loop {
+        // Wait for a healthy Redis.
+        if health.wait_for(|h| *h == Health::Healthy).await.is_err() {
+            return;
+        }
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        let connect = tokio::time::timeout(
+            inner.redis.config().connect_timeout,
+            inner.subscriber.get_async_pubsub(),
+        )
+        .await;
+        let Ok(Ok(pubsub)) = connect else {
+            drop(inner);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let mut subscribed: Vec<Arc<str>> = Vec::new();
+        let mut failed = false;
+        loop {
+            // Subscribe to channels we do not have yet.
+            let wanted: Vec<Arc<str>> = inner
+                .channels
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .keys()
+                .filter(|c| !subscribed.contains(c))
+                .cloned()
+                .collect();
+            for channel in wanted {
+                let done = tokio::time::timeout(
+                    inner.redis.config().call_timeout * 4,
+                    sink.subscribe(&*channel),
+                )
+                .await;
+                if !matches!(done, Ok(Ok(()))) {
+                    failed = true;
+                    break;
+                }
+                subscribed.push(channel);
+            }
+            if failed {
+                break;
+            }
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else { break };
+                    let channel = message.get_channel_name();
+                    let sender = inner
+                        .channels
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(channel)
+                        .cloned();
+                    if let Some(sender) = sender {
+                        let _ = sender.send(Message {
+                            channel: channel.into(),
+                            payload: message.get_payload_bytes().into(),
+                            via_redis: true,
+                        });
+                    }
+                }
+                () = inner.added.notified() => {}
+                changed = health.changed() => {
+                    if changed.is_err() || *health.borrow() != Health::Healthy {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(inner);
+        if failed {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
