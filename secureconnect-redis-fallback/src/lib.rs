@@ -27,7 +27,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Errors are classified as DESIGN says: connection errors, timeouts, `LOADING`,
+//! Errors are classified by what they say about Redis: connection errors, timeouts, `LOADING`,
 //! `BUSY`, `MASTERDOWN`, `CLUSTERDOWN` and `TRYAGAIN` make Redis unavailable;
 //! `NOAUTH`/`WRONGPASS` degrade with a loud log and slow retries; `OOM` and `READONLY`
 //! refuse writes only; `WRONGTYPE`, `NOSCRIPT` and bad arguments are the caller's
