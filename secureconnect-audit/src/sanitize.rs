@@ -1,0 +1,284 @@
+//! Making untrusted text safe to write into an audit trail.
+//!
+//! Every free-text field of an event passes through [`clean`]: characters that could
+//! forge a line, a terminal sequence or a misleading file name (C0 and C1 controls, DEL,
+//! U+2028/U+2029, bidirectional overrides and isolates, zero-width characters) are
+//! written as visible `\u{…}` escapes; the text is cut at a character boundary to a
+//! maximum size; and secrets (`Bearer` tokens, `token=`, `X-Amz-Signature=` and similar
+//! parameters) are replaced by `[redacted]`. The event records which of these happened
+//! in its `flags`.
+
+use std::fmt::Write;
+
+/// What cleaning did to an event's text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Flags {
+    pub(crate) escaped: bool,
+    pub(crate) truncated: bool,
+    pub(crate) redacted: bool,
+}
+
+impl Flags {
+    pub(crate) fn merge(&mut self, other: Flags) {
+        self.escaped |= other.escaped;
+        self.truncated |= other.truncated;
+        self.redacted |= other.redacted;
+    }
+
+    pub(crate) fn names(self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.escaped {
+            names.push("escaped");
+        }
+        if self.truncated {
+            names.push("truncated");
+        }
+        if self.redacted {
+            names.push("redacted");
+        }
+        names
+    }
+}
+
+/// Whether `c` must not appear as itself in an audit record.
+pub(crate) fn is_dangerous(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}'          // line and paragraph separators
+            | '\u{061C}' | '\u{200E}' | '\u{200F}' // bidi marks
+            | '\u{202A}'..='\u{202E}'        // bidi embeddings and overrides
+            | '\u{2066}'..='\u{2069}'        // bidi isolates
+            | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' // zero-width
+            | '\u{FFFD}'                     // stands for bytes that were not UTF-8
+        )
+}
+
+/// Parameter names whose values are secrets wherever they appear.
+const SECRET_PARAMS: &[&str] = &[
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "token",
+    "api_key",
+    "apikey",
+    "password",
+    "passwd",
+    "secret",
+    "client_secret",
+    "signature",
+    "sig",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
+    "session",
+    "sessionid",
+    "jwt",
+];
+
+const REDACTED: &str = "[redacted]";
+
+fn is_value_end(b: u8) -> bool {
+    matches!(
+        b,
+        b'&' | b' ' | b'"' | b'\'' | b';' | b',' | b'\t' | b'\r' | b'\n' | b'#'
+    )
+}
+
+/// Replaces secret values: `Bearer …`/`Basic …` credentials and the values of
+/// [`SECRET_PARAMS`] in `name=value` pairs (any case).
+pub(crate) fn redact(input: &str, flags: &mut Flags) -> String {
+    let lower = input.to_ascii_lowercase();
+    let bytes = input.as_bytes();
+    // (start, end) of byte ranges to replace, in order.
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for scheme in ["bearer ", "basic "] {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(scheme) {
+            let start = from + at + scheme.len();
+            let end = bytes[start..]
+                .iter()
+                .position(|b| matches!(b, b' ' | b'"' | b'\'' | b',' | b'\r' | b'\n'))
+                .map_or(bytes.len(), |p| start + p);
+            if end > start {
+                ranges.push((start, end));
+            }
+            from = end.max(start);
+        }
+    }
+    for name in SECRET_PARAMS {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(name) {
+            let name_start = from + at;
+            let eq = name_start + name.len();
+            from = eq;
+            // A whole parameter name: preceded by a separator, followed by `=`.
+            let starts_word = name_start == 0
+                || matches!(
+                    bytes[name_start - 1],
+                    b'?' | b'&' | b' ' | b';' | b',' | b'"' | b'\''
+                );
+            if !starts_word || bytes.get(eq) != Some(&b'=') {
+                continue;
+            }
+            let start = eq + 1;
+            let end = bytes[start..]
+                .iter()
+                .position(|b| is_value_end(*b))
+                .map_or(bytes.len(), |p| start + p);
+            if end > start {
+                ranges.push((start, end));
+            }
+        }
+    }
+    if ranges.is_empty() {
+        return input.to_owned();
+    }
+    flags.redacted = true;
+    ranges.sort_unstable();
+    let mut out = String::with_capacity(input.len());
+    let mut pos = 0;
+    for (start, end) in ranges {
+        if start < pos {
+            continue;
+        }
+        out.push_str(&input[pos..start]);
+        out.push_str(REDACTED);
+        pos = end;
+    }
+    out.push_str(&input[pos..]);
+    out
+}
+
+/// Escapes dangerous characters, then cuts to `max` bytes at a character boundary.
+pub(crate) fn escape_and_cut(input: &str, max: usize, flags: &mut Flags) -> String {
+    let mut out = String::with_capacity(input.len().min(max));
+    for c in input.chars() {
+        let before = out.len();
+        if is_dangerous(c) {
+            flags.escaped = true;
+            let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+        if out.len() > max {
+            out.truncate(before);
+            flags.truncated = true;
+            break;
+        }
+    }
+    out
+}
+
+/// Cleans untrusted text for an audit field: secrets redacted, dangerous characters
+/// escaped, at most `max` bytes.
+pub(crate) fn clean(input: &str, max: usize, flags: &mut Flags) -> String {
+    // Redact before cutting, so a cut can never leave half a secret visible; bound the
+    // work on huge inputs first.
+    let bounded = if input.len() > max * 4 + 64 {
+        flags.truncated = true;
+        let mut end = max * 4 + 64;
+        while !input.is_char_boundary(end) {
+            end -= 1;
+        }
+        &input[..end]
+    } else {
+        input
+    };
+    let redacted = redact(bounded, flags);
+    escape_and_cut(&redacted, max, flags)
+}
+
+/// A path or URL without its query string (which may hold tokens or signatures).
+pub(crate) fn without_query(input: &str, flags: &mut Flags) -> String {
+    match input.split_once('?') {
+        Some((path, query)) if !query.is_empty() => {
+            flags.redacted = true;
+            format!("{path}?{REDACTED}")
+        }
+        Some((path, _)) => path.to_owned(),
+        None => input.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cleaned(s: &str, max: usize) -> (String, Flags) {
+        let mut flags = Flags::default();
+        (clean(s, max, &mut flags), flags)
+    }
+
+    #[test]
+    fn dangerous_characters_become_visible_escapes() {
+        let (out, flags) = cleaned("alice\n{\"outcome\":\"allowed\"}", 100);
+        assert_eq!(out, "alice\\u{000a}{\"outcome\":\"allowed\"}");
+        assert!(flags.escaped);
+        for bad in [
+            "\u{0}",
+            "\u{7f}",
+            "\u{85}",
+            "\u{2028}",
+            "\u{202e}",
+            "\u{1b}[31m",
+            "\r",
+        ] {
+            let (out, flags) = cleaned(bad, 100);
+            assert!(out.chars().all(|c| !is_dangerous(c)), "{bad:?} -> {out:?}");
+            assert!(flags.escaped);
+        }
+        let (out, _) = cleaned("invoice\u{202E}fdp.exe", 100);
+        assert_eq!(out, "invoice\\u{202e}fdp.exe");
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary() {
+        let (out, flags) = cleaned(&"é".repeat(1000), 11);
+        assert_eq!(out, "ééééé");
+        assert!(flags.truncated);
+        let (out, flags) = cleaned(&"x".repeat(1 << 20), 4096);
+        assert_eq!(out.len(), 4096);
+        assert!(flags.truncated);
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let (out, flags) = cleaned(
+            "GET /f?X-Amz-Signature=abc123&X-Amz-Credential=AKIA/x&part=2 Authorization: Bearer eyJhbGci.x.y",
+            500,
+        );
+        assert!(
+            !out.contains("abc123") && !out.contains("AKIA") && !out.contains("eyJhbGci"),
+            "{out}"
+        );
+        assert!(out.contains("part=2"));
+        assert!(flags.redacted);
+        let (out, _) = cleaned("token=s3cr3t", 100);
+        assert_eq!(out, "token=[redacted]");
+        let (out, flags) = cleaned("tokenizer=ok mytoken=ok", 100);
+        assert_eq!(out, "tokenizer=ok mytoken=ok");
+        assert!(!flags.redacted);
+    }
+
+    #[test]
+    fn queries_are_dropped_from_paths() {
+        let mut flags = Flags::default();
+        assert_eq!(
+            without_query("/files/1?token=x", &mut flags),
+            "/files/1?[redacted]"
+        );
+        assert!(flags.redacted);
+        assert_eq!(without_query("/files/1", &mut Flags::default()), "/files/1");
+    }
+
+    #[test]
+    fn invalid_utf8_is_escaped() {
+        let mut flags = Flags::default();
+        let lossy = String::from_utf8_lossy(b"ok\xff");
+        assert_eq!(clean(&lossy, 100, &mut flags), "ok\\u{fffd}");
+        assert!(flags.escaped);
+    }
+}
