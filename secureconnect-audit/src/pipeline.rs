@@ -16,6 +16,7 @@
 //! | `audit_queue_depth` | gauge | |
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -104,6 +105,10 @@ impl PipelineConfig {
 
 #[derive(Clone, Debug)]
 struct Metrics {
+    /// Events handed to the sink and not yet accounted for. Whoever takes them (the
+    /// writer when the sink returns, or a shutdown that gives up on a hung sink)
+    /// counts them, exactly once.
+    in_sink: Arc<AtomicU64>,
     produced: Counter,
     written: Counter,
     dropped_full: Counter,
@@ -147,6 +152,7 @@ impl Metrics {
         );
         let reason = |r| dropped.get_or_create_owned(&vec![("reason", r)]);
         Self {
+            in_sink: Arc::new(AtomicU64::new(0)),
             produced,
             written,
             dropped_full: reason("queue_full"),
@@ -322,10 +328,11 @@ impl AuditPipeline {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     // The sink hangs: take what is left so it is counted, not lost
-                    // silently.
+                    // silently, with the batch stuck inside the sink.
                     while self.inner.rx.try_recv().is_ok() {
                         abandoned += 1;
                     }
+                    abandoned += self.inner.metrics.in_sink.swap(0, Ordering::AcqRel);
                     self.inner.metrics.dropped_shutdown.inc_by(abandoned);
                     tracing::error!(target: "audit", abandoned, "audit sink did not drain before the shutdown deadline");
                 }
@@ -355,8 +362,11 @@ fn write_loop(
             }
         }
         metrics.depth.set(rx.len() as i64);
-        let n = batch.len() as u64;
-        match catch_unwind(AssertUnwindSafe(|| sink.write(&batch))) {
+        metrics.in_sink.store(batch.len() as u64, Ordering::Release);
+        let result = catch_unwind(AssertUnwindSafe(|| sink.write(&batch)));
+        // Zero when a shutdown has already counted this batch as abandoned.
+        let n = metrics.in_sink.swap(0, Ordering::AcqRel);
+        match result {
             Ok(Ok(())) => {
                 metrics.written.inc_by(n);
             }

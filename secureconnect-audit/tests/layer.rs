@@ -1,0 +1,218 @@
+//! The layer over real TCP: client addresses through the trusted-proxy policy, request
+//! ids kept apart, unique ids and strictly increasing `seq` under concurrency, and the
+//! policy.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use secureconnect_audit::chain::verify;
+use secureconnect_audit::{Actor, AuditPolicy, Outcome, PipelineConfig, TrustedProxies};
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let untrusted = common::start("10.0.0.0/8".parse().unwrap(), PipelineConfig::default()).await;
+    let trusted = common::start("127.0.0.1/32".parse().unwrap(), PipelineConfig::default()).await;
+    let client = reqwest::Client::new();
+    for service in [&untrusted, &trusted] {
+        client
+            .get(format!("http://{}/admin", service.addr))
+            .header("x-forwarded-for", "6.6.6.6, 203.0.113.7")
+            .send()
+            .await
+            .unwrap();
+        // A 1,000-entry header: only the right-most hops are read.
+        let long = (0..1000)
+            .map(|i| format!("198.51.100.{}", i % 250))
+            .collect::<Vec<_>>()
+            .join(", ");
+        client
+            .get(format!("http://{}/admin", service.addr))
+            .header("x-forwarded-for", long)
+            .send()
+            .await
+            .unwrap();
+        service.settle().await;
+    }
+    let localhost: IpAddr = "127.0.0.1".parse().unwrap();
+    let from = |s: &common::Service| {
+        s.memory
+            .events()
+            .iter()
+            .map(|e| e.client_ip())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        from(&untrusted),
+        vec![Some(localhost); 2],
+        "an untrusted peer's header is ignored"
+    );
+    assert_eq!(
+        from(&trusted),
+        vec![
+            Some("203.0.113.7".parse().unwrap()),
+            Some("198.51.100.249".parse().unwrap())
+        ],
+        "through a trusted proxy: the right-most untrusted hop"
+    );
+}
+
+#[tokio::test]
+async fn client_request_ids_are_kept_apart_and_cleaned() {
+    let service = common::start(TrustedProxies::none(), PipelineConfig::default()).await;
+    let client = reqwest::Client::new();
+    let first = client
+        .get(format!("http://{}/admin", service.addr))
+        .send()
+        .await
+        .unwrap();
+    let server_id = first.headers().get("x-request-id").cloned();
+    service.settle().await;
+    let earlier = service.memory.events()[0].clone();
+    assert!(earlier.request_id().is_some());
+    assert_eq!(earlier.client_request_id(), None);
+
+    // A client reusing an earlier event id, and one with a tab and obs-text bytes.
+    let reused = earlier.event_id().to_string();
+    client
+        .get(format!("http://{}/admin", service.addr))
+        .header("x-request-id", reused.as_str())
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!("http://{}/admin", service.addr))
+        .header(
+            "x-request-id",
+            http::HeaderValue::from_bytes(b"abc\tdef\xff").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    service.settle().await;
+    let events = service.memory.events();
+    assert_eq!(events[1].client_request_id(), Some(reused.as_str()));
+    assert_ne!(
+        events[1].request_id(),
+        Some(reused.as_str()),
+        "never taken as the server's id"
+    );
+    assert_ne!(events[1].event_id(), earlier.event_id());
+    assert_eq!(
+        events[2].client_request_id(),
+        Some("abc\\u{0009}def\\u{fffd}")
+    );
+    assert!(events[2].flags().contains(&"escaped".to_owned()));
+    // Without tower-http's propagation layer the id is not echoed, but the event has it.
+    assert!(
+        server_id.is_none()
+            || server_id.as_ref().and_then(|v| v.to_str().ok()) == events[0].request_id()
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_denials_get_unique_ids_and_increasing_seq() {
+    let service = common::start(TrustedProxies::none(), PipelineConfig::default()).await;
+    let client = reqwest::Client::new();
+    let requests = (0..1000).map(|i| {
+        let client = client.clone();
+        let url = format!("http://{}/admin", service.addr);
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .header("x-test-user", format!("user-{i}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    });
+    for r in requests.collect::<Vec<_>>() {
+        assert_eq!(r.await.unwrap(), 403);
+    }
+    service.settle().await;
+    let events = service.memory.events();
+    assert_eq!(events.len(), 1000);
+    let ids: HashSet<_> = events.iter().map(|e| e.event_id()).collect();
+    assert_eq!(ids.len(), 1000, "every event_id is unique");
+    for pair in events.windows(2) {
+        assert_eq!(
+            pair[1].seq(),
+            pair[0].seq() + 1,
+            "seq strictly increases, without gaps"
+        );
+    }
+    let users: HashSet<_> = events
+        .iter()
+        .map(|e| match e.actor() {
+            Actor::User { id } => id.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(users.len(), 1000);
+    // The native file is hash-chained and intact.
+    let report = verify(
+        std::io::BufReader::new(std::fs::File::open(&service.native).unwrap()),
+        None,
+    )
+    .unwrap();
+    assert_eq!((report.lines, report.broken), (1000, None));
+}
+
+#[tokio::test]
+async fn policy_and_anonymous_actors() {
+    use axum::routing::{get, post};
+    use prometheus_client::registry::Registry;
+    use secureconnect_audit::{AuditLayer, AuditPipeline, MemorySink};
+    use tower::ServiceExt;
+
+    let sink = MemorySink::new();
+    let pipeline = AuditPipeline::new(
+        sink.clone(),
+        PipelineConfig::default(),
+        &mut Registry::default(),
+    );
+    let app = axum::Router::new()
+        .route("/r", get(|| async { "ok" }))
+        .route("/w", post(|| async { "ok" }))
+        .route("/boom", get(|| async { http::StatusCode::BAD_GATEWAY }))
+        .route("/no", get(|| async { http::StatusCode::UNAUTHORIZED }))
+        .layer(AuditLayer::new(pipeline.clone()).policy(AuditPolicy::denials_only().with_writes()));
+    for (method, path) in [
+        ("GET", "/r"),
+        ("POST", "/w"),
+        ("GET", "/boom"),
+        ("GET", "/no"),
+        ("GET", "/nowhere"),
+    ] {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        app.clone().oneshot(request).await.unwrap();
+    }
+    pipeline.shutdown(std::time::Duration::from_secs(2));
+    let events = sink.events();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.http().unwrap().route.clone(), e.outcome()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("/w".to_owned(), Outcome::Allowed),
+            ("/no".to_owned(), Outcome::Denied)
+        ],
+        "GET 200, 502 and 404 are not recorded under denials + writes"
+    );
+    assert_eq!(
+        events[1].actor(),
+        &Actor::Anonymous,
+        "no actor is Anonymous, never a panic"
+    );
+    assert_eq!(events[1].reason().unwrap().code, "unauthenticated");
+}
