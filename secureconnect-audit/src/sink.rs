@@ -127,7 +127,7 @@ impl AuditSink for MemorySink {
     }
 }
 
-/// Appends events as JSON lines to a file; with [`hash_chain`](Self::hash_chain), each
+/// Appends events as JSON lines to a file; with `hash_chain` set in [`open`](Self::open), each
 /// line carries the SHA-256 of the previous one in `prev_hash`, and the chain goes on
 /// across restarts.
 ///
