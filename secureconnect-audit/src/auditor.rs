@@ -27,7 +27,7 @@ pub(crate) struct RequestContext {
     pub(crate) user_agent: Option<String>,
     pub(crate) method: &'static str,
     pub(crate) route: String,
-    pub(crate) service: Option<String>,
+    pub(crate) service: Option<crate::event::Text>,
 }
 
 impl RequestContext {
@@ -174,7 +174,7 @@ impl Auditor {
             .resource(resource)
             .file(file);
         if let Some((code, text)) = reason {
-            event = event.reason(code, text);
+            event = event.reason(code.to_owned(), text.to_owned());
         }
         self.record(event)
     }

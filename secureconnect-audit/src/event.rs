@@ -1,5 +1,6 @@
 //! The audit event.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -7,7 +8,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::sanitize::{clean, without_query, Flags};
+use crate::sanitize::{clean_cow, clean_owned, without_query, Flags};
+
+/// Text that is often a constant: no allocation for `&'static str`.
+pub type Text = Cow<'static, str>;
 
 /// The version of the JSON layout of [`AuditEvent`]; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u16 = 1;
@@ -52,10 +56,10 @@ impl Actor {
     fn cleaned(self, flags: &mut Flags) -> Self {
         match self {
             Self::User { id } => Self::User {
-                id: clean(&id, MAX_ID, flags),
+                id: clean_owned(id, MAX_ID, flags),
             },
             Self::Service { name } => Self::Service {
-                name: clean(&name, MAX_ID, flags),
+                name: clean_owned(name, MAX_ID, flags),
             },
             Self::Anonymous => Self::Anonymous,
         }
@@ -89,16 +93,16 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
     /// A stable code such as `not_owner`, `missing_token`, `http_403`.
-    pub code: String,
+    pub code: Text,
     /// A human explanation.
-    pub text: String,
+    pub text: Text,
 }
 
 /// The HTTP request an event belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpInfo {
     /// The method (`_OTHER` for non-standard ones).
-    pub method: String,
+    pub method: Text,
     /// The matched route template, `unmatched`, or the path without its query.
     pub route: String,
     /// The response status, when known.
@@ -132,9 +136,9 @@ pub struct AuditEvent {
     #[serde(with = "rfc3339")]
     time: OffsetDateTime,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    service: Option<String>,
+    service: Option<Text>,
     actor: Actor,
-    action: String,
+    action: Text,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     resource: Option<String>,
     outcome: Outcome,
@@ -156,7 +160,7 @@ pub struct AuditEvent {
     user_agent: Option<String>,
     /// `escaped`, `truncated`, `redacted`: what cleaning did to this event.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    flags: Vec<String>,
+    flags: Vec<Text>,
 }
 
 mod rfc3339 {
@@ -178,7 +182,7 @@ mod rfc3339 {
 impl AuditEvent {
     /// Starts an event: `action` (such as `http.request`, `file.download`) with its
     /// `outcome`.
-    pub fn builder(action: impl Into<String>, outcome: Outcome) -> EventBuilder {
+    pub fn builder(action: impl Into<Text>, outcome: Outcome) -> EventBuilder {
         EventBuilder {
             action: action.into(),
             outcome,
@@ -261,8 +265,13 @@ impl AuditEvent {
         self.user_agent.as_deref()
     }
     /// What cleaning did: `escaped`, `truncated`, `redacted`.
-    pub fn flags(&self) -> &[String] {
+    pub fn flags(&self) -> &[Text] {
         &self.flags
+    }
+
+    /// Whether cleaning did `flag` (`escaped`, `truncated`, `redacted`).
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
     }
 
     pub(crate) fn set_seq(&mut self, seq: u64) {
@@ -288,12 +297,12 @@ impl AuditEvent {
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct EventBuilder {
-    pub(crate) action: String,
+    pub(crate) action: Text,
     pub(crate) outcome: Outcome,
     pub(crate) actor: Actor,
-    pub(crate) service: Option<String>,
+    pub(crate) service: Option<Text>,
     pub(crate) resource: Option<String>,
-    pub(crate) reason: Option<(String, String)>,
+    pub(crate) reason: Option<(Text, Text)>,
     pub(crate) client_ip: Option<IpAddr>,
     pub(crate) request_id: Option<String>,
     pub(crate) client_request_id: Option<String>,
@@ -310,7 +319,7 @@ impl EventBuilder {
         self
     }
     /// The recording service's name.
-    pub fn service(mut self, service: impl Into<String>) -> Self {
+    pub fn service(mut self, service: impl Into<Text>) -> Self {
         self.service = Some(service.into());
         self
     }
@@ -320,7 +329,7 @@ impl EventBuilder {
         self
     }
     /// Why, as a stable code and a text.
-    pub fn reason(mut self, code: impl Into<String>, text: impl Into<String>) -> Self {
+    pub fn reason(mut self, code: impl Into<Text>, text: impl Into<Text>) -> Self {
         self.reason = Some((code.into(), text.into()));
         self
     }
@@ -350,7 +359,7 @@ impl EventBuilder {
     /// The HTTP request.
     pub fn http(
         mut self,
-        method: impl Into<String>,
+        method: impl Into<Text>,
         route: impl Into<String>,
         status: Option<u16>,
     ) -> Self {
@@ -377,40 +386,34 @@ impl EventBuilder {
     pub fn build(self) -> AuditEvent {
         let mut flags = Flags::default();
         let f = &mut flags;
-        let opt = |v: Option<String>, max: usize, f: &mut Flags| v.map(|v| clean(&v, max, f));
-        let resource = self.resource.map(|r| {
-            let mut local = Flags::default();
-            let r = without_query(&r, &mut local);
-            let r = clean(&r, MAX_RESOURCE, &mut local);
-            f.merge(local);
-            r
-        });
-        let http = self.http.map(|h| {
-            let route = without_query(&h.route, f);
-            HttpInfo {
-                method: clean(&h.method, 16, f),
-                route: clean(&route, MAX_RESOURCE, f),
-                status: h.status,
-            }
+        let opt = |v: Option<String>, max: usize, f: &mut Flags| v.map(|v| clean_owned(v, max, f));
+        let service = self.service.map(|v| clean_cow(v, MAX_ID, f));
+        let resource = self
+            .resource
+            .map(|r| clean_owned(without_query(r, f), MAX_RESOURCE, f));
+        let http = self.http.map(|h| HttpInfo {
+            method: clean_cow(h.method, 16, f),
+            route: clean_owned(without_query(h.route, f), MAX_RESOURCE, f),
+            status: h.status,
         });
         let file = self.file.map(|file| FileInfo {
-            id: clean(&file.id, MAX_ID, f),
-            owner: file.owner.map(|o| clean(&o, MAX_ID, f)),
-            name: file.name.map(|n| clean(&n, MAX_ID, f)),
+            id: clean_owned(file.id, MAX_ID, f),
+            owner: file.owner.map(|o| clean_owned(o, MAX_ID, f)),
+            name: file.name.map(|n| clean_owned(n, MAX_ID, f)),
             size: file.size,
         });
         let reason = self.reason.map(|(code, text)| Reason {
-            code: clean(&code, MAX_REASON_CODE, f),
-            text: clean(&text, MAX_REASON_TEXT, f),
+            code: clean_cow(code, MAX_REASON_CODE, f),
+            text: clean_cow(text, MAX_REASON_TEXT, f),
         });
         let event = AuditEvent {
             schema_version: SCHEMA_VERSION,
             event_id: Uuid::now_v7(),
             seq: 0,
             time: OffsetDateTime::now_utc(),
-            service: opt(self.service, MAX_ID, f),
+            service,
             actor: self.actor.cleaned(f),
-            action: clean(&self.action, MAX_ACTION, f),
+            action: clean_cow(self.action, MAX_ACTION, f),
             resource,
             outcome: self.outcome,
             reason,
@@ -424,7 +427,7 @@ impl EventBuilder {
             flags: Vec::new(),
         };
         AuditEvent {
-            flags: flags.names().into_iter().map(str::to_owned).collect(),
+            flags: flags.names().into_iter().map(Cow::Borrowed).collect(),
             ..event
         }
     }

@@ -87,7 +87,7 @@ pub(crate) struct Shared {
     pub(crate) pipeline: AuditPipeline,
     pub(crate) policy: AuditPolicy,
     pub(crate) proxies: TrustedProxies,
-    pub(crate) service: Option<String>,
+    pub(crate) service: Option<crate::event::Text>,
     pub(crate) request_ids: bool,
 }
 
@@ -165,8 +165,8 @@ impl AuditLayer {
 
     /// The service name written in every event.
     pub fn service_name(self, name: impl Into<String>) -> Self {
-        let name = name.into();
-        self.with(|s| s.service = Some(name))
+        let name: String = name.into();
+        self.with(|s| s.service = Some(name.into()))
     }
 
     /// Whether this layer mints request ids (default `true`; see the type's docs).

@@ -58,7 +58,7 @@ mod sink;
 pub use auditor::{Auditor, FileAction};
 pub use client_ip::{BadProxy, TrustedProxies};
 pub use event::{
-    Actor, AuditEvent, EventBuilder, FileInfo, HttpInfo, Outcome, Reason, SCHEMA_VERSION,
+    Actor, AuditEvent, EventBuilder, FileInfo, HttpInfo, Outcome, Reason, Text, SCHEMA_VERSION,
 };
 pub use layer::{Audit, AuditLayer, AuditPolicy, PeerAddr, ResponseFuture};
 pub use pipeline::{AuditError, AuditPipeline, Overflow, PipelineConfig, ShutdownReport};

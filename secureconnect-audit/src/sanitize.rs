@@ -8,6 +8,7 @@
 //! parameters) are replaced by `[redacted]`. The event records which of these happened
 //! in its `flags`.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 /// What cleaning did to an event's text.
@@ -19,12 +20,6 @@ pub(crate) struct Flags {
 }
 
 impl Flags {
-    pub(crate) fn merge(&mut self, other: Flags) {
-        self.escaped |= other.escaped;
-        self.truncated |= other.truncated;
-        self.redacted |= other.redacted;
-    }
-
     pub(crate) fn names(self) -> Vec<&'static str> {
         let mut names = Vec::new();
         if self.escaped {
@@ -87,40 +82,47 @@ fn is_value_end(b: u8) -> bool {
     )
 }
 
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+}
+
 /// Replaces secret values: `Bearer …`/`Basic …` credentials and the values of
-/// [`SECRET_PARAMS`] in `name=value` pairs (any case).
-pub(crate) fn redact(input: &str, flags: &mut Flags) -> String {
-    let lower = input.to_ascii_lowercase();
+/// [`SECRET_PARAMS`] in `name=value` pairs (any case). One pass over the text; text
+/// without a space or an `=` is returned as it is.
+pub(crate) fn redact<'a>(input: &'a str, flags: &mut Flags) -> Cow<'a, str> {
     let bytes = input.as_bytes();
-    // (start, end) of byte ranges to replace, in order.
+    // (start, end) of byte ranges to replace.
     let mut ranges: Vec<(usize, usize)> = Vec::new();
-    for scheme in ["bearer ", "basic "] {
-        let mut from = 0;
-        while let Some(at) = lower[from..].find(scheme) {
-            let start = from + at + scheme.len();
-            let end = bytes[start..]
+    if bytes.contains(&b' ') {
+        for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b' ') {
+            let word_start = bytes[..i]
                 .iter()
-                .position(|b| matches!(b, b' ' | b'"' | b'\'' | b',' | b'\r' | b'\n'))
-                .map_or(bytes.len(), |p| start + p);
-            if end > start {
-                ranges.push((start, end));
+                .rposition(|b| !b.is_ascii_alphabetic())
+                .map_or(0, |p| p + 1);
+            let word = &bytes[word_start..i];
+            if word.eq_ignore_ascii_case(b"bearer") || word.eq_ignore_ascii_case(b"basic") {
+                let start = i + 1;
+                let end = bytes[start..]
+                    .iter()
+                    .position(|b| matches!(b, b' ' | b'"' | b'\'' | b',' | b'\r' | b'\n'))
+                    .map_or(bytes.len(), |p| start + p);
+                if end > start {
+                    ranges.push((start, end));
+                }
             }
-            from = end.max(start);
         }
     }
-    for name in SECRET_PARAMS {
-        let mut from = 0;
-        while let Some(at) = lower[from..].find(name) {
-            let name_start = from + at;
-            let eq = name_start + name.len();
-            from = eq;
-            // A whole parameter name: preceded by a separator, followed by `=`.
-            let starts_word = name_start == 0
-                || matches!(
-                    bytes[name_start - 1],
-                    b'?' | b'&' | b' ' | b';' | b',' | b'"' | b'\''
-                );
-            if !starts_word || bytes.get(eq) != Some(&b'=') {
+    if bytes.contains(&b'=') {
+        for (eq, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'=') {
+            let name_start = bytes[..eq]
+                .iter()
+                .rposition(|b| !is_name_byte(*b))
+                .map_or(0, |p| p + 1);
+            let name = &bytes[name_start..eq];
+            if !SECRET_PARAMS
+                .iter()
+                .any(|s| s.as_bytes().eq_ignore_ascii_case(name))
+            {
                 continue;
             }
             let start = eq + 1;
@@ -134,7 +136,7 @@ pub(crate) fn redact(input: &str, flags: &mut Flags) -> String {
         }
     }
     if ranges.is_empty() {
-        return input.to_owned();
+        return Cow::Borrowed(input);
     }
     flags.redacted = true;
     ranges.sort_unstable();
@@ -149,11 +151,14 @@ pub(crate) fn redact(input: &str, flags: &mut Flags) -> String {
         pos = end;
     }
     out.push_str(&input[pos..]);
-    out
+    Cow::Owned(out)
 }
 
 /// Escapes dangerous characters, then cuts to `max` bytes at a character boundary.
 pub(crate) fn escape_and_cut(input: &str, max: usize, flags: &mut Flags) -> String {
+    if input.len() <= max && !input.chars().any(is_dangerous) {
+        return input.to_owned();
+    }
     let mut out = String::with_capacity(input.len().min(max));
     for c in input.chars() {
         let before = out.len();
@@ -191,15 +196,49 @@ pub(crate) fn clean(input: &str, max: usize, flags: &mut Flags) -> String {
     escape_and_cut(&redacted, max, flags)
 }
 
+/// Like [`clean`], keeping the string's allocation when it needs no change.
+pub(crate) fn clean_owned(input: String, max: usize, flags: &mut Flags) -> String {
+    let bytes = input.as_bytes();
+    let needs_work = input.len() > max
+        || bytes.contains(&b'=')
+        || bytes.contains(&b' ')
+        || input.chars().any(is_dangerous);
+    if needs_work {
+        clean(&input, max, flags)
+    } else {
+        input
+    }
+}
+
+/// Like [`clean_owned`] for text that is often a constant.
+pub(crate) fn clean_cow(
+    input: Cow<'static, str>,
+    max: usize,
+    flags: &mut Flags,
+) -> Cow<'static, str> {
+    match input {
+        Cow::Borrowed(s) => {
+            let needs_work =
+                s.len() > max || s.contains('=') || s.contains(' ') || s.chars().any(is_dangerous);
+            if needs_work {
+                Cow::Owned(clean(s, max, flags))
+            } else {
+                Cow::Borrowed(s)
+            }
+        }
+        Cow::Owned(s) => Cow::Owned(clean_owned(s, max, flags)),
+    }
+}
+
 /// A path or URL without its query string (which may hold tokens or signatures).
-pub(crate) fn without_query(input: &str, flags: &mut Flags) -> String {
+pub(crate) fn without_query(input: String, flags: &mut Flags) -> String {
     match input.split_once('?') {
         Some((path, query)) if !query.is_empty() => {
             flags.redacted = true;
             format!("{path}?{REDACTED}")
         }
         Some((path, _)) => path.to_owned(),
-        None => input.to_owned(),
+        None => input,
     }
 }
 
@@ -267,11 +306,14 @@ mod tests {
     fn queries_are_dropped_from_paths() {
         let mut flags = Flags::default();
         assert_eq!(
-            without_query("/files/1?token=x", &mut flags),
+            without_query("/files/1?token=x".into(), &mut flags),
             "/files/1?[redacted]"
         );
         assert!(flags.redacted);
-        assert_eq!(without_query("/files/1", &mut Flags::default()), "/files/1");
+        assert_eq!(
+            without_query("/files/1".into(), &mut Flags::default()),
+            "/files/1"
+        );
     }
 
     #[test]

@@ -105,7 +105,7 @@ async fn client_request_ids_are_kept_apart_and_cleaned() {
         events[2].client_request_id(),
         Some("abc\\u{0009}def\\u{fffd}")
     );
-    assert!(events[2].flags().contains(&"escaped".to_owned()));
+    assert!(events[2].has_flag("escaped"));
     // Without tower-http's propagation layer the id is not echoed, but the event has it.
     assert!(
         server_id.is_none()

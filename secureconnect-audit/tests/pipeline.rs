@@ -90,7 +90,9 @@ async fn a_hanging_sink_drops_and_counts_without_slowing_requests() {
         assert_eq!(deny(&app).await, 403);
     }
     assert_eq!(pipeline.produced(), 100);
-    assert!(pipeline.dropped() >= 89, "{}", pipeline.dropped());
+    // At most one batch (taken from a full queue) sits in the sink and one full queue
+    // waits behind it; everything else was dropped and counted.
+    assert!(pipeline.dropped() >= 100 - 2 * 10, "{}", pipeline.dropped());
     sink.release();
     let report = pipeline.shutdown(Duration::from_secs(2));
     assert_eq!(
