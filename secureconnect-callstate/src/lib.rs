@@ -1,0 +1,53 @@
+//! Call state that survives a restart of the video service.
+//!
+//! Only membership and ownership are persisted, never media. After a restart, clients
+//! are told to rejoin and renegotiate; a rejoin with the right token restores their
+//! place in the call.
+//!
+//! - [`RedisCallStore`]: each call is a hash `sc:call:{<id>}` and a hash of
+//!   participants `sc:call:{<id>}:p` sharing one hash tag, so one Lua script changes a
+//!   call atomically on a single Redis or a Redis Cluster. Join and leave bump the
+//!   version and check the owner and its fencing epoch: a node that lost a call cannot
+//!   overwrite it. Each node keeps a set of the calls it owns and a lease refreshed by
+//!   [`RedisCallStore::heartbeat`]; call keys expire unless refreshed, so abandoned calls
+//!   go away, and another node may [`adopt`](RedisCallStore::adopt) the calls of a node
+//!   whose lease lapsed. [`RedisCallStore::recover`] reads the node's own set with
+//!   `SSCAN` and the calls with pipelined `HGETALL`; `KEYS` is never used; a corrupt
+//!   entry is skipped and reported, the others recover.
+//! - [`MemoryCallStore`]: the same semantics in one process.
+//! - [`CallHub`]: what a signaling service holds — memory authoritative, Redis written
+//!   behind, full write-back after an outage, rejoin tokens, signal relay.
+//!
+//! ```no_run
+//! # async fn f(redis: secureconnect_redis_fallback::RedisClient) -> Result<(), secureconnect_callstate::CallError> {
+//! use prometheus_client::registry::Registry;
+//! use secureconnect_callstate::{CallHub, RedisCallStore, StoreConfig};
+//!
+//! let mut registry = Registry::default();
+//! let store = RedisCallStore::new(redis, "video-1", StoreConfig::default())?;
+//! let hub = CallHub::new("video-1", Some(store), &mut registry)?;
+//! hub.recover().await?;                       // calls from before a restart
+//! hub.create("call-7").await?;
+//! let (me, token) = hub.join("call-7", "user-1").await?;
+//! // … after a restart, the client presents `token`:
+//! hub.rejoin("call-7", &me, &token)?;
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod error;
+mod hub;
+mod memory_store;
+mod model;
+mod redis_store;
+mod scripts;
+mod store;
+
+pub use error::CallError;
+pub use hub::{CallHub, Signal, SignalReceiver};
+pub use memory_store::MemoryCallStore;
+pub use model::{CallState, Participant, ParticipantState, RejoinToken, SCHEMA_VERSION};
+pub use redis_store::{RecoveryReport, RedisCallStore, Skipped, StoreConfig};
+pub use store::{CallStore, LeaveOutcome};

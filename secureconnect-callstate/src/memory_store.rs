@@ -1,0 +1,135 @@
+//! The in-memory call store: the same semantics as Redis, inside one process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::error::{check_id, CallError};
+use crate::model::{now_ms, CallState, Participant};
+use crate::store::{CallStore, LeaveOutcome};
+
+/// Calls kept in this process only. Cheap to clone; clones share the calls.
+#[derive(Clone, Debug)]
+pub struct MemoryCallStore {
+    node: Arc<str>,
+    calls: Arc<Mutex<HashMap<String, CallState>>>,
+}
+
+impl MemoryCallStore {
+    /// An empty store for node `node`.
+    pub fn new(node: &str) -> Self {
+        Self {
+            node: node.into(),
+            calls: Arc::default(),
+        }
+    }
+
+    fn calls(&self) -> MutexGuard<'_, HashMap<String, CallState>> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts a call as it is (a recovered one, for instance).
+    pub fn insert(&self, call: CallState) {
+        self.calls().insert(call.id.clone(), call);
+    }
+
+    /// Removes a call without any checks (lost ownership).
+    pub fn remove(&self, call_id: &str) -> Option<CallState> {
+        self.calls().remove(call_id)
+    }
+
+    /// Every call.
+    pub fn snapshot(&self) -> Vec<CallState> {
+        self.calls().values().cloned().collect()
+    }
+
+    /// Runs `f` on a call.
+    pub(crate) fn with_call<T>(
+        &self,
+        call_id: &str,
+        f: impl FnOnce(&mut CallState) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        let mut calls = self.calls();
+        let call = calls
+            .get_mut(call_id)
+            .ok_or_else(|| CallError::NotFound(call_id.to_owned()))?;
+        f(call)
+    }
+
+    /// Number of calls and of participants.
+    pub fn counts(&self) -> (usize, usize) {
+        let calls = self.calls();
+        (
+            calls.len(),
+            calls.values().map(|c| c.participants.len()).sum(),
+        )
+    }
+}
+
+impl CallStore for MemoryCallStore {
+    async fn create(&self, call_id: &str) -> Result<CallState, CallError> {
+        check_id(call_id)?;
+        let mut calls = self.calls();
+        if calls.contains_key(call_id) {
+            return Err(CallError::AlreadyExists(call_id.to_owned()));
+        }
+        let call = CallState {
+            id: call_id.to_owned(),
+            owner: self.node.to_string(),
+            epoch: 1,
+            version: 1,
+            created_at_ms: now_ms(),
+            participants: BTreeMap::new(),
+        };
+        calls.insert(call_id.to_owned(), call.clone());
+        Ok(call)
+    }
+
+    async fn join(&self, call_id: &str, participant: Participant) -> Result<u64, CallError> {
+        check_id(&participant.id)?;
+        self.with_call(call_id, |call| {
+            call.participants
+                .insert(participant.id.clone(), participant);
+            call.version += 1;
+            Ok(call.version)
+        })
+    }
+
+    async fn leave(&self, call_id: &str, participant_id: &str) -> Result<LeaveOutcome, CallError> {
+        let mut calls = self.calls();
+        let call = calls
+            .get_mut(call_id)
+            .ok_or_else(|| CallError::NotFound(call_id.to_owned()))?;
+        if call.participants.remove(participant_id).is_none() {
+            return Ok(LeaveOutcome {
+                version: call.version,
+                removed: false,
+                call_ended: false,
+            });
+        }
+        call.version += 1;
+        let outcome = LeaveOutcome {
+            version: call.version,
+            removed: true,
+            call_ended: call.participants.is_empty(),
+        };
+        if outcome.call_ended {
+            calls.remove(call_id);
+        }
+        Ok(outcome)
+    }
+
+    async fn get(&self, call_id: &str) -> Result<Option<CallState>, CallError> {
+        Ok(self.calls().get(call_id).cloned())
+    }
+
+    async fn list_node_calls(&self) -> Result<Vec<String>, CallError> {
+        Ok(self.calls().keys().cloned().collect())
+    }
+
+    async fn end(&self, call_id: &str) -> Result<(), CallError> {
+        self.calls()
+            .remove(call_id)
+            .map(|_| ())
+            .ok_or_else(|| CallError::NotFound(call_id.to_owned()))
+    }
+}
