@@ -1,23 +1,4 @@
-//! A signaling hub's view of calls: in-memory state that is authoritative, written
-//! behind to Redis, recovered from Redis at start, and written back in full when Redis
-//! returns after an outage.
-//!
-//! A WebSocket signaling service keeps one [`CallHub`]: on `join` it hands the
-//! participant a [`RejoinToken`]; after a restart, [`CallHub::recover`] brings back the
-//! calls this node owned with every participant [awaiting
-//! rejoin](crate::ParticipantState::AwaitingRejoin); a participant that reconnects
-//! and presents its token gets its place back ([`CallHub::rejoin`]); those that do not
-//! within a grace period are removed ([`CallHub::expire_awaiting`]). Messages between
-//! participants (offers, answers, ICE candidates) go through [`CallHub::relay`] and
-//! [`CallHub::subscribe`].
-//!
-//! With Redis, the hub refreshes this node's lease and its calls' TTLs three times per
-//! lease period.
-//!
-//! Every change is applied in memory first, so signaling goes on while Redis is away.
-//! Changes are queued (bounded) for a background writer; if Redis fails or the queue
-//! overflows, the hub marks itself dirty and, once Redis is healthy, writes every call
-//! back in full and ends in Redis the calls that ended meanwhile.
+//! The signaling hub's view of calls; see [`CallHub`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,7 +109,28 @@ struct Inner {
     metrics: Metrics,
 }
 
-/// See the [module docs](self). Cheap to clone.
+/// A signaling hub's view of calls: in-memory state that is authoritative, written
+/// behind to Redis, recovered from Redis at start, and written back in full when Redis
+/// returns after an outage.
+///
+/// A WebSocket signaling service keeps one [`CallHub`]: on `join` it hands the
+/// participant a [`RejoinToken`]; after a restart, [`CallHub::recover`] brings back the
+/// calls this node owned with every participant [awaiting
+/// rejoin](crate::ParticipantState::AwaitingRejoin); a participant that reconnects
+/// and presents its token gets its place back ([`CallHub::rejoin`]); those that do not
+/// within a grace period are removed ([`CallHub::expire_awaiting`]). Messages between
+/// participants (offers, answers, ICE candidates) go through [`CallHub::relay`] and
+/// [`CallHub::subscribe`].
+///
+/// With Redis, the hub refreshes this node's lease and its calls' TTLs three times per
+/// lease period.
+///
+/// Every change is applied in memory first, so signaling goes on while Redis is away.
+/// Changes are queued (bounded) for a background writer; if Redis fails or the queue
+/// overflows, the hub marks itself dirty and, once Redis is healthy, writes every call
+/// back in full and ends in Redis the calls that ended meanwhile.
+///
+/// Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct CallHub {
     inner: Arc<Inner>,
