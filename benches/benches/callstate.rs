@@ -1,0 +1,186 @@
+//! Recovering 20,000 calls after a restart: this crate's store (`SSCAN` of the node's
+//! set, pipelined `HGETALL`s) side by side with the approach it replaces (`KEYS call:*`
+//! then one `GET` per key), on the same server and the same data; and the throughput
+//! of join and leave.
+//!
+//! ```text
+//! cargo bench -p secureconnect-benches --bench callstate   # needs redis-server
+//! ```
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use prometheus_client::registry::Registry;
+use secureconnect_callstate::{
+    CallStore, Participant, ParticipantState, RedisCallStore, RejoinToken, StoreConfig,
+};
+use secureconnect_redis_fallback::testing::RedisServer;
+use secureconnect_redis_fallback::{RedisClient, RedisConfig};
+
+const CALLS: usize = 20_000;
+
+fn participant_json(call: usize, p: usize) -> String {
+    serde_json::json!({
+        "id": format!("p{p}"),
+        "user_id": format!("user-{call}-{p}"),
+        "token_hash": "3f".repeat(32),
+        "joined_at_ms": 1_700_000_000_000u64,
+    })
+    .to_string()
+}
+
+/// The same 20,000 calls (two participants each) in both layouts.
+async fn populate(conn: &mut redis::aio::MultiplexedConnection) {
+    for chunk in (0..CALLS).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            let id = format!("c-{i}");
+            pipe.cmd("HSET")
+                .arg(format!("sc:call:{{{id}}}"))
+                .arg(&[
+                    "owner", "bench", "epoch", "1", "version", "3", "created", "0", "schema", "1",
+                ])
+                .ignore();
+            pipe.cmd("HSET")
+                .arg(format!("sc:call:{{{id}}}:p"))
+                .arg(&["p0", &participant_json(i, 0), "p1", &participant_json(i, 1)])
+                .ignore();
+            pipe.cmd("SADD")
+                .arg("sc:node:{bench}:calls")
+                .arg(&id)
+                .ignore();
+            // The replaced layout: one JSON snapshot per call.
+            let snapshot = serde_json::json!({
+                "id": id, "owner": "bench",
+                "participants": [participant_json(i, 0), participant_json(i, 1)],
+            });
+            pipe.cmd("SET")
+                .arg(format!("call:{id}"))
+                .arg(snapshot.to_string())
+                .ignore();
+        }
+        pipe.query_async::<()>(conn).await.unwrap();
+    }
+}
+
+/// The replaced approach: `KEYS call:*`, then one `GET` per key.
+async fn recover_with_keys(conn: &mut redis::aio::MultiplexedConnection) -> usize {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("call:*")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut calls = 0;
+    for key in keys {
+        let snapshot: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
+        let value: serde_json::Value = serde_json::from_str(&snapshot.unwrap()).unwrap();
+        calls += usize::from(value.get("participants").is_some());
+    }
+    calls
+}
+
+fn recovery(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = RedisServer::start().unwrap();
+    let (mut conn, store) = rt.block_on(async {
+        let mut conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        populate(&mut conn).await;
+        let redis = RedisClient::connect(
+            RedisConfig::new(server.url()).call_timeout(Duration::from_secs(5)),
+            &mut Registry::default(),
+        )
+        .await
+        .unwrap();
+        let store = RedisCallStore::new(redis, "bench", StoreConfig::default()).unwrap();
+        (conn, store)
+    });
+    let check = rt.block_on(store.recover()).unwrap();
+    assert_eq!(check.calls.len(), CALLS);
+    assert_eq!(rt.block_on(recover_with_keys(&mut conn)), CALLS);
+
+    let mut group = c.benchmark_group("recover_20000_calls");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.bench_function("sscan_pipelined_hgetall", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(store.recover().await.unwrap().calls.len()) })
+    });
+    group.bench_function("keys_then_get_each", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut conn = conn.clone();
+            async move { black_box(recover_with_keys(&mut conn).await) }
+        })
+    });
+    group.finish();
+
+    let throughput_store = store.clone();
+    rt.block_on(async {
+        throughput_store.create("hot").await.unwrap();
+        let keep = Participant {
+            id: "keep".into(),
+            user_id: "u".into(),
+            token_hash: RejoinToken::generate().hash(),
+            joined_at_ms: 0,
+            state: ParticipantState::Connected,
+        };
+        throughput_store.join("hot", keep).await.unwrap();
+    });
+    let mut group = c.benchmark_group("call_membership");
+    group.throughput(Throughput::Elements(2));
+    group.bench_function("join_then_leave", |b| {
+        b.to_async(&rt).iter(|| async {
+            let p = Participant {
+                id: "p".into(),
+                user_id: "u".into(),
+                token_hash: String::new(),
+                joined_at_ms: 0,
+                state: ParticipantState::Connected,
+            };
+            throughput_store.join("hot", p).await.unwrap();
+            black_box(throughput_store.leave("hot", "p").await.unwrap());
+        })
+    });
+    group.throughput(Throughput::Elements(2 * 64));
+    group.bench_function("join_then_leave_64_concurrent", |b| {
+        b.to_async(&rt).iter(|| {
+            let store = throughput_store.clone();
+            async move {
+                let tasks: Vec<_> = (0..64)
+                    .map(|i| {
+                        let store = store.clone();
+                        tokio::spawn(async move {
+                            let id = format!("c{i}");
+                            let p = Participant {
+                                id: id.clone(),
+                                user_id: "u".into(),
+                                token_hash: String::new(),
+                                joined_at_ms: 0,
+                                state: ParticipantState::Connected,
+                            };
+                            store.join("hot", p).await.unwrap();
+                            store.leave("hot", &id).await.unwrap();
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, recovery);
+criterion_main!(benches);
