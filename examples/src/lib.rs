@@ -1,17 +1,32 @@
-//! Reference services built on the SecureConnect crates.
+//! Reference services built on the SecureConnect crates: `gateway`, `auth`, `storage`
+//! and `video`, and `secureconnect`, which runs all four in one process.
 //!
-//! Run one with `cargo run --release -p secureconnect-examples --bin <name>`; each
-//! binary's doc says what it serves and how to try it.
+//! Run them with `cargo run --release -p secureconnect-examples --bin secureconnect`;
+//! each binary's doc says what it serves and how to try it. They need no Redis (degraded
+//! mode, in-memory fallbacks) and use the one at `REDIS_URL` when it is there.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod kit;
 pub mod quickstart;
+pub mod services;
+pub mod storage;
+pub mod token;
+pub mod video;
 
 use std::net::SocketAddr;
 
 /// Reads a socket address from the environment variable `name`, or `default` when it
 /// is unset. A malformed value is an error that names the variable.
+///
+/// # Errors
+///
+/// A message naming the variable.
 pub fn addr_from_env(name: &str, default: SocketAddr) -> Result<SocketAddr, String> {
     match std::env::var(name) {
         Ok(value) => value.parse().map_err(|e| {

@@ -1,0 +1,243 @@
+//! The auth service: users, sessions, tokens, conversations.
+//!
+//! | route | |
+//! |---|---|
+//! | `POST /v1/auth/register` | `{"email","password"}` → 201 `{"user_id"}` |
+//! | `POST /v1/auth/login` | → 200 `{"access_token","token_type","expires_in","user_id"}` |
+//! | `POST /v1/auth/logout` | ends the session → 204 |
+//! | `POST /v1/conversations` | `{"members":[user ids]}` → 201 `{"id"}` |
+//! | `GET /v1/conversations/{id}` | members only; others get 403 (audited) |
+//!
+//! Users and conversations live in memory (this is a reference service, not a user
+//! database). Sessions live in Redis through a key-value store that falls back to
+//! memory while Redis is away.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secureconnect_audit::Actor;
+use secureconnect_redis_fallback::kv::FallbackKv;
+use serde::Deserialize;
+
+use crate::error::{ApiError, JsonBody};
+use crate::kit::Kit;
+use crate::token::{Tokens, User};
+
+const SESSION_TTL: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug)]
+struct Account {
+    id: String,
+    hash: String,
+}
+
+#[derive(Debug)]
+struct AuthState {
+    users: Mutex<HashMap<String, Account>>,
+    conversations: Mutex<HashMap<String, BTreeSet<String>>>,
+    sessions: FallbackKv,
+    tokens: Tokens,
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct NewConversation {
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+fn check_credentials(c: &Credentials) -> Result<(), ApiError> {
+    let email = c.email.trim();
+    if email.len() > 254 || !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+        return Err(ApiError::bad_request(
+            "invalid_email",
+            "email must look like name@example.org",
+        ));
+    }
+    if c.password.len() < 8 || c.password.len() > 1024 {
+        return Err(ApiError::bad_request(
+            "invalid_password",
+            "password must be 8 to 1024 bytes",
+        ));
+    }
+    Ok(())
+}
+
+async fn register(
+    State(state): State<Arc<AuthState>>,
+    JsonBody(body): JsonBody<Credentials>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    check_credentials(&body)?;
+    let email = body.email.trim().to_ascii_lowercase();
+    if state
+        .users
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains_key(&email)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "email_taken",
+            "this email is registered already",
+        ));
+    }
+    let password = body.password;
+    let hash = tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+    })
+    .await
+    .map_err(|_| ApiError::internal("hashing failed"))?
+    .map_err(|_| ApiError::internal("hashing failed"))?;
+    let id = format!("u-{}", uuid::Uuid::new_v4().simple());
+    let mut users = state.users.lock().unwrap_or_else(PoisonError::into_inner);
+    if users.contains_key(&email) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "email_taken",
+            "this email is registered already",
+        ));
+    }
+    users.insert(
+        email,
+        Account {
+            id: id.clone(),
+            hash,
+        },
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "user_id": id })),
+    ))
+}
+
+async fn login(
+    State(state): State<Arc<AuthState>>,
+    JsonBody(body): JsonBody<Credentials>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let refused = || ApiError::unauthorized("invalid_credentials", "wrong email or password");
+    let email = body.email.trim().to_ascii_lowercase();
+    let account = state
+        .users
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&email)
+        .map(|a| (a.id.clone(), a.hash.clone()));
+    let Some((user_id, hash)) = account else {
+        return Err(refused());
+    };
+    let password = body.password;
+    let ok = tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash).is_ok_and(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+    })
+    .await
+    .unwrap_or(false);
+    if !ok {
+        return Err(refused());
+    }
+    let session = uuid::Uuid::new_v4().simple().to_string();
+    state
+        .sessions
+        .set(&session, user_id.as_bytes(), SESSION_TTL)
+        .await
+        .map_err(|e| ApiError::internal(format!("session store: {e}")))?;
+    let token = state.tokens.issue(&user_id, &session)?;
+    Ok(Json(serde_json::json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": SESSION_TTL.as_secs(),
+        "user_id": user_id,
+    })))
+}
+
+async fn logout(
+    State(state): State<Arc<AuthState>>,
+    User(claims): User,
+) -> Result<StatusCode, ApiError> {
+    state
+        .sessions
+        .delete(&claims.sid)
+        .await
+        .map_err(|e| ApiError::internal(format!("session store: {e}")))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_conversation(
+    State(state): State<Arc<AuthState>>,
+    User(claims): User,
+    JsonBody(body): JsonBody<NewConversation>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    if body.members.len() > 256 || body.members.iter().any(|m| m.is_empty() || m.len() > 128) {
+        return Err(ApiError::bad_request(
+            "invalid_members",
+            "at most 256 member ids of 1 to 128 bytes",
+        ));
+    }
+    let id = format!("c-{}", uuid::Uuid::new_v4().simple());
+    let mut members: BTreeSet<String> = body.members.into_iter().collect();
+    members.insert(claims.sub);
+    state
+        .conversations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id.clone(), members);
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))))
+}
+
+async fn get_conversation(
+    State(state): State<Arc<AuthState>>,
+    User(claims): User,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let members = state
+        .conversations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("no such conversation"))?;
+    if !members.contains(&claims.sub) {
+        // The audit layer records this 403 with the actor.
+        return Err(ApiError::forbidden(
+            Actor::user(claims.sub),
+            "not a member of this conversation",
+        ));
+    }
+    Ok(Json(serde_json::json!({ "id": id, "members": members })))
+}
+
+/// The auth service's routes.
+pub fn router(kit: &Kit) -> Router {
+    let state = Arc::new(AuthState {
+        users: Mutex::new(HashMap::new()),
+        conversations: Mutex::new(HashMap::new()),
+        sessions: FallbackKv::new("session", kit.redis.clone(), 100_000),
+        tokens: kit.tokens.clone(),
+    });
+    Router::new()
+        .route("/v1/auth/register", post(register))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/conversations", post(create_conversation))
+        .route("/v1/conversations/{id}", get(get_conversation))
+        .with_state(state)
+}

@@ -1,0 +1,164 @@
+//! Configuration from environment variables, failing fast with a message that names
+//! the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secureconnect_redis_fallback::rate_limit::Policy;
+
+/// A configuration error: which variable, and what is wrong with it.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn var(name: &str) -> Result<Option<String>, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(ConfigError(format!("{name} is not valid UTF-8")))
+        }
+    }
+}
+
+fn parsed<T: std::str::FromStr>(name: &str, default: T, what: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name)? {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|e| ConfigError(format!("{name}={v:?} is not {what}: {e}"))),
+    }
+}
+
+/// Everything the reference services read from the environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `REDIS_URL` (default `redis://127.0.0.1:6379/`).
+    pub redis_url: String,
+    /// `GATEWAY_ADDR` (default `127.0.0.1:8080`).
+    pub gateway_addr: SocketAddr,
+    /// `AUTH_ADDR` (default `127.0.0.1:8081`).
+    pub auth_addr: SocketAddr,
+    /// `VIDEO_ADDR` (default `127.0.0.1:8083`).
+    pub video_addr: SocketAddr,
+    /// `STORAGE_ADDR` (default `127.0.0.1:8084`).
+    pub storage_addr: SocketAddr,
+    /// `JWT_SECRET`: shared by all services; at least 32 bytes.
+    pub jwt_secret: Option<String>,
+    /// `STORAGE_DIR` (default a `secureconnect-storage` folder in the temp dir).
+    pub storage_dir: PathBuf,
+    /// `STORAGE_QUOTA_BYTES` per user (default 100 MiB).
+    pub storage_quota: u64,
+    /// `AUDIT_FILE`: also write audit events, hash-chained, to this file.
+    pub audit_file: Option<PathBuf>,
+    /// `VIDEO_NODE_ID` (default `video-1`): stable across restarts so calls recover.
+    pub video_node: String,
+    /// `RATE_LIMIT_PER_MINUTE` per authenticated user (default 600).
+    pub rate_limit: u32,
+    /// `RATE_LIMIT_CLIENT_PER_MINUTE` per client address (default 1200).
+    pub rate_limit_client: u32,
+    /// `RATE_LIMIT_POLICY`: `local_approx` (default), `fail_open` or `fail_closed`.
+    pub rate_limit_policy: Policy,
+    /// `GATEWAY_INSTANCES` sharing the limit, for `local_approx` (default 1).
+    pub gateway_instances: u32,
+    /// `UPSTREAM_TIMEOUT_MS` for the gateway (default 10000).
+    pub upstream_timeout: Duration,
+    /// `TRUSTED_PROXIES`: networks whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: String,
+}
+
+impl Config {
+    /// Reads the environment.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first malformed variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let addr = |name: &str, port: u16| {
+            parsed::<SocketAddr>(
+                name,
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                "an address like 127.0.0.1:8080",
+            )
+        };
+        let policy = match var("RATE_LIMIT_POLICY")?.as_deref() {
+            None | Some("local_approx") => Policy::LocalApprox {
+                instances: parsed("GATEWAY_INSTANCES", 1, "a whole number")?,
+            },
+            Some("fail_open") => Policy::FailOpen,
+            Some("fail_closed") => Policy::FailClosed,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "RATE_LIMIT_POLICY={other:?} is not one of local_approx, fail_open, fail_closed"
+                )))
+            }
+        };
+        let config = Self {
+            redis_url: var("REDIS_URL")?.unwrap_or_else(|| "redis://127.0.0.1:6379/".into()),
+            gateway_addr: addr("GATEWAY_ADDR", 8080)?,
+            auth_addr: addr("AUTH_ADDR", 8081)?,
+            video_addr: addr("VIDEO_ADDR", 8083)?,
+            storage_addr: addr("STORAGE_ADDR", 8084)?,
+            jwt_secret: var("JWT_SECRET")?,
+            storage_dir: var("STORAGE_DIR")?.map_or_else(
+                || std::env::temp_dir().join("secureconnect-storage"),
+                PathBuf::from,
+            ),
+            storage_quota: parsed(
+                "STORAGE_QUOTA_BYTES",
+                100 * 1024 * 1024,
+                "a number of bytes",
+            )?,
+            audit_file: var("AUDIT_FILE")?.map(PathBuf::from),
+            video_node: var("VIDEO_NODE_ID")?.unwrap_or_else(|| "video-1".into()),
+            rate_limit: parsed("RATE_LIMIT_PER_MINUTE", 600, "a whole number")?,
+            rate_limit_client: parsed("RATE_LIMIT_CLIENT_PER_MINUTE", 1200, "a whole number")?,
+            rate_limit_policy: policy,
+            gateway_instances: parsed("GATEWAY_INSTANCES", 1, "a whole number")?,
+            upstream_timeout: Duration::from_millis(parsed(
+                "UPSTREAM_TIMEOUT_MS",
+                10_000,
+                "milliseconds",
+            )?),
+            trusted_proxies: var("TRUSTED_PROXIES")?.unwrap_or_default(),
+        };
+        if let Some(secret) = &config.jwt_secret {
+            if secret.len() < 32 {
+                return Err(ConfigError("JWT_SECRET must be at least 32 bytes".into()));
+            }
+        }
+        if config.rate_limit == 0 || config.rate_limit_client == 0 {
+            return Err(ConfigError(
+                "RATE_LIMIT_PER_MINUTE and RATE_LIMIT_CLIENT_PER_MINUTE must be at least 1".into(),
+            ));
+        }
+        config
+            .trusted_proxies
+            .parse::<secureconnect_audit::TrustedProxies>()
+            .map_err(|e| ConfigError(format!("TRUSTED_PROXIES: {e}")))?;
+        Ok(config)
+    }
+
+    /// The JWT secret a stand-alone service needs.
+    ///
+    /// # Errors
+    ///
+    /// When `JWT_SECRET` is unset.
+    pub fn require_jwt_secret(&self) -> Result<String, ConfigError> {
+        self.jwt_secret.clone().ok_or_else(|| {
+            ConfigError("JWT_SECRET is required (32 bytes or more, shared by all services)".into())
+        })
+    }
+}

@@ -1,0 +1,270 @@
+//! The API gateway: validates tokens, limits rates, and proxies to the services.
+//!
+//! | prefix | service | public |
+//! |---|---|---|
+//! | `/v1/auth/*` | auth | `register`, `login` |
+//! | `/v1/conversations*` | auth | |
+//! | `/v1/storage/*` | storage | `blobs/*` (signed URLs are the credential) |
+//! | `/v1/calls*` | video (WebSocket included) | |
+//!
+//! Bodies stream both ways. An upstream that does not answer within
+//! `UPSTREAM_TIMEOUT_MS` gives 504, one that cannot be reached 502, both with a JSON body
+//! naming the service. Requests are limited per client address and per user through
+//! secureconnect-redis-fallback (`RATE_LIMIT_CLIENT_PER_MINUTE`, `RATE_LIMIT_PER_MINUTE`;
+//! policy `RATE_LIMIT_POLICY`, `local_approx` by default).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use secureconnect_redis_fallback::rate_limit::{Decision, Quota, RateLimitMetrics, RateLimiter};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::kit::Kit;
+use crate::token::Tokens;
+
+#[derive(Debug)]
+struct Upstreams {
+    auth: String,
+    storage: String,
+    video: String,
+}
+
+struct GatewayState {
+    client: Client<HttpConnector, Body>,
+    upstreams: Upstreams,
+    tokens: Tokens,
+    per_client: RateLimiter,
+    per_user: RateLimiter,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for GatewayState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayState")
+            .field("upstreams", &self.upstreams)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+fn is_public(method: &axum::http::Method, path: &str) -> bool {
+    (method == axum::http::Method::POST
+        && (path == "/v1/auth/register" || path == "/v1/auth/login"))
+        || path.starts_with("/v1/storage/blobs/")
+}
+
+fn too_many(decision: Decision) -> Response {
+    let seconds =
+        decision.retry_after.as_secs() + u64::from(decision.retry_after.subsec_nanos() > 0);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many requests",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response.headers_mut().insert(
+        "x-ratelimit-source",
+        HeaderValue::from_static(decision.source.as_str()),
+    );
+    response
+}
+
+async fn proxy(
+    State(state): State<Arc<GatewayState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let mut actor = None;
+    let mut response = forward(&state, peer, request, &mut actor).await;
+    // The gateway's own audit events (401, 403, …) name the user it authenticated.
+    if let Some(actor) = actor {
+        response.extensions_mut().insert(actor);
+    }
+    response
+}
+
+async fn forward(
+    state: &GatewayState,
+    peer: SocketAddr,
+    mut request: Request,
+    actor: &mut Option<secureconnect_audit::Actor>,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let (service, base) = if path.starts_with("/v1/auth/") || path.starts_with("/v1/conversations")
+    {
+        ("auth", &state.upstreams.auth)
+    } else if path.starts_with("/v1/storage/") {
+        ("storage", &state.upstreams.storage)
+    } else {
+        ("video", &state.upstreams.video)
+    };
+
+    let decision = state.per_client.check(&peer.ip().to_string()).await;
+    if !decision.allowed {
+        return too_many(decision);
+    }
+    if !is_public(request.method(), &path) {
+        let (parts, body) = request.into_parts();
+        let Some(token) = Tokens::from_parts(&parts) else {
+            return ApiError::unauthorized("missing_token", "an access token is required")
+                .into_response();
+        };
+        let claims = match state.tokens.verify(&token) {
+            Ok(claims) => claims,
+            Err(e) => return e.into_response(),
+        };
+        *actor = Some(secureconnect_audit::Actor::user(claims.sub.clone()));
+        let decision = state.per_user.check(&claims.sub).await;
+        if !decision.allowed {
+            return too_many(decision);
+        }
+        request = Request::from_parts(parts, body);
+    }
+
+    let upgrade = request.headers().contains_key(header::UPGRADE);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let Ok(uri) = format!("{base}{path_and_query}").parse::<Uri>() else {
+        return ApiError::bad_request("bad_uri", "the request URI cannot be forwarded")
+            .into_response();
+    };
+    *request.uri_mut() = uri;
+    strip_hop_by_hop(request.headers_mut(), upgrade);
+    request.headers_mut().insert(
+        "x-forwarded-for",
+        HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown")),
+    );
+
+    let response = match tokio::time::timeout(state.timeout, state.client.request(request)).await {
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!("the {service} service did not answer in time"),
+            )
+            .into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(service, error = %e, "upstream unreachable");
+            return ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("the {service} service is unavailable"),
+            )
+            .into_response();
+        }
+        Ok(Ok(response)) => response,
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let mut response = response;
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                if let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) {
+                    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(parts, Body::empty());
+        }
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, Body::new(body))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// The gateway's routes, proxying to the services at the given addresses.
+pub fn router(
+    kit: &mut Kit,
+    config: &Config,
+    auth: SocketAddr,
+    storage: SocketAddr,
+    video: SocketAddr,
+) -> Router {
+    let metrics = RateLimitMetrics::register(&mut kit.registry);
+    let per_minute =
+        |limit| Quota::new(limit, Duration::from_secs(60)).unwrap_or_else(|_| fallback_quota());
+    let per_client = RateLimiter::new(
+        "client",
+        kit.redis.clone(),
+        per_minute(config.rate_limit_client),
+        config.rate_limit_policy,
+        &metrics,
+    );
+    let per_user = RateLimiter::new(
+        "user",
+        kit.redis.clone(),
+        per_minute(config.rate_limit),
+        config.rate_limit_policy,
+        &metrics,
+    );
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector.set_nodelay(true);
+    let state = Arc::new(GatewayState {
+        client: Client::builder(TokioExecutor::new()).build(connector),
+        upstreams: Upstreams {
+            auth: format!("http://{auth}"),
+            storage: format!("http://{storage}"),
+            video: format!("http://{video}"),
+        },
+        tokens: kit.tokens.clone(),
+        per_client,
+        per_user,
+        timeout: config.upstream_timeout,
+    });
+    let route = any(proxy).with_state(state);
+    Router::new()
+        .route("/v1/auth/{*rest}", route.clone())
+        .route("/v1/conversations", route.clone())
+        .route("/v1/conversations/{*rest}", route.clone())
+        .route("/v1/storage/{*rest}", route.clone())
+        .route("/v1/calls", route.clone())
+        .route("/v1/calls/{*rest}", route)
+}
+
+/// `RATE_LIMIT_PER_MINUTE` is checked to be at least 1 at start-up.
+fn fallback_quota() -> Quota {
+    Quota::new(600, Duration::from_secs(60)).unwrap_or_else(|_| fallback_quota())
+}

@@ -1,0 +1,223 @@
+//! What every reference service shares: metrics, `/metrics`, `/health`, `/ready`,
+//! request ids and spans, the audit pipeline, the Redis client, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use prometheus_client::registry::Registry;
+use secureconnect_audit::{
+    AuditEvent, AuditLayer, AuditPipeline, AuditSink, FileSink, Format, PipelineConfig, SinkError,
+    TracingSink, TrustedProxies,
+};
+use secureconnect_obs::{HttpMetrics, MetricsService, RequestSpan};
+use secureconnect_redis_fallback::{RedisClient, RedisConfig};
+use tower::ServiceBuilder;
+use tower_http::request_id::PropagateRequestIdLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::token::Tokens;
+
+/// Writes each batch to the tracing sink and, when `AUDIT_FILE` is set, to the
+/// hash-chained file.
+struct AuditSinks {
+    tracing: TracingSink,
+    file: Option<FileSink>,
+}
+
+impl AuditSink for AuditSinks {
+    fn write(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+        self.tracing.write(events)?;
+        if let Some(file) = &mut self.file {
+            file.write(events)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        if let Some(file) = &mut self.file {
+            file.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// A service under construction: its registry, metrics, Redis client and audit trail.
+#[derive(Debug)]
+pub struct Kit {
+    /// The service's name (`gateway`, `auth`, `storage`, `video`).
+    pub name: &'static str,
+    /// Its registry; register more metrics before [`Kit::finish`].
+    pub registry: Registry,
+    /// Request metrics.
+    pub metrics: HttpMetrics,
+    /// Redis, degraded when it is not there.
+    pub redis: RedisClient,
+    /// The audit trail.
+    pub audit: AuditPipeline,
+    /// Token verification.
+    pub tokens: Tokens,
+    proxies: TrustedProxies,
+}
+
+/// What is left to do when a service stops.
+#[derive(Clone, Debug)]
+pub struct Running {
+    audit: AuditPipeline,
+    name: &'static str,
+}
+
+impl Running {
+    /// Flushes the audit trail (up to 5 s).
+    pub fn shutdown(&self) {
+        let report = self.audit.shutdown(Duration::from_secs(5));
+        tracing::info!(
+            service = self.name,
+            written = report.written,
+            dropped = report.dropped,
+            abandoned = report.abandoned,
+            "audit trail flushed"
+        );
+    }
+}
+
+impl Kit {
+    /// Sets up the common parts of service `name`.
+    ///
+    /// # Errors
+    ///
+    /// A message for a malformed configuration.
+    pub async fn new(
+        name: &'static str,
+        config: &Config,
+        jwt_secret: &str,
+    ) -> Result<Self, String> {
+        let mut registry = Registry::default();
+        let metrics = HttpMetrics::builder()
+            .const_label("service", name)
+            .register(&mut registry)
+            .map_err(|e| e.to_string())?;
+        secureconnect_obs::process::register(&mut registry, secureconnect_obs::build_info!());
+        let redis =
+            RedisClient::connect(RedisConfig::new(config.redis_url.as_str()), &mut registry)
+                .await
+                .map_err(|e| format!("REDIS_URL={:?}: {e}", config.redis_url))?;
+        let file = match &config.audit_file {
+            Some(path) => Some(
+                FileSink::open(path, Format::Native, true)
+                    .map_err(|e| format!("AUDIT_FILE={}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let audit = AuditPipeline::new(
+            AuditSinks {
+                tracing: TracingSink::new(Format::Native),
+                file,
+            },
+            PipelineConfig::default(),
+            &mut registry,
+        );
+        let proxies = config
+            .trusted_proxies
+            .parse()
+            .map_err(|e| format!("TRUSTED_PROXIES: {e}"))?;
+        Ok(Self {
+            name,
+            registry,
+            metrics,
+            redis,
+            audit,
+            tokens: Tokens::new(jwt_secret, Duration::from_secs(15 * 60)),
+            proxies,
+        })
+    }
+
+    /// The service's router with `/health`, `/ready`, `/metrics`, a JSON 404 fallback,
+    /// request ids, request spans, metrics and audit around `app`.
+    pub fn finish(self, app: Router) -> (Router, Running) {
+        let ready = ReadyState {
+            name: self.name,
+            redis: self.redis.clone(),
+        };
+        let running = Running {
+            audit: self.audit.clone(),
+            name: self.name,
+        };
+        let layers = ServiceBuilder::new()
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(RequestSpan::default())
+                    .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+            )
+            .layer(self.metrics.layer())
+            .layer(Extension(self.tokens));
+        let router = app
+            .route(
+                "/health",
+                get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+            )
+            .route("/ready", get(ready_handler).with_state(Arc::new(ready)))
+            .route_service("/metrics", MetricsService::new(Arc::new(self.registry)))
+            .fallback(|| async { ApiError::not_found("no such route") })
+            .layer(layers)
+            // Outermost: it mints the request id the layers inside carry, and it needs
+            // a body type it can answer 503 with in fail-closed mode.
+            .layer(
+                AuditLayer::new(self.audit)
+                    .service_name(self.name)
+                    .trusted_proxies(self.proxies),
+            );
+        (router, running)
+    }
+}
+
+#[derive(Debug)]
+struct ReadyState {
+    name: &'static str,
+    redis: RedisClient,
+}
+
+async fn ready_handler(State(state): State<Arc<ReadyState>>) -> Json<serde_json::Value> {
+    // Ready also when Redis is degraded: the service keeps serving from its fallbacks.
+    Json(serde_json::json!({
+        "status": "ready",
+        "service": state.name,
+        "redis": state.redis.health().as_str(),
+    }))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, with peer addresses for
+/// the audit trail.
+///
+/// # Errors
+///
+/// If the server fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Binds `addr`, with a message naming it on failure.
+///
+/// # Errors
+///
+/// If the address cannot be bound.
+pub async fn bind(name: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{name}: cannot listen on {addr}: {e}"))
+}
