@@ -77,7 +77,7 @@ impl Running {
     pub fn shutdown(&self) {
         let report = self.audit.shutdown(Duration::from_secs(5));
         tracing::info!(
-            service = self.name,
+            component = self.name,
             written = report.written,
             dropped = report.dropped,
             abandoned = report.abandoned,

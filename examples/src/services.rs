@@ -87,7 +87,7 @@ pub async fn run(kinds: &[ServiceKind], config: &Config, jwt_secret: &str) -> Re
         running.push(handle);
         let mut stop = stop_rx.clone();
         eprintln!("{} listening on http://{addr}", kind.name());
-        tracing::info!(service = kind.name(), %addr, "listening");
+        tracing::info!(component = kind.name(), %addr, "listening");
         servers.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
