@@ -525,3 +525,24 @@ async fn an_upstream_that_is_down_gives_502_with_a_clear_body() {
     assert_eq!(body["error"], "upstream_unavailable");
     assert!(body["message"].as_str().unwrap().contains("storage"));
 }
+
+#[tokio::test]
+async fn an_upstream_that_hangs_gives_504() {
+    let redis = RedisServer::start().unwrap();
+    let system = System::start(&redis.url(), &[("UPSTREAM_TIMEOUT_MS", "500")]).await;
+    let g = system.gateway();
+    let c = reqwest::Client::new();
+    let alice = register_and_login(&c, &g, "alice@example.org").await;
+    system.signal("video", "STOP");
+    let r = c
+        .post(format!("{g}/v1/calls"))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    system.signal("video", "CONT");
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_timeout");
+    assert!(body["message"].as_str().unwrap().contains("video"));
+}

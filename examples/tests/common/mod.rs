@@ -108,6 +108,16 @@ impl System {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to a service.
+    pub fn signal(&self, name: &str, signal: &str) {
+        let (_, child) = self.children.iter().find(|(n, _)| *n == name).unwrap();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// SIGKILL: no clean-up at all.
     pub fn kill(&mut self, name: &str) {
         if let Some(i) = self.children.iter().position(|(n, _)| *n == name) {
