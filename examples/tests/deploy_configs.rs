@@ -1,0 +1,74 @@
+//! The log shippers' configs read where the services write, and lift only static,
+//! low-cardinality labels.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::System;
+use secureconnect_redis_fallback::testing::RedisServer;
+
+const GLOB: &str = "/var/log/secureconnect/*.log";
+
+fn deploy(file: &str) -> String {
+    std::fs::read_to_string(format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[test]
+fn both_shippers_read_the_log_dir_and_label_only_service_and_level() {
+    let alloy = deploy("config.alloy");
+    let promtail = deploy("promtail.yml");
+    assert!(
+        alloy.contains(&format!("\"__path__\" = \"{GLOB}\"")),
+        "{alloy}"
+    );
+    assert!(
+        promtail.contains(&format!("__path__: {GLOB}")),
+        "{promtail}"
+    );
+    assert!(alloy.contains("values = { service = \"\", level = \"\" }"));
+    assert!(alloy.contains("stage.label_keep {\n    values = [\"service\", \"level\"]"));
+    assert!(promtail.contains("- labels:\n          service:\n          level:\n      - labeldrop"));
+    for id in ["request_id", "user_id", "trace_id"] {
+        assert!(
+            !alloy.contains(&format!("{id} =")) && !promtail.contains(&format!("{id}:")),
+            "{id} must not be a label"
+        );
+    }
+    assert!(
+        alloy.contains("com.secureconnect.service")
+            && promtail.contains("com.secureconnect.service")
+    );
+}
+
+#[tokio::test]
+async fn services_write_json_lines_where_the_shippers_look() {
+    let redis = RedisServer::start().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let dir = logs.path().join("var/log/secureconnect");
+    let dir_text = dir.to_string_lossy().into_owned();
+    let system = System::start(&redis.url(), &[("LOG_DIR", dir_text.as_str())]).await;
+    reqwest::get(format!("{}/v1/nowhere", system.gateway()))
+        .await
+        .unwrap();
+    drop(system); // stops the services; the non-blocking writers have flushed per line
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}");
+    for (name, service) in names.iter().zip(["auth", "gateway", "storage", "video"]) {
+        assert!(
+            name.starts_with(&format!("{service}.")) && name.ends_with(".log"),
+            "{name} matches {GLOB}"
+        );
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["service"], service);
+        assert!(first["level"].is_string() && first["timestamp"].is_string());
+    }
+}

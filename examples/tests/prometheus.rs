@@ -1,0 +1,191 @@
+//! examples/deploy/prometheus.yml and rules/ in Debian's real Prometheus, against the
+//! running reference services and a real redis-server that is killed and restarted.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, System};
+use secureconnect_redis_fallback::testing::RedisServer;
+
+struct Prometheus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shipped config with the test's ports, 1 s intervals and absolute rule paths.
+fn config_for(system: &System) -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let shipped =
+        std::fs::read_to_string(format!("{root}/examples/deploy/prometheus.yml")).unwrap();
+    let mut config = shipped
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
+        .replace("scrape_timeout: 5s", "scrape_timeout: 900ms")
+        .replace("../../rules/", &format!("{root}/rules/"));
+    for (name, default) in [
+        ("gateway", 8080),
+        ("auth", 8081),
+        ("video", 8083),
+        ("storage", 8084),
+    ] {
+        config = config.replace(
+            &format!("127.0.0.1:{default}"),
+            &format!("127.0.0.1:{}", system.port(name)),
+        );
+    }
+    assert!(!config.contains(":8080\""), "every port was replaced");
+    config
+}
+
+fn start(config: &str) -> Prometheus {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prometheus.yml");
+    std::fs::write(&path, config).unwrap();
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Debian's prometheus (scripts/test installs it)");
+    Prometheus {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+async fn api(prometheus: &Prometheus, path: &str) -> Option<serde_json::Value> {
+    let r = reqwest::get(format!("{}{path}", prometheus.url))
+        .await
+        .ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    (v["status"] == "success").then(|| v["data"].clone())
+}
+
+/// Polls `check` every 250 ms for up to `within`.
+async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+fn redis_down_alerts(alerts: &serde_json::Value) -> Vec<String> {
+    alerts["alerts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|x| x["labels"]["alertname"] == "RedisDown")
+                .map(|x| format!("{}:{}", x["labels"]["job"], x["state"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_shipped_prometheus_config_scrapes_evaluates_and_alerts() {
+    let mut redis = RedisServer::start().unwrap();
+    let system = System::start(&redis.url(), &[]).await;
+    let prometheus = start(&config_for(&system));
+    let c = reqwest::Client::new();
+    for name in ["gateway", "auth", "video", "storage"] {
+        c.get(format!("http://127.0.0.1:{}/health", system.port(name)))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let all_up = eventually(Duration::from_secs(30), || async {
+        api(&prometheus, "/api/v1/targets").await.is_some_and(|t| {
+            let active = t["activeTargets"].as_array().cloned().unwrap_or_default();
+            active.len() == 4 && active.iter().all(|t| t["health"] == "up")
+        })
+    })
+    .await;
+    assert!(
+        all_up,
+        "every target is up: {:?}",
+        api(&prometheus, "/api/v1/targets").await
+    );
+
+    let rules = api(&prometheus, "/api/v1/rules").await.unwrap();
+    let groups = rules["groups"].as_array().unwrap();
+    let shipped: usize = ["secureconnect-alerts.yml", "secureconnect-recording.yml"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(format!("{}/../rules/{f}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap()
+                .lines()
+                .filter(|l| l.trim_start().starts_with("- name:"))
+                .count()
+        })
+        .sum();
+    assert_eq!(groups.len(), shipped, "every rule group is loaded");
+    let evaluated = eventually(Duration::from_secs(10), || async {
+        let rules = api(&prometheus, "/api/v1/rules").await.unwrap();
+        rules["groups"].as_array().unwrap().iter().all(|g| {
+            g["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["health"] == "ok")
+        })
+    })
+    .await;
+    assert!(evaluated, "no rule has an evaluation error: {rules}");
+
+    let red = eventually(Duration::from_secs(15), || async {
+        api(
+            &prometheus,
+            "/api/v1/query?query=sum%20by%20(job)%20(http_server_request_duration_seconds_count)",
+        )
+        .await
+        .is_some_and(|d| d["result"].as_array().is_some_and(|r| r.len() == 4))
+    })
+    .await;
+    assert!(red, "a RED query returns data for each service");
+
+    redis.kill().unwrap();
+    let alerting = eventually(Duration::from_secs(30), || async {
+        api(&prometheus, "/api/v1/alerts")
+            .await
+            .is_some_and(|a| !redis_down_alerts(&a).is_empty())
+    })
+    .await;
+    assert!(alerting, "RedisDown became pending or firing");
+
+    redis.restart().unwrap();
+    let cleared = eventually(Duration::from_secs(30), || async {
+        api(&prometheus, "/api/v1/alerts")
+            .await
+            .is_some_and(|a| redis_down_alerts(&a).is_empty())
+    })
+    .await;
+    assert!(cleared, "RedisDown cleared once Redis was back");
+}
