@@ -45,6 +45,18 @@ struct AuthState {
     conversations: Mutex<HashMap<String, BTreeSet<String>>>,
     sessions: FallbackKv,
     tokens: Tokens,
+    /// Argon2 takes 19 MiB and tens of milliseconds per hash: at most one per core at
+    /// a time, the others wait their turn instead of multiplying memory.
+    hashing: tokio::sync::Semaphore,
+}
+
+impl AuthState {
+    async fn hash_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.hashing
+            .acquire()
+            .await
+            .map_err(|_| ApiError::unavailable("password hashing is shutting down"))
+    }
 }
 
 #[derive(Deserialize)]
@@ -95,6 +107,7 @@ async fn register(
         ));
     }
     let password = body.password;
+    let _slot = state.hash_slot().await?;
     let hash = tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
@@ -142,6 +155,7 @@ async fn login(
         return Err(refused());
     };
     let password = body.password;
+    let _slot = state.hash_slot().await?;
     let ok = tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash).is_ok_and(|parsed| {
             Argon2::default()
@@ -232,6 +246,9 @@ pub fn router(kit: &Kit) -> Router {
         conversations: Mutex::new(HashMap::new()),
         sessions: FallbackKv::new("session", kit.redis.clone(), 100_000),
         tokens: kit.tokens.clone(),
+        hashing: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+        ),
     });
     Router::new()
         .route("/v1/auth/register", post(register))

@@ -77,6 +77,9 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// `TRUSTED_PROXIES`: networks whose `X-Forwarded-For` is believed.
     pub trusted_proxies: String,
+    /// `SC_LAYERS=off` leaves out the request-metrics and audit layers, to measure what
+    /// they cost (the soak harness compares both). Default on.
+    pub layers: bool,
 }
 
 impl Config {
@@ -133,6 +136,13 @@ impl Config {
                 "milliseconds",
             )?),
             trusted_proxies: var("TRUSTED_PROXIES")?.unwrap_or_default(),
+            layers: match var("SC_LAYERS")?.as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(ConfigError(format!("SC_LAYERS={other:?} is not on or off")))
+                }
+            },
         };
         if let Some(secret) = &config.jwt_secret {
             if secret.len() < 32 {

@@ -63,6 +63,7 @@ pub struct Kit {
     /// Token verification.
     pub tokens: Tokens,
     proxies: TrustedProxies,
+    layers: bool,
 }
 
 /// What is left to do when a service stops.
@@ -134,6 +135,7 @@ impl Kit {
             audit,
             tokens: Tokens::new(jwt_secret, Duration::from_secs(15 * 60)),
             proxies,
+            layers: config.layers,
         })
     }
 
@@ -148,6 +150,18 @@ impl Kit {
             audit: self.audit.clone(),
             name: self.name,
         };
+        let router = app
+            .route(
+                "/health",
+                get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+            )
+            .route("/ready", get(ready_handler).with_state(Arc::new(ready)))
+            .route_service("/metrics", MetricsService::new(Arc::new(self.registry)))
+            .fallback(|| async { ApiError::not_found("no such route") });
+        if !self.layers {
+            // SC_LAYERS=off: no request metrics, no audit layer (for measuring them).
+            return (router.layer(Extension(self.tokens)), running);
+        }
         let layers = ServiceBuilder::new()
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(
@@ -157,14 +171,7 @@ impl Kit {
             )
             .layer(self.metrics.layer())
             .layer(Extension(self.tokens));
-        let router = app
-            .route(
-                "/health",
-                get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-            )
-            .route("/ready", get(ready_handler).with_state(Arc::new(ready)))
-            .route_service("/metrics", MetricsService::new(Arc::new(self.registry)))
-            .fallback(|| async { ApiError::not_found("no such route") })
+        let router = router
             .layer(layers)
             // Outermost: it mints the request id the layers inside carry, and it needs
             // a body type it can answer 503 with in fail-closed mode.

@@ -498,6 +498,13 @@ async fn write_behind(weak: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Op>) 
             }
             changed = health.changed() => {
                 if changed.is_err() { return; }
+                if *health.borrow() == Health::Degraded {
+                    // Redis may come back empty (a restart without persistence), with
+                    // or without writes failing meanwhile: write everything back then.
+                    if let Some(inner) = weak.upgrade() {
+                        inner.dirty.store(true, Ordering::Release);
+                    }
+                }
             }
             _ = tick.tick() => {}
             _ = heartbeat.tick() => {

@@ -435,3 +435,49 @@ async fn signals_reach_the_addressed_participants() {
         )
         .is_err());
 }
+
+#[tokio::test]
+async fn a_redis_restarted_empty_gets_the_calls_back_even_without_changes_meanwhile() {
+    let mut server = RedisServer::start().unwrap();
+    let s = store(&server, "node-a", StoreConfig::default()).await;
+    let redis = s.redis().clone();
+    let mut registry = Registry::default();
+    let hub = CallHub::new("node-a", Some(s.clone()), &mut registry).unwrap();
+    hub.create("quiet").await.unwrap();
+    hub.join("quiet", "alice").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(s.get("quiet").await.unwrap().is_some());
+
+    // Redis dies and comes back empty; nothing changed in the call meanwhile.
+    server.kill().unwrap();
+    let mut health = redis.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        health.wait_for(|h| *h == Health::Degraded),
+    )
+    .await
+    .ok();
+    let _ = s.get("quiet").await; // a call notices the outage
+    server.restart().unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        health.wait_for(|h| *h == Health::Healthy),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut back = false;
+    for _ in 0..60 {
+        if s.get("quiet")
+            .await
+            .unwrap()
+            .is_some_and(|c| c.participants.len() == 1)
+        {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "the hub wrote the call back into the empty Redis");
+    assert_no_keys_command(&mut server);
+}

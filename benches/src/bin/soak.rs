@@ -1,0 +1,874 @@
+//! Load and fault soak of the reference system.
+//!
+//! ```text
+//! cargo build --release -p secureconnect-examples
+//! cargo run --release -p secureconnect-benches --bin soak -- --duration 180
+//! ```
+//!
+//! Starts a real `redis-server` and the four reference services (release binaries next
+//! to this one) on loopback, drives a mix through the gateway — logins, conversation
+//! reads and writes, file uploads and downloads, calls whose WebSocket participants
+//! exchange signaling — with bounded concurrency, and meanwhile kills Redis and brings
+//! it back, SIGSTOPs it, kills the video service with SIGKILL and restarts it, and
+//! restarts the storage service. Then it runs the same load through a second gateway
+//! built without the metrics and audit layers (`SC_LAYERS=off`), alternating, to price
+//! the layers. Progress goes to stderr every 5 s; one Markdown summary to stdout.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use secureconnect_redis_fallback::testing::RedisServer;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "soak-secret-soak-secret-soak-secret-0001";
+const USERS: usize = 16;
+const CALLS: usize = 4;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+struct Service {
+    name: &'static str,
+    exe: PathBuf,
+    env: Vec<(String, String)>,
+    port: u16,
+    child: Option<Child>,
+    /// Peak RSS (kB) of earlier processes of this service.
+    peak_kb: u64,
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+impl Service {
+    async fn start(&mut self) {
+        let child = Command::new(&self.exe)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.exe.display()));
+        self.child = Some(child);
+        let url = format!("http://127.0.0.1:{}/health", self.port);
+        for _ in 0..400 {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} did not come up", self.name);
+    }
+
+    fn stop(&mut self, signal: &str) {
+        if let Some(mut child) = self.child.take() {
+            self.peak_kb = self.peak_kb.max(peak_rss_kb(child.id()));
+            let _ = Command::new("kill")
+                .args([format!("-{signal}"), child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    fn peak(&self) -> u64 {
+        self.child
+            .as_ref()
+            .map_or(0, |c| peak_rss_kb(c.id()))
+            .max(self.peak_kb)
+    }
+}
+
+/// Which fault is active, for attributing errors and latencies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Healthy,
+    Degraded,
+    Recovering,
+}
+
+#[derive(Default)]
+struct Stats {
+    latencies: BTreeMap<Phase, Vec<Duration>>,
+    responses: BTreeMap<(u16, String, &'static str), u64>,
+}
+
+struct Shared {
+    stats: Mutex<Stats>,
+    phase: Mutex<(Phase, &'static str)>,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn record(&self, status: u16, cause: String, took: Duration) {
+        let (phase, fault) = *self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.latencies.entry(phase).or_default().push(took);
+        *stats.responses.entry((status, cause, fault)).or_default() += 1;
+    }
+
+    fn set_phase(&self, phase: Phase, fault: &'static str) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = (phase, fault);
+    }
+}
+
+async fn timed(shared: &Shared, request: reqwest::RequestBuilder) -> Option<Value> {
+    let started = Instant::now();
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let cause = body["error"]
+                .as_str()
+                .unwrap_or(if status < 400 { "ok" } else { "other" })
+                .to_owned();
+            shared.record(status, cause, started.elapsed());
+            (status < 300).then_some(body)
+        }
+        Err(e) => {
+            shared.record(
+                0,
+                format!(
+                    "transport: {}",
+                    if e.is_timeout() { "timeout" } else { "connect" }
+                ),
+                started.elapsed(),
+            );
+            None
+        }
+    }
+}
+
+struct User {
+    token: String,
+    email: String,
+    conversation: String,
+}
+
+async fn worker(shared: Arc<Shared>, gateway: String, user: Arc<User>, id: usize) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap_or_default();
+    let mut files: Vec<String> = Vec::new();
+    let mut i = id;
+    while !shared.stop.load(Ordering::Relaxed) {
+        i += 1;
+        let auth = format!("Bearer {}", user.token);
+        match i % 10 {
+            0..=3 => {
+                timed(
+                    &shared,
+                    client
+                        .get(format!("{gateway}/v1/conversations/{}", user.conversation))
+                        .header("authorization", &auth),
+                )
+                .await;
+            }
+            4 => {
+                timed(
+                    &shared,
+                    client
+                        .post(format!("{gateway}/v1/auth/login"))
+                        .json(&json!({ "email": user.email, "password": "soak password" })),
+                )
+                .await;
+            }
+            5 | 6 => {
+                let up = timed(&shared, client.post(format!("{gateway}/v1/storage/upload-url")).header("authorization", &auth)
+                    .json(&json!({ "file_name": "soak.bin", "file_size": 4096, "content_type": "application/octet-stream" }))).await;
+                if let Some(up) = up {
+                    let url = up["upload_url"].as_str().unwrap_or_default();
+                    if timed(
+                        &shared,
+                        client.put(format!("{gateway}{url}")).body(vec![7u8; 4096]),
+                    )
+                    .await
+                    .is_some()
+                        || true
+                    {
+                        if let Some(id) = up["file_id"].as_str() {
+                            files.push(id.to_owned());
+                        }
+                    }
+                }
+            }
+            7 | 8 => {
+                if let Some(file) = files.last().cloned() {
+                    let dl = timed(
+                        &shared,
+                        client
+                            .get(format!("{gateway}/v1/storage/download-url/{file}"))
+                            .header("authorization", &auth),
+                    )
+                    .await;
+                    if let Some(url) =
+                        dl.and_then(|d| d["download_url"].as_str().map(str::to_owned))
+                    {
+                        let started = Instant::now();
+                        if let Ok(r) = client.get(format!("{gateway}{url}")).send().await {
+                            let status = r.status().as_u16();
+                            let _ = r.bytes().await;
+                            shared.record(
+                                status,
+                                if status < 400 {
+                                    "ok".into()
+                                } else {
+                                    "download".into()
+                                },
+                                started.elapsed(),
+                            );
+                        }
+                    }
+                    if files.len() > 8 {
+                        let old = files.remove(0);
+                        timed(
+                            &shared,
+                            client
+                                .delete(format!("{gateway}/v1/storage/files/{old}"))
+                                .header("authorization", &auth),
+                        )
+                        .await;
+                    }
+                }
+            }
+            _ => {
+                timed(
+                    &shared,
+                    client
+                        .post(format!("{gateway}/v1/conversations"))
+                        .header("authorization", &auth)
+                        .json(&json!({ "members": [] })),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One call participant: joins, then sends an ICE candidate to its peer every 500 ms;
+/// after a drop it reconnects and rejoins with its token.
+async fn participant(
+    shared: Arc<Shared>,
+    gateway_port: u16,
+    call: String,
+    token: String,
+    rejoined: Arc<AtomicUsize>,
+    peer_ids: Arc<Mutex<Vec<String>>>,
+) {
+    let url = format!("ws://127.0.0.1:{gateway_port}/v1/calls/{call}/ws?access_token={token}");
+    let mut me: Option<(String, String)> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let hello = match &me {
+            None => json!({ "type": "join" }),
+            Some((id, token)) => json!({ "type": "rejoin", "participant_id": id, "token": token }),
+        };
+        if socket
+            .send(Message::Text(hello.to_string().into()))
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        let Some(reply) = next_json(&mut socket).await else {
+            continue;
+        };
+        match reply["type"].as_str() {
+            Some("joined") => {
+                let id = reply["participant_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                peer_ids
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(id.clone());
+                me = Some((
+                    id,
+                    reply["rejoin_token"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                ));
+            }
+            Some("rejoined") => {
+                rejoined.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            if shared.stop.load(Ordering::Relaxed) {
+                let _ = socket.close(None).await;
+                return;
+            }
+            tokio::select! {
+                _ = tick.tick() => {
+                    let signal = json!({ "type": "ice", "payload": { "candidate": "soak" } });
+                    if socket.send(Message::Text(signal.to_string().into())).await.is_err() { break; }
+                }
+                message = socket.next() => {
+                    match message {
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn next_json(socket: &mut Socket) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .ok()??
+        {
+            Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+async fn redis_state(client: &reqwest::Client, gateway: &str) -> String {
+    match client.get(format!("{gateway}/ready")).send().await {
+        Ok(r) => r
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|v| v["redis"].as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Milliseconds until the gateway reports `state`.
+async fn until_state(
+    client: &reqwest::Client,
+    gateway: &str,
+    state: &str,
+    since: Instant,
+) -> Option<u128> {
+    for _ in 0..600 {
+        if redis_state(client, gateway).await == state {
+            return Some(since.elapsed().as_millis());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
+}
+
+async fn participants(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    calls: &[String],
+) -> usize {
+    let mut total = 0;
+    for call in calls {
+        if let Ok(r) = client
+            .get(format!("{gateway}/v1/calls/{call}"))
+            .bearer_auth(token)
+            .send()
+            .await
+        {
+            if let Ok(v) = r.json::<Value>().await {
+                total += v["participants"].as_array().map_or(0, Vec::len);
+            }
+        }
+    }
+    total
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.as_bytes().get(name.len()) == Some(&b'{')
+                    || l.as_bytes().get(name.len()) == Some(&b' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn audit_counts(client: &reqwest::Client, port: u16) -> [f64; 3] {
+    let text = match client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    [
+        metric_sum(&text, "audit_events_produced_total"),
+        metric_sum(&text, "audit_events_written_total"),
+        metric_sum(&text, "audit_events_dropped_total"),
+    ]
+}
+
+#[tokio::main]
+async fn main() {
+    let mut duration = Duration::from_secs(180);
+    let mut concurrency = 24usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--duration" => {
+                duration =
+                    Duration::from_secs(args.next().and_then(|v| v.parse().ok()).unwrap_or(180))
+            }
+            "--concurrency" => concurrency = args.next().and_then(|v| v.parse().ok()).unwrap_or(24),
+            _ => {
+                eprintln!("usage: soak [--duration SECONDS] [--concurrency N]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .unwrap_or_default();
+    for name in ["auth", "storage", "video", "gateway"] {
+        if !bin_dir.join(name).exists() {
+            eprintln!(
+                "soak: {} is missing: run `cargo build --release -p secureconnect-examples` first",
+                bin_dir.join(name).display()
+            );
+            std::process::exit(2);
+        }
+    }
+
+    let mut redis = RedisServer::start().expect("redis-server");
+    let dir = std::env::temp_dir().join(format!("sc-soak-{}", std::process::id()));
+    let ports: Vec<(&'static str, u16)> = ["auth", "storage", "video", "gateway"]
+        .iter()
+        .map(|n| (*n, free_port()))
+        .collect();
+    let bare_port = free_port();
+    let mut base_env: Vec<(String, String)> = vec![
+        ("JWT_SECRET".into(), SECRET.into()),
+        ("REDIS_URL".into(), redis.url()),
+        (
+            "STORAGE_DIR".into(),
+            dir.join("files").display().to_string(),
+        ),
+        ("RUST_LOG".into(), "warn".into()),
+        ("RATE_LIMIT_PER_MINUTE".into(), "1000000".into()),
+        ("RATE_LIMIT_CLIENT_PER_MINUTE".into(), "1000000".into()),
+    ];
+    for (name, port) in &ports {
+        base_env.push((
+            format!("{}_ADDR", name.to_ascii_uppercase()),
+            format!("127.0.0.1:{port}"),
+        ));
+    }
+    let mut services: Vec<Service> = ports
+        .iter()
+        .map(|(name, port)| Service {
+            name,
+            exe: bin_dir.join(name),
+            env: base_env.clone(),
+            port: *port,
+            child: None,
+            peak_kb: 0,
+        })
+        .collect();
+    let mut bare_env = base_env.clone();
+    bare_env.push(("SC_LAYERS".into(), "off".into()));
+    bare_env.retain(|(k, _)| k != "GATEWAY_ADDR");
+    bare_env.push(("GATEWAY_ADDR".into(), format!("127.0.0.1:{bare_port}")));
+    let mut bare = Service {
+        name: "gateway (no layers)",
+        exe: bin_dir.join("gateway"),
+        env: bare_env,
+        port: bare_port,
+        child: None,
+        peak_kb: 0,
+    };
+    for s in &mut services {
+        s.start().await;
+    }
+    bare.start().await;
+    let port = |name: &str| {
+        ports
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, p)| *p)
+    };
+    let gateway = format!("http://127.0.0.1:{}", port("gateway"));
+    let client = reqwest::Client::new();
+
+    // Users, each with a conversation.
+    let mut users = Vec::new();
+    for i in 0..USERS {
+        let email = format!("user{i}@soak.test");
+        let creds = json!({ "email": email, "password": "soak password" });
+        let _ = client
+            .post(format!("{gateway}/v1/auth/register"))
+            .json(&creds)
+            .send()
+            .await;
+        let login: Value = client
+            .post(format!("{gateway}/v1/auth/login"))
+            .json(&creds)
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("login body");
+        let token = login["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let conv: Value = client
+            .post(format!("{gateway}/v1/conversations"))
+            .bearer_auth(&token)
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("conversation")
+            .json()
+            .await
+            .unwrap_or_default();
+        users.push(Arc::new(User {
+            token,
+            email,
+            conversation: conv["id"].as_str().unwrap_or_default().to_owned(),
+        }));
+    }
+
+    let shared = Arc::new(Shared {
+        stats: Mutex::new(Stats::default()),
+        phase: Mutex::new((Phase::Healthy, "none")),
+        requests: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+
+    // Calls with two WebSocket participants each.
+    let mut calls = Vec::new();
+    let rejoined = Arc::new(AtomicUsize::new(0));
+    let peer_ids = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for c in 0..CALLS {
+        let call: Value = client
+            .post(format!("{gateway}/v1/calls"))
+            .bearer_auth(&users[c].token)
+            .send()
+            .await
+            .expect("call")
+            .json()
+            .await
+            .unwrap_or_default();
+        let id = call["call_id"].as_str().unwrap_or_default().to_owned();
+        for u in [c, c + CALLS] {
+            tasks.push(tokio::spawn(participant(
+                shared.clone(),
+                port("gateway"),
+                id.clone(),
+                users[u].token.clone(),
+                rejoined.clone(),
+                peer_ids.clone(),
+            )));
+        }
+        calls.push(id);
+    }
+    for w in 0..concurrency {
+        tasks.push(tokio::spawn(worker(
+            shared.clone(),
+            gateway.clone(),
+            users[w % USERS].clone(),
+            w,
+        )));
+    }
+
+    // Progress.
+    let progress = {
+        let shared = shared.clone();
+        let started = Instant::now();
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let now = shared.requests.load(Ordering::Relaxed);
+                let (phase, fault) = *shared.phase.lock().unwrap_or_else(|e| e.into_inner());
+                eprintln!(
+                    "[{:>4}s] {:>7.0} req/s  5xx so far: {}  phase: {phase:?} ({fault})",
+                    started.elapsed().as_secs(),
+                    (now - last) as f64 / 5.0,
+                    shared.errors.load(Ordering::Relaxed)
+                );
+                last = now;
+            }
+        })
+    };
+
+    let start = Instant::now();
+    let at = |fraction: f64| start + duration.mul_f64(fraction);
+    let mut report: Vec<String> = Vec::new();
+    let mut audit_before_restarts = [0f64; 3];
+
+    tokio::time::sleep_until(at(0.15).into()).await;
+    redis.kill().expect("kill redis");
+    let t = Instant::now();
+    shared.set_phase(Phase::Degraded, "redis_killed");
+    let detect = until_state(&client, &gateway, "degraded", t).await;
+    tokio::time::sleep_until(at(0.30).into()).await;
+    redis.restart().expect("restart redis");
+    let t = Instant::now();
+    shared.set_phase(Phase::Recovering, "redis_killed");
+    let recover = until_state(&client, &gateway, "healthy", t).await;
+    shared.set_phase(Phase::Healthy, "none");
+    report.push(format!("| Redis killed (SIGKILL), then restarted | detected in {} ms | healthy {} ms after the restart |",
+        detect.map_or("—".into(), |v| v.to_string()), recover.map_or("—".into(), |v| v.to_string())));
+
+    tokio::time::sleep_until(at(0.45).into()).await;
+    redis.pause().expect("pause redis");
+    let t = Instant::now();
+    shared.set_phase(Phase::Degraded, "redis_paused");
+    let detect = until_state(&client, &gateway, "degraded", t).await;
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(t.elapsed())).await;
+    redis.resume().expect("resume redis");
+    let t = Instant::now();
+    shared.set_phase(Phase::Recovering, "redis_paused");
+    let recover = until_state(&client, &gateway, "healthy", t).await;
+    shared.set_phase(Phase::Healthy, "none");
+    report.push(format!(
+        "| Redis stopped (SIGSTOP) for 5 s | detected in {} ms | healthy {} ms after SIGCONT |",
+        detect.map_or("—".into(), |v| v.to_string()),
+        recover.map_or("—".into(), |v| v.to_string())
+    ));
+
+    tokio::time::sleep_until(at(0.60).into()).await;
+    let before = participants(&client, &gateway, &users[0].token, &calls).await;
+    let video = services
+        .iter_mut()
+        .find(|s| s.name == "video")
+        .expect("video");
+    let a = audit_counts(&client, video.port).await;
+    for k in 0..3 {
+        audit_before_restarts[k] += a[k];
+    }
+    shared.set_phase(Phase::Degraded, "video_restart");
+    let rejoined_before = rejoined.load(Ordering::Relaxed);
+    let t = Instant::now();
+    video.stop("KILL");
+    video.start().await;
+    let restarted_ms = t.elapsed().as_millis();
+    let after = participants(&client, &gateway, &users[0].token, &calls).await;
+    shared.set_phase(Phase::Healthy, "none");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rejoins = rejoined.load(Ordering::Relaxed) - rejoined_before;
+    report.push(format!("| video service killed (SIGKILL) and restarted | back in {restarted_ms} ms | participants {before} before, {after} after; {rejoins} rejoined with their tokens |"));
+
+    tokio::time::sleep_until(at(0.75).into()).await;
+    let storage = services
+        .iter_mut()
+        .find(|s| s.name == "storage")
+        .expect("storage");
+    let a = audit_counts(&client, storage.port).await;
+    for k in 0..3 {
+        audit_before_restarts[k] += a[k];
+    }
+    shared.set_phase(Phase::Degraded, "storage_restart");
+    let t = Instant::now();
+    storage.stop("TERM");
+    storage.start().await;
+    let restarted_ms = t.elapsed().as_millis();
+    shared.set_phase(Phase::Healthy, "none");
+    report.push(format!("| storage service restarted (SIGTERM, start) | back in {restarted_ms} ms | uploads and downloads in between answered 502 (counted below) |"));
+
+    tokio::time::sleep_until(at(0.90).into()).await;
+    shared.stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    progress.abort();
+    let soak_requests = shared.requests.load(Ordering::Relaxed);
+    let soak_elapsed = start.elapsed();
+
+    // The layers' price: the same request through both gateways, alternating.
+    let compare = duration.mul_f64(0.05).max(Duration::from_secs(5));
+    let mut with_layers: Vec<Duration> = Vec::new();
+    let mut without: Vec<Duration> = Vec::new();
+    for round in 0..4 {
+        let target = if round % 2 == 0 {
+            port("gateway")
+        } else {
+            bare_port
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let lat = Arc::new(Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for w in 0..concurrency {
+            let (stop, lat, user) = (stop.clone(), lat.clone(), users[w % USERS].clone());
+            handles.push(tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let url = format!(
+                    "http://127.0.0.1:{target}/v1/conversations/{}",
+                    user.conversation
+                );
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    if let Ok(r) = client.get(&url).bearer_auth(&user.token).send().await {
+                        let _ = r.bytes().await;
+                        lat.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(t.elapsed());
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(compare).await;
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            let _ = h.await;
+        }
+        let l = std::mem::take(&mut *lat.lock().unwrap_or_else(|e| e.into_inner()));
+        if round % 2 == 0 {
+            with_layers.extend(l)
+        } else {
+            without.extend(l)
+        }
+    }
+    with_layers.sort();
+    without.sort();
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut audit = audit_before_restarts;
+    for s in &services {
+        let a = audit_counts(&client, s.port).await;
+        for k in 0..3 {
+            audit[k] += a[k];
+        }
+    }
+    let peaks: Vec<(String, u64)> = services
+        .iter()
+        .map(|s| (s.name.to_owned(), s.peak()))
+        .chain([(bare.name.to_owned(), bare.peak())])
+        .collect();
+    for s in &mut services {
+        s.stop("TERM");
+    }
+    bare.stop("TERM");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Summary.
+    let stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+    println!(
+        "## Soak: {} s, {concurrency} concurrent clients, {} calls × 2 WebSocket participants\n",
+        duration.as_secs(),
+        CALLS
+    );
+    println!(
+        "{soak_requests} requests in {:.0} s ({:.0} per second) through the gateway.\n",
+        soak_elapsed.as_secs_f64(),
+        soak_requests as f64 / soak_elapsed.as_secs_f64()
+    );
+    println!("| phase | requests | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|");
+    for (phase, lat) in &stats.latencies {
+        let mut sorted = lat.clone();
+        sorted.sort();
+        println!(
+            "| {phase:?} | {} | {} | {} | {} |",
+            sorted.len(),
+            ms(percentile(&sorted, 50.0)),
+            ms(percentile(&sorted, 99.0)),
+            ms(percentile(&sorted, 99.9))
+        );
+    }
+    println!("\n| fault | detection | recovery |\n|---|---|---|");
+    for line in &report {
+        println!("{line}");
+    }
+    println!("\n| status | cause | during | count |\n|---|---|---|---|");
+    for ((status, cause, fault), count) in stats
+        .responses
+        .iter()
+        .filter(|((s, _, _), _)| *s >= 400 || *s == 0)
+    {
+        println!("| {status} | {cause} | {fault} | {count} |");
+    }
+    let redis_5xx: u64 = stats
+        .responses
+        .iter()
+        .filter(|((s, _, f), _)| *s >= 500 && f.starts_with("redis"))
+        .map(|(_, c)| c)
+        .sum();
+    println!("\n5xx while Redis was killed or stopped: **{redis_5xx}**.\n");
+    println!("| audit events | produced | written | dropped |\n|---|---|---|---|\n| all services | {:.0} | {:.0} | {:.0} |\n", audit[0], audit[1], audit[2]);
+    println!("| service | peak RSS |\n|---|---|");
+    for (name, kb) in &peaks {
+        println!("| {name} | {:.1} MiB |", *kb as f64 / 1024.0);
+    }
+    let (p50a, p99a) = (
+        percentile(&with_layers, 50.0),
+        percentile(&with_layers, 99.0),
+    );
+    let (p50b, p99b) = (percentile(&without, 50.0), percentile(&without, 99.0));
+    println!("\n| gateway | requests | p50 ms | p99 ms |\n|---|---|---|---|");
+    println!(
+        "| with metrics and audit layers | {} | {} | {} |",
+        with_layers.len(),
+        ms(p50a),
+        ms(p99a)
+    );
+    println!(
+        "| without (`SC_LAYERS=off`) | {} | {} | {} |",
+        without.len(),
+        ms(p50b),
+        ms(p99b)
+    );
+    println!(
+        "\np99 ratio with/without layers: **{:.2}**; throughput ratio: **{:.2}**.",
+        p99a.as_secs_f64() / p99b.as_secs_f64().max(1e-9),
+        with_layers.len() as f64 / (without.len() as f64).max(1.0)
+    );
+}
