@@ -215,27 +215,31 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// The gateway's routes, proxying to the services at the given addresses.
+///
+/// # Errors
+///
+/// A message for a rate limit of zero.
 pub fn router(
     kit: &mut Kit,
     config: &Config,
     auth: SocketAddr,
     storage: SocketAddr,
     video: SocketAddr,
-) -> Router {
+) -> Result<Router, String> {
     let metrics = RateLimitMetrics::register(&mut kit.registry);
     let per_minute =
-        |limit| Quota::new(limit, Duration::from_secs(60)).unwrap_or_else(|_| fallback_quota());
+        |limit| Quota::new(limit, Duration::from_secs(60)).map_err(|e| format!("rate limit: {e}"));
     let per_client = RateLimiter::new(
         "client",
         kit.redis.clone(),
-        per_minute(config.rate_limit_client),
+        per_minute(config.rate_limit_client)?,
         config.rate_limit_policy,
         &metrics,
     );
     let per_user = RateLimiter::new(
         "user",
         kit.redis.clone(),
-        per_minute(config.rate_limit),
+        per_minute(config.rate_limit)?,
         config.rate_limit_policy,
         &metrics,
     );
@@ -255,16 +259,11 @@ pub fn router(
         timeout: config.upstream_timeout,
     });
     let route = any(proxy).with_state(state);
-    Router::new()
+    Ok(Router::new()
         .route("/v1/auth/{*rest}", route.clone())
         .route("/v1/conversations", route.clone())
         .route("/v1/conversations/{*rest}", route.clone())
         .route("/v1/storage/{*rest}", route.clone())
         .route("/v1/calls", route.clone())
-        .route("/v1/calls/{*rest}", route)
-}
-
-/// `RATE_LIMIT_PER_MINUTE` is checked to be at least 1 at start-up.
-fn fallback_quota() -> Quota {
-    Quota::new(600, Duration::from_secs(60)).unwrap_or_else(|_| fallback_quota())
+        .route("/v1/calls/{*rest}", route))
 }

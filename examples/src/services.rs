@@ -65,7 +65,7 @@ pub async fn build(
             config.auth_addr,
             config.storage_addr,
             config.video_addr,
-        ),
+        )?,
     };
     Ok(kit.finish(app))
 }
