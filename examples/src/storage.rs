@@ -272,37 +272,50 @@ async fn upload(
     Ok(StatusCode::CREATED)
 }
 
+/// Lets only the file's owner through; audits the decision either way.
+fn owner_only(
+    state: &StorageState,
+    auditor: &Auditor,
+    user: &str,
+    id: &str,
+    action: FileAction,
+) -> Result<FileMeta, ApiError> {
+    let meta = state
+        .meta(id)
+        .ok_or_else(|| ApiError::not_found("no such file"))?;
+    if meta.owner != user {
+        let reason = ("not_owner", "the file belongs to another user");
+        audit_file(
+            auditor,
+            user,
+            action,
+            file_info(id, &meta),
+            Outcome::Denied,
+            Some(reason),
+        )?;
+        return Err(ApiError::forbidden(
+            Actor::user(user),
+            "this file belongs to another user",
+        ));
+    }
+    audit_file(
+        auditor,
+        user,
+        action,
+        file_info(id, &meta),
+        Outcome::Allowed,
+        None,
+    )?;
+    Ok(meta)
+}
+
 async fn download_url(
     State(state): State<Arc<StorageState>>,
     auditor: Auditor,
     User(claims): User,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let meta = state
-        .meta(&id)
-        .ok_or_else(|| ApiError::not_found("no such file"))?;
-    if meta.owner != claims.sub {
-        audit_file(
-            &auditor,
-            &claims.sub,
-            FileAction::Download,
-            file_info(&id, &meta),
-            Outcome::Denied,
-            Some(("not_owner", "the file belongs to another user")),
-        )?;
-        return Err(ApiError::forbidden(
-            Actor::user(claims.sub),
-            "this file belongs to another user",
-        ));
-    }
-    audit_file(
-        &auditor,
-        &claims.sub,
-        FileAction::Download,
-        file_info(&id, &meta),
-        Outcome::Allowed,
-        None,
-    )?;
+    owner_only(&state, &auditor, &claims.sub, &id, FileAction::Download)?;
     Ok(Json(serde_json::json!({
         "download_url": state.url("GET", &id),
         "expires_in": URL_TTL.as_secs(),
@@ -361,31 +374,7 @@ async fn delete_file(
     User(claims): User,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let meta = state
-        .meta(&id)
-        .ok_or_else(|| ApiError::not_found("no such file"))?;
-    if meta.owner != claims.sub {
-        audit_file(
-            &auditor,
-            &claims.sub,
-            FileAction::Delete,
-            file_info(&id, &meta),
-            Outcome::Denied,
-            Some(("not_owner", "the file belongs to another user")),
-        )?;
-        return Err(ApiError::forbidden(
-            Actor::user(claims.sub),
-            "this file belongs to another user",
-        ));
-    }
-    audit_file(
-        &auditor,
-        &claims.sub,
-        FileAction::Delete,
-        file_info(&id, &meta),
-        Outcome::Allowed,
-        None,
-    )?;
+    owner_only(&state, &auditor, &claims.sub, &id, FileAction::Delete)?;
     state
         .files
         .lock()
