@@ -102,9 +102,27 @@ impl RedisClient {
     pub async fn connect(config: RedisConfig, registry: &mut Registry) -> Result<Self, Error> {
         let wait = config.connect_timeout + config.call_timeout;
         let client = Self::new(config, registry)?;
-        let mut health = client.subscribe();
-        let _ = tokio::time::timeout(wait, health.wait_for(|h| *h == Health::Healthy)).await;
+        client.wait_for(Health::Healthy, wait).await;
         Ok(client)
+    }
+
+    /// Waits up to `within` until the client is `health`; `true` if it got there.
+    ///
+    /// ```no_run
+    /// # async fn f(redis: secureconnect_redis_fallback::RedisClient) {
+    /// use std::time::Duration;
+    /// use secureconnect_redis_fallback::Health;
+    ///
+    /// if !redis.wait_for(Health::Healthy, Duration::from_secs(2)).await {
+    ///     eprintln!("still without Redis; serving from fallbacks");
+    /// }
+    /// # }
+    /// ```
+    pub async fn wait_for(&self, health: Health, within: Duration) -> bool {
+        let mut rx = self.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|h| *h == health))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// The current health.

@@ -19,11 +19,7 @@ async fn client(config: RedisConfig) -> RedisClient {
 
 /// Waits up to `within` for `health`; true if reached.
 async fn reaches(client: &RedisClient, health: Health, within: Duration) -> bool {
-    let mut rx = client.subscribe();
-    let reached = tokio::time::timeout(within, rx.wait_for(|h| *h == health))
-        .await
-        .is_ok_and(|r| r.is_ok());
-    reached
+    client.wait_for(health, within).await
 }
 
 async fn set(
