@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{register_and_login, sample, System};
+use common::{json, register_and_login, sample, System};
 use futures_util::{SinkExt, StreamExt};
 use secureconnect_redis_fallback::testing::RedisServer;
 use tokio_tungstenite::tungstenite::Message;
@@ -21,16 +21,10 @@ async fn files_through_the_gateway_with_denials_audited_and_metrics_everywhere()
     let alice = register_and_login(&c, &g, "alice@example.org").await;
     let bob = register_and_login(&c, &g, "bob@example.org").await;
 
-    let up: serde_json::Value = c
+    let up = json(c
         .post(format!("{g}/v1/storage/upload-url"))
         .bearer_auth(&alice.token)
-        .json(&serde_json::json!({ "file_name": "notes.txt", "file_size": 11, "content_type": "text/plain" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&serde_json::json!({ "file_name": "notes.txt", "file_size": 11, "content_type": "text/plain" }))).await;
     let file_id = up["file_id"].as_str().unwrap().to_owned();
     let put = c
         .put(format!("{g}{}", up["upload_url"].as_str().unwrap()))
@@ -56,15 +50,11 @@ async fn files_through_the_gateway_with_denials_audited_and_metrics_everywhere()
         .unwrap();
     assert_eq!(denied_delete.status(), 403);
 
-    let dl: serde_json::Value = c
-        .get(format!("{g}/v1/storage/download-url/{file_id}"))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dl = json(
+        c.get(format!("{g}/v1/storage/download-url/{file_id}"))
+            .bearer_auth(&alice.token),
+    )
+    .await;
     let bytes = c
         .get(format!("{g}{}", dl["download_url"].as_str().unwrap()))
         .send()
@@ -80,16 +70,12 @@ async fn files_through_the_gateway_with_denials_audited_and_metrics_everywhere()
     assert_eq!(deleted.status(), 204);
 
     // Conversations: a non-member gets 403.
-    let conv: serde_json::Value = c
-        .post(format!("{g}/v1/conversations"))
-        .bearer_auth(&alice.token)
-        .json(&serde_json::json!({ "members": [] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conv = json(
+        c.post(format!("{g}/v1/conversations"))
+            .bearer_auth(&alice.token)
+            .json(&serde_json::json!({ "members": [] })),
+    )
+    .await;
     let conv_id = conv["id"].as_str().unwrap();
     let r = c
         .get(format!("{g}/v1/conversations/{conv_id}"))
@@ -171,16 +157,12 @@ async fn redis_killed_under_traffic_causes_no_5xx_and_limits_follow_the_policy()
     let g = system.gateway();
     let c = reqwest::Client::new();
     let alice = register_and_login(&c, &g, "alice@example.org").await;
-    let conv: serde_json::Value = c
-        .post(format!("{g}/v1/conversations"))
-        .bearer_auth(&alice.token)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conv = json(
+        c.post(format!("{g}/v1/conversations"))
+            .bearer_auth(&alice.token)
+            .json(&serde_json::json!({})),
+    )
+    .await;
     let url = format!("{g}/v1/conversations/{}", conv["id"].as_str().unwrap());
     for _ in 0..5 {
         assert_eq!(
@@ -218,14 +200,7 @@ async fn redis_killed_under_traffic_causes_no_5xx_and_limits_follow_the_policy()
     let bob = register_and_login(&c, &g, "bob@example.org").await;
     assert!(!bob.token.is_empty());
 
-    let ready: serde_json::Value = c
-        .get(format!("{g}/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = json(c.get(format!("{g}/ready"))).await;
     assert_eq!(ready["redis"], "degraded");
     let metrics = c
         .get(format!("{g}/metrics"))
@@ -240,14 +215,7 @@ async fn redis_killed_under_traffic_causes_no_5xx_and_limits_follow_the_policy()
     redis.restart().unwrap();
     let mut healthy = false;
     for _ in 0..60 {
-        let ready: serde_json::Value = c
-            .get(format!("{g}/ready"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready = json(c.get(format!("{g}/ready"))).await;
         if ready["redis"] == "healthy" {
             healthy = true;
             break;
@@ -325,15 +293,7 @@ async fn a_call_survives_kill_9_of_the_video_service() {
     let c = reqwest::Client::new();
     let alice = register_and_login(&c, &g, "alice@example.org").await;
     let bob = register_and_login(&c, &g, "bob@example.org").await;
-    let call: serde_json::Value = c
-        .post(format!("{g}/v1/calls"))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let call = json(c.post(format!("{g}/v1/calls")).bearer_auth(&alice.token)).await;
     let call_id = call["call_id"].as_str().unwrap().to_owned();
 
     let mut a = ws(&system, &call_id, &alice.token).await;
@@ -367,15 +327,11 @@ async fn a_call_survives_kill_9_of_the_video_service() {
     drop((a, b));
     system.spawn("video").await;
 
-    let state: serde_json::Value = c
-        .get(format!("{g}/v1/calls/{call_id}"))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = json(
+        c.get(format!("{g}/v1/calls/{call_id}"))
+            .bearer_auth(&alice.token),
+    )
+    .await;
     let participants = state["participants"].as_array().unwrap();
     assert_eq!(participants.len(), 2, "{state}");
     assert!(
@@ -541,8 +497,9 @@ async fn an_upstream_that_hangs_gives_504() {
         .await
         .unwrap();
     system.signal("video", "CONT");
-    assert_eq!(r.status(), 504);
+    let status = r.status();
     let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"], "upstream_timeout");
     assert!(body["message"].as_str().unwrap().contains("video"));
 }

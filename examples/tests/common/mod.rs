@@ -116,6 +116,22 @@ impl System {
             .status()
             .unwrap();
         assert!(status.success());
+        if signal == "STOP" {
+            // kill(2) returns before every thread has stopped: wait until it has.
+            let stat = format!("/proc/{}/stat", child.id());
+            for _ in 0..200 {
+                let state = std::fs::read_to_string(&stat).unwrap_or_default();
+                if state
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('T'))
+                {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            panic!("{name} did not stop");
+        }
     }
 
     /// SIGKILL: no clean-up at all.
@@ -170,4 +186,9 @@ pub fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     text.lines()
         .filter(|l| l.starts_with(name) && labels.iter().all(|lab| l.contains(lab)))
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Sends `request` and reads its JSON body, whatever the status.
+pub async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
 }

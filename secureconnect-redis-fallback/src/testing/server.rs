@@ -150,13 +150,29 @@ impl RedisServer {
         kill_process(pid, signal).map_err(io::Error::from)
     }
 
-    /// SIGSTOP: the process stops; connections stay open and hang.
+    /// SIGSTOP, and waits until the process has stopped: connections stay open and
+    /// hang.
     ///
     /// # Errors
     ///
     /// If the server is not running.
     pub fn pause(&self) -> io::Result<()> {
-        self.signal(Signal::STOP)
+        self.signal(Signal::STOP)?;
+        // kill(2) returns before the process has stopped: wait until it has, so that
+        // what a test does next meets a stopped server.
+        let stat = format!("/proc/{}/stat", self.pid().unwrap_or(0));
+        for _ in 0..400 {
+            let text = std::fs::read_to_string(&stat).unwrap_or_default();
+            if text
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('T'))
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Err(io::Error::other("redis-server did not stop"))
     }
 
     /// SIGCONT after [`pause`](Self::pause).
