@@ -12,13 +12,13 @@ pub enum Overflow {
     DropAndCount,
     /// Wait up to this long for room, then drop and count.
     Block(Duration),
-    /// Refuse: the layer answers the request `503`, and [`AuditPipeline::record`]
-    /// returns an [`Error`](crate::Error) for which
-    /// [`is_refused`](crate::Error::is_refused) holds, so a handler can refuse its operation.
+    /// Refuse: the layer answers the request `503`, and
+    /// [`AuditPipeline::record`](crate::AuditPipeline::record) returns an error with
+    /// [`is_refused`](crate::Error::is_refused), so a handler can refuse its operation.
     FailClosed,
 }
 
-/// Configuration of an [`AuditPipeline`].
+/// Configuration of an [`AuditPipeline`](crate::AuditPipeline).
 ///
 /// ```
 /// use std::time::Duration;
@@ -60,9 +60,7 @@ impl AuditPipelineConfig {
         self.overflow = overflow;
         self
     }
-}
 
-impl AuditPipelineConfig {
     /// At most `batch` events handed to the sink in one write (default 256; at least
     /// 1).
     pub fn batch(mut self, batch: usize) -> Self {
@@ -84,5 +82,23 @@ impl AuditPipelineConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_capacity_or_batch_is_refused_once_in_new() {
+        assert!(AuditPipelineConfig::default().validate().is_ok());
+        for config in [
+            AuditPipelineConfig::default().capacity(0),
+            AuditPipelineConfig::default().batch(0),
+        ] {
+            let error = config.validate().unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::InvalidConfig);
+            assert!(error.to_string().contains("at least 1"), "{error}");
+        }
     }
 }
