@@ -1,10 +1,10 @@
 //! A trustworthy audit trail for HTTP services: every permission denial, every file
 //! access, in a form an incident responder or an auditor can rely on.
 //!
-//! - **Complete where it matters**: [`AuditLayer`] ([`audit`]) records every `401` and `403`
-//!   (these cannot be filtered out) and, by [`AuditPolicy`], other requests; handlers
-//!   record domain events (file upload URL issued, download, delete — allowed or
-//!   denied) through an [`Auditor`].
+//! - **Complete where it matters**: [`AuditLayer`] ([`audit`]) records every `401`
+//!   and `403` (these cannot be filtered out) and, by [`AuditPolicy`], other requests;
+//!   handlers record domain events (file upload URL issued, download, delete — allowed
+//!   or denied) through an [`Auditor`].
 //! - **Never silently lossy**: events go through a bounded queue to a sink on a thread
 //!   of its own ([`AuditPipeline`]); a full queue drops and counts (default), waits, or
 //!   fails closed (`503`), and `produced = written + dropped` is exported. A sink that
