@@ -17,15 +17,15 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use secureconnect_audit::{
-    Actor, AuditEvent, AuditLayer, AuditPipeline, AuditSink, FileSink, Format, Outcome,
-    PipelineConfig, SinkError,
+    Actor, AuditConfig, AuditEvent, AuditLayer, AuditPipeline, AuditPipelineConfig, AuditSink,
+    Error, FileSink, Format, Outcome,
 };
 use tower::ServiceExt;
 
 /// A sink that keeps nothing, so the queue never fills.
 struct Discard;
 impl AuditSink for Discard {
-    fn write(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[AuditEvent]) -> Result<(), Error> {
         black_box(events);
         Ok(())
     }
@@ -47,9 +47,17 @@ fn requests(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let pipeline = AuditPipeline::new(Discard, PipelineConfig::default(), &mut Registry::default());
-    let audited = app().layer(AuditLayer::new(pipeline.clone()));
-    let audited_no_ids = app().layer(AuditLayer::new(pipeline.clone()).request_ids(false));
+    let pipeline = AuditPipeline::new(
+        Discard,
+        AuditPipelineConfig::default(),
+        &mut Registry::default(),
+    )
+    .unwrap();
+    let audited = app().layer(AuditLayer::new(pipeline.clone(), AuditConfig::default()));
+    let audited_no_ids = app().layer(AuditLayer::new(
+        pipeline.clone(),
+        AuditConfig::default().request_ids(false),
+    ));
     let noop = app().layer(axum::middleware::map_response(
         |r: axum::response::Response| async move { r },
     ));
@@ -88,9 +96,10 @@ fn denial() -> AuditEvent {
 fn enqueue(c: &mut Criterion) {
     let pipeline = AuditPipeline::new(
         Discard,
-        PipelineConfig::default().capacity(1 << 20),
+        AuditPipelineConfig::default().capacity(1 << 20),
         &mut Registry::default(),
-    );
+    )
+    .unwrap();
     let mut group = c.benchmark_group("audit_event");
     group.bench_function("build_denial", |b| b.iter(|| black_box(denial())));
     group.bench_function("build_and_enqueue_denial", |b| {

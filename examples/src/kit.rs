@@ -10,8 +10,8 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use prometheus_client::registry::Registry;
 use secureconnect_audit::{
-    AuditEvent, AuditLayer, AuditPipeline, AuditSink, FileSink, Format, PipelineConfig, SinkError,
-    TracingSink, TrustedProxies,
+    AuditConfig, AuditEvent, AuditLayer, AuditPipeline, AuditPipelineConfig, AuditSink, FileSink,
+    Format, TracingSink, TrustedProxies,
 };
 use secureconnect_obs::{HttpMetrics, MetricsService, RequestSpan};
 use secureconnect_redis_fallback::{RedisClient, RedisConfig};
@@ -31,7 +31,7 @@ struct AuditSinks {
 }
 
 impl AuditSink for AuditSinks {
-    fn write(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[AuditEvent]) -> Result<(), secureconnect_audit::Error> {
         self.tracing.write(events)?;
         if let Some(file) = &mut self.file {
             file.write(events)?;
@@ -39,7 +39,7 @@ impl AuditSink for AuditSinks {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), secureconnect_audit::Error> {
         if let Some(file) = &mut self.file {
             file.flush()?;
         }
@@ -120,9 +120,10 @@ impl Kit {
                 tracing: TracingSink::new(Format::Native),
                 file,
             },
-            PipelineConfig::default(),
+            AuditPipelineConfig::default(),
             &mut registry,
-        );
+        )
+        .map_err(|e| format!("audit: {e}"))?;
         let proxies = config
             .trusted_proxies
             .parse()
@@ -175,11 +176,12 @@ impl Kit {
             .layer(layers)
             // Outermost: it mints the request id the layers inside carry, and it needs
             // a body type it can answer 503 with in fail-closed mode.
-            .layer(
-                AuditLayer::new(self.audit)
+            .layer(AuditLayer::new(
+                self.audit,
+                AuditConfig::default()
                     .service_name(self.name)
                     .trusted_proxies(self.proxies),
-            );
+            ));
         (router, running)
     }
 }

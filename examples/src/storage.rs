@@ -145,9 +145,7 @@ fn audit_file(
     reason: Option<(&str, &str)>,
 ) -> Result<(), ApiError> {
     match auditor.file(Actor::user(user), action, file, outcome, reason) {
-        Err(secureconnect_audit::AuditError::Unavailable) => {
-            Err(ApiError::unavailable("audit trail unavailable"))
-        }
+        Err(e) if e.is_refused() => Err(ApiError::unavailable("audit trail unavailable")),
         _ => Ok(()),
     }
 }

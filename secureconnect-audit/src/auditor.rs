@@ -1,62 +1,11 @@
 //! Domain events from handlers: file uploads, downloads and deletions, allowed or
-//! denied.
+//! denied. The [`Auditor`] fills them from the request context the layer captured.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::header::{HeaderValue, USER_AGENT};
-
+use crate::context::{matched, AuditHandle, Matched, RequestContext};
+use crate::error::Error;
 use crate::event::{Actor, AuditEvent, EventBuilder, FileInfo, Outcome};
-use crate::layer::{
-    method_label, peer_ip, trace_id, AuditHandle, Shared, TRACEPARENT, X_FORWARDED_FOR,
-    X_REQUEST_ID,
-};
-use crate::pipeline::AuditError;
-
-/// The client's own `X-Request-Id`, kept apart from the server's.
-#[derive(Clone, Debug)]
-pub(crate) struct ClientRequestId(pub(crate) HeaderValue);
-
-/// What an event learns from its request.
-#[derive(Clone, Debug)]
-pub(crate) struct RequestContext {
-    pub(crate) client_ip: Option<IpAddr>,
-    pub(crate) request_id: Option<String>,
-    pub(crate) client_request_id: Option<String>,
-    pub(crate) trace_id: Option<String>,
-    pub(crate) user_agent: Option<String>,
-    pub(crate) method: &'static str,
-    pub(crate) route: String,
-    pub(crate) service: Option<crate::event::Text>,
-}
-
-impl RequestContext {
-    /// Fills what the builder does not already have.
-    pub(crate) fn fill(&self, mut b: EventBuilder) -> EventBuilder {
-        if b.client_ip.is_none() {
-            b.client_ip = self.client_ip;
-        }
-        if b.request_id.is_none() {
-            b.request_id.clone_from(&self.request_id);
-        }
-        if b.client_request_id.is_none() {
-            b.client_request_id.clone_from(&self.client_request_id);
-        }
-        if b.trace_id.is_none() {
-            b.trace_id.clone_from(&self.trace_id);
-        }
-        if b.user_agent.is_none() {
-            b.user_agent.clone_from(&self.user_agent);
-        }
-        if b.service.is_none() {
-            b.service.clone_from(&self.service);
-        }
-        if b.http.is_none() {
-            b = b.http(self.method, self.route.clone(), None);
-        }
-        b
-    }
-}
 
 /// What was done to a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,51 +44,30 @@ impl FileAction {
 ///     let allowed = user == owner;
 ///     let outcome = if allowed { Outcome::Allowed } else { Outcome::Denied };
 ///     let reason = (!allowed).then_some(("not_owner", "the file belongs to another user"));
-///     if auditor.file(Actor::user(user), FileAction::Delete, file, outcome, reason).is_err() {
-///         return StatusCode::SERVICE_UNAVAILABLE; // fail-closed and the trail is down
+///     if let Err(error) = auditor.file(Actor::user(user), FileAction::Delete, file, outcome, reason) {
+///         if error.is_refused() {
+///             return StatusCode::SERVICE_UNAVAILABLE; // fail-closed and the trail is down
+///         }
 ///     }
 ///     if allowed { StatusCode::NO_CONTENT } else { StatusCode::FORBIDDEN }
 /// }
 /// ```
 #[derive(Clone, Debug)]
 pub struct Auditor {
-    shared: Arc<Shared>,
     ctx: Arc<RequestContext>,
+    /// The route the handler was routed by, which the layer does not see when it sits
+    /// outside the router.
+    matched: Option<Matched>,
 }
 
 impl Auditor {
     /// The auditor of a request that went through an [`AuditLayer`](crate::AuditLayer);
     /// `None` without one.
     pub fn from_parts(parts: &http::request::Parts) -> Option<Self> {
-        let AuditHandle(shared) = parts.extensions.get::<AuditHandle>()?;
-        let headers = &parts.headers;
-        let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
-        #[cfg(feature = "axum")]
-        let route = parts
-            .extensions
-            .get::<axum::extract::MatchedPath>()
-            .map_or_else(|| parts.uri.path().to_owned(), |m| m.as_str().to_owned());
-        #[cfg(not(feature = "axum"))]
-        let route = parts.uri.path().to_owned();
-        let ctx = RequestContext {
-            client_ip: shared.proxies.client_ip(
-                peer_ip(&parts.extensions),
-                headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
-            ),
-            request_id: headers.get(X_REQUEST_ID).map(text),
-            client_request_id: parts
-                .extensions
-                .get::<ClientRequestId>()
-                .map(|c| text(&c.0)),
-            trace_id: trace_id(headers.get(TRACEPARENT)),
-            user_agent: headers.get(USER_AGENT).map(text),
-            method: method_label(&parts.method),
-            route,
-            service: shared.service.clone(),
-        };
+        let AuditHandle(ctx) = parts.extensions.get::<AuditHandle>()?;
         Some(Self {
-            shared: Arc::clone(shared),
-            ctx: Arc::new(ctx),
+            ctx: Arc::clone(ctx),
+            matched: matched(&parts.extensions),
         })
     }
 
@@ -148,10 +76,15 @@ impl Auditor {
     ///
     /// # Errors
     ///
-    /// [`AuditError::Unavailable`] in fail-closed mode when the trail cannot take it:
-    /// refuse the operation. [`AuditError::Dropped`] (counted) otherwise.
-    pub fn record(&self, event: EventBuilder) -> Result<(), AuditError> {
-        self.shared.pipeline.record(self.ctx.fill(event).build())
+    /// [`ErrorKind::Refused`](crate::ErrorKind::Refused) in fail-closed mode when
+    /// the trail cannot take it: refuse the operation.
+    /// [`ErrorKind::Dropped`](crate::ErrorKind::Dropped) (counted) otherwise.
+    pub fn record(&self, event: EventBuilder) -> Result<(), Error> {
+        let defaults = self.ctx.defaults_in(self.matched.as_ref());
+        self.ctx
+            .shared()
+            .pipeline
+            .record(event.with_defaults(&defaults).build())
     }
 
     /// Records a file access: who, what, which file (never a signed URL), allowed or
@@ -167,7 +100,7 @@ impl Auditor {
         file: FileInfo,
         outcome: Outcome,
         reason: Option<(&str, &str)>,
-    ) -> Result<(), AuditError> {
+    ) -> Result<(), Error> {
         let resource = format!("file:{}", file.id);
         let mut event = AuditEvent::builder(action.as_str(), outcome)
             .actor(actor)

@@ -12,6 +12,8 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
+use crate::error::{Error, ErrorKind};
+
 /// The `prev_hash` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -48,19 +50,16 @@ impl fmt::Display for Checkpoint {
     }
 }
 
-/// A malformed checkpoint.
-#[derive(Debug, thiserror::Error)]
-#[error("a checkpoint is LINES:HASH, with 64 lowercase hex digits")]
-pub struct BadCheckpoint;
-
 impl FromStr for Checkpoint {
-    type Err = BadCheckpoint;
+    type Err = Error;
 
+    /// `LINES:HASH`; anything else is [`ErrorKind::InvalidCheckpoint`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (lines, hash) = s.trim().split_once(':').ok_or(BadCheckpoint)?;
-        let lines = lines.parse().map_err(|_| BadCheckpoint)?;
+        let bad = || Error::from_kind(ErrorKind::InvalidCheckpoint);
+        let (lines, hash) = s.trim().split_once(':').ok_or_else(bad)?;
+        let lines = lines.parse().map_err(|_| bad())?;
         if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(BadCheckpoint);
+            return Err(bad());
         }
         Ok(Self {
             lines,

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
+use crate::error::{Error, ErrorKind};
+
 /// At most this many `X-Forwarded-For` entries are read, from the right.
 const MAX_HOPS: usize = 16;
 /// At most this many bytes of `X-Forwarded-For` are read, from the right.
@@ -35,11 +37,6 @@ const MAX_HEADER: usize = 2048;
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
 }
-
-/// A network that is not `ADDRESS/PREFIX` or a plain address.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid trusted proxy {0:?}: expected an address or ADDRESS/PREFIX")]
-pub struct BadProxy(String);
 
 impl TrustedProxies {
     /// Trusts nobody: the peer address is the client address (the default).
@@ -99,16 +96,17 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 }
 
 impl FromStr for TrustedProxies {
-    type Err = BadProxy;
+    type Err = Error;
 
-    /// A comma-separated list of networks or addresses; empty trusts nobody.
+    /// A comma-separated list of networks or addresses; empty trusts nobody. An entry
+    /// that is neither is [`ErrorKind::InvalidProxy`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut nets = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let net = part
                 .parse::<IpNet>()
                 .or_else(|_| part.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| BadProxy(part.to_owned()))?;
+                .map_err(|_| Error::with_detail(ErrorKind::InvalidProxy, part))?;
             nets.push(net);
         }
         Ok(Self { nets })

@@ -1,4 +1,5 @@
-//! The audit event.
+//! The audit event: [`AuditEvent`] and the types of its fields. Building one (and
+//! cleaning every field) is in [`builder`].
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -8,7 +9,12 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::sanitize::{clean_cow, clean_owned, without_query, Flags};
+use crate::sanitize::{clean_owned, Flags};
+
+mod builder;
+
+pub use builder::EventBuilder;
+pub(crate) use builder::RequestDefaults;
 
 /// Text that is often a constant: no allocation for `&'static str`.
 pub type Text = Cow<'static, str>;
@@ -183,21 +189,7 @@ impl AuditEvent {
     /// Starts an event: `action` (such as `http.request`, `file.download`) with its
     /// `outcome`.
     pub fn builder(action: impl Into<Text>, outcome: Outcome) -> EventBuilder {
-        EventBuilder {
-            action: action.into(),
-            outcome,
-            actor: Actor::Anonymous,
-            service: None,
-            resource: None,
-            reason: None,
-            client_ip: None,
-            request_id: None,
-            client_request_id: None,
-            trace_id: None,
-            http: None,
-            file: None,
-            user_agent: None,
-        }
+        EventBuilder::new(action.into(), outcome)
     }
 
     /// The server-minted id (UUID v7).
@@ -290,145 +282,5 @@ impl AuditEvent {
     /// The time as RFC 3339.
     pub fn time_rfc3339(&self) -> String {
         self.time.format(&Rfc3339).unwrap_or_default()
-    }
-}
-
-/// Builds an [`AuditEvent`]; [`build`](Self::build) cleans every field.
-#[derive(Clone, Debug)]
-#[must_use]
-pub struct EventBuilder {
-    pub(crate) action: Text,
-    pub(crate) outcome: Outcome,
-    pub(crate) actor: Actor,
-    pub(crate) service: Option<Text>,
-    pub(crate) resource: Option<String>,
-    pub(crate) reason: Option<(Text, Text)>,
-    pub(crate) client_ip: Option<IpAddr>,
-    pub(crate) request_id: Option<String>,
-    pub(crate) client_request_id: Option<String>,
-    pub(crate) trace_id: Option<String>,
-    pub(crate) http: Option<HttpInfo>,
-    pub(crate) file: Option<FileInfo>,
-    pub(crate) user_agent: Option<String>,
-}
-
-impl EventBuilder {
-    /// Who acted (default [`Actor::Anonymous`]).
-    pub fn actor(mut self, actor: Actor) -> Self {
-        self.actor = actor;
-        self
-    }
-    /// The recording service's name.
-    pub fn service(mut self, service: impl Into<Text>) -> Self {
-        self.service = Some(service.into());
-        self
-    }
-    /// What was acted on; a query string is dropped.
-    pub fn resource(mut self, resource: impl Into<String>) -> Self {
-        self.resource = Some(resource.into());
-        self
-    }
-    /// Why, as a stable code and a text.
-    pub fn reason(mut self, code: impl Into<Text>, text: impl Into<Text>) -> Self {
-        self.reason = Some((code.into(), text.into()));
-        self
-    }
-    /// The client's address.
-    pub fn client_ip(mut self, ip: IpAddr) -> Self {
-        self.client_ip = Some(ip);
-        self
-    }
-    /// The server's request id.
-    pub fn request_id(mut self, id: impl Into<String>) -> Self {
-        self.request_id = Some(id.into());
-        self
-    }
-    /// The request id the client sent.
-    pub fn client_request_id(mut self, id: impl Into<String>) -> Self {
-        self.client_request_id = Some(id.into());
-        self
-    }
-    /// The W3C trace id (32 hex digits); anything else is ignored.
-    pub fn trace_id(mut self, id: impl Into<String>) -> Self {
-        let id = id.into();
-        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            self.trace_id = Some(id.to_ascii_lowercase());
-        }
-        self
-    }
-    /// The HTTP request.
-    pub fn http(
-        mut self,
-        method: impl Into<Text>,
-        route: impl Into<String>,
-        status: Option<u16>,
-    ) -> Self {
-        self.http = Some(HttpInfo {
-            method: method.into(),
-            route: route.into(),
-            status,
-        });
-        self
-    }
-    /// The file.
-    pub fn file(mut self, file: FileInfo) -> Self {
-        self.file = Some(file);
-        self
-    }
-    /// The client's `User-Agent`.
-    pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
-        self.user_agent = Some(agent.into());
-        self
-    }
-
-    /// Cleans every field and mints the id and time. The `seq` is set when the event
-    /// is queued.
-    pub fn build(self) -> AuditEvent {
-        let mut flags = Flags::default();
-        let f = &mut flags;
-        let opt = |v: Option<String>, max: usize, f: &mut Flags| v.map(|v| clean_owned(v, max, f));
-        let service = self.service.map(|v| clean_cow(v, MAX_ID, f));
-        let resource = self
-            .resource
-            .map(|r| clean_owned(without_query(r, f), MAX_RESOURCE, f));
-        let http = self.http.map(|h| HttpInfo {
-            method: clean_cow(h.method, 16, f),
-            route: clean_owned(without_query(h.route, f), MAX_RESOURCE, f),
-            status: h.status,
-        });
-        let file = self.file.map(|file| FileInfo {
-            id: clean_owned(file.id, MAX_ID, f),
-            owner: file.owner.map(|o| clean_owned(o, MAX_ID, f)),
-            name: file.name.map(|n| clean_owned(n, MAX_ID, f)),
-            size: file.size,
-        });
-        let reason = self.reason.map(|(code, text)| Reason {
-            code: clean_cow(code, MAX_REASON_CODE, f),
-            text: clean_cow(text, MAX_REASON_TEXT, f),
-        });
-        let event = AuditEvent {
-            schema_version: SCHEMA_VERSION,
-            event_id: Uuid::now_v7(),
-            seq: 0,
-            time: OffsetDateTime::now_utc(),
-            service,
-            actor: self.actor.cleaned(f),
-            action: clean_cow(self.action, MAX_ACTION, f),
-            resource,
-            outcome: self.outcome,
-            reason,
-            client_ip: self.client_ip,
-            request_id: opt(self.request_id, MAX_REQUEST_ID, f),
-            client_request_id: opt(self.client_request_id, MAX_REQUEST_ID, f),
-            trace_id: self.trace_id,
-            http,
-            file,
-            user_agent: opt(self.user_agent, MAX_USER_AGENT, f),
-            flags: Vec::new(),
-        };
-        AuditEvent {
-            flags: flags.names().into_iter().map(Cow::Borrowed).collect(),
-            ..event
-        }
     }
 }

@@ -15,18 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::chain::{self, Checkpoint, GENESIS};
+use crate::error::Error;
 use crate::event::AuditEvent;
-
-/// A sink failure; the batch is counted as dropped.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// An I/O error.
-    #[error("audit sink I/O error: {0}")]
-    Io(#[from] io::Error),
-    /// Any other failure.
-    #[error("audit sink error: {0}")]
-    Other(String),
-}
 
 /// A destination for audit events. Runs on the writer thread.
 pub trait AuditSink: Send + 'static {
@@ -34,15 +24,16 @@ pub trait AuditSink: Send + 'static {
     ///
     /// # Errors
     ///
-    /// Any failure; the whole batch counts as dropped.
-    fn write(&mut self, events: &[AuditEvent]) -> Result<(), SinkError>;
+    /// Any failure ([`Error::sink`], or an [`io::Error`] through `?`); the whole batch
+    /// counts as dropped.
+    fn write(&mut self, events: &[AuditEvent]) -> Result<(), Error>;
 
     /// Makes written events durable (called at shutdown).
     ///
     /// # Errors
     ///
     /// Any failure.
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), Error> {
         Ok(())
     }
 }
@@ -83,7 +74,7 @@ impl TracingSink {
 }
 
 impl AuditSink for TracingSink {
-    fn write(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[AuditEvent]) -> Result<(), Error> {
         for event in events {
             let json = self.format.render(event);
             if event.outcome() == crate::Outcome::Allowed {
@@ -118,7 +109,7 @@ impl MemorySink {
 }
 
 impl AuditSink for MemorySink {
-    fn write(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[AuditEvent]) -> Result<(), Error> {
         self.events
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -215,7 +206,7 @@ impl FileSink {
 }
 
 impl AuditSink for FileSink {
-    fn write(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[AuditEvent]) -> Result<(), Error> {
         for event in events {
             let mut line = self.format.render(event);
             if self.chained {
@@ -234,7 +225,7 @@ impl AuditSink for FileSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), Error> {
         self.out.flush()?;
         self.out.get_ref().sync_all()?;
         Ok(())

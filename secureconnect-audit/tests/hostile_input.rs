@@ -6,7 +6,7 @@
 mod common;
 
 use http::HeaderValue;
-use secureconnect_audit::{PipelineConfig, TrustedProxies};
+use secureconnect_audit::{AuditPipelineConfig, TrustedProxies};
 
 fn dangerous(c: char) -> bool {
     c.is_control()
@@ -34,7 +34,7 @@ fn assert_clean_lines(service: &common::Service, expected: usize) {
 
 #[tokio::test]
 async fn every_hostile_input_gives_one_clean_line() {
-    let service = common::start(TrustedProxies::none(), PipelineConfig::default()).await;
+    let service = common::start(TrustedProxies::none(), AuditPipelineConfig::default()).await;
     let client = reqwest::Client::new();
     let url = |p: &str| format!("http://{}{p}", service.addr);
 
@@ -136,7 +136,7 @@ async fn every_hostile_input_gives_one_clean_line() {
 
 #[tokio::test]
 async fn secrets_never_reach_any_sink() {
-    let service = common::start(TrustedProxies::none(), PipelineConfig::default()).await;
+    let service = common::start(TrustedProxies::none(), AuditPipelineConfig::default()).await;
     let client = reqwest::Client::new();
     let url = |p: &str| format!("http://{}{p}", service.addr);
 

@@ -10,12 +10,20 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use secureconnect_audit::chain::verify;
-use secureconnect_audit::{Actor, AuditPolicy, Outcome, PipelineConfig, TrustedProxies};
+use secureconnect_audit::{Actor, AuditPipelineConfig, AuditPolicy, Outcome, TrustedProxies};
 
 #[tokio::test]
 async fn forwarded_for_counts_only_from_trusted_proxies() {
-    let untrusted = common::start("10.0.0.0/8".parse().unwrap(), PipelineConfig::default()).await;
-    let trusted = common::start("127.0.0.1/32".parse().unwrap(), PipelineConfig::default()).await;
+    let untrusted = common::start(
+        "10.0.0.0/8".parse().unwrap(),
+        AuditPipelineConfig::default(),
+    )
+    .await;
+    let trusted = common::start(
+        "127.0.0.1/32".parse().unwrap(),
+        AuditPipelineConfig::default(),
+    )
+    .await;
     let client = reqwest::Client::new();
     for service in [&untrusted, &trusted] {
         client
@@ -62,7 +70,7 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
 
 #[tokio::test]
 async fn client_request_ids_are_kept_apart_and_cleaned() {
-    let service = common::start(TrustedProxies::none(), PipelineConfig::default()).await;
+    let service = common::start(TrustedProxies::none(), AuditPipelineConfig::default()).await;
     let client = reqwest::Client::new();
     let first = client
         .get(format!("http://{}/admin", service.addr))
@@ -115,7 +123,7 @@ async fn client_request_ids_are_kept_apart_and_cleaned() {
 
 #[tokio::test]
 async fn a_thousand_concurrent_denials_get_unique_ids_and_increasing_seq() {
-    let service = common::start(TrustedProxies::none(), PipelineConfig::default()).await;
+    let service = common::start(TrustedProxies::none(), AuditPipelineConfig::default()).await;
     let client = reqwest::Client::new();
     let requests = (0..1000).map(|i| {
         let client = client.clone();
@@ -166,21 +174,25 @@ async fn a_thousand_concurrent_denials_get_unique_ids_and_increasing_seq() {
 async fn policy_and_anonymous_actors() {
     use axum::routing::{get, post};
     use prometheus_client::registry::Registry;
-    use secureconnect_audit::{AuditLayer, AuditPipeline, MemorySink};
+    use secureconnect_audit::{AuditConfig, AuditLayer, AuditPipeline, MemorySink};
     use tower::ServiceExt;
 
     let sink = MemorySink::new();
     let pipeline = AuditPipeline::new(
         sink.clone(),
-        PipelineConfig::default(),
+        AuditPipelineConfig::default(),
         &mut Registry::default(),
-    );
+    )
+    .unwrap();
     let app = axum::Router::new()
         .route("/r", get(|| async { "ok" }))
         .route("/w", post(|| async { "ok" }))
         .route("/boom", get(|| async { http::StatusCode::BAD_GATEWAY }))
         .route("/no", get(|| async { http::StatusCode::UNAUTHORIZED }))
-        .layer(AuditLayer::new(pipeline.clone()).policy(AuditPolicy::denials_only().with_writes()));
+        .layer(AuditLayer::new(
+            pipeline.clone(),
+            AuditConfig::default().policy(AuditPolicy::denials_only().with_writes()),
+        ));
     for (method, path) in [
         ("GET", "/r"),
         ("POST", "/w"),

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use secureconnect_audit::{
-    AuditEvent, AuditLayer, AuditPipeline, AuditSink, FileSink, Format, MemorySink, Outcome,
-    Overflow, PipelineConfig, SinkError,
+    AuditConfig, AuditEvent, AuditLayer, AuditPipeline, AuditPipelineConfig, AuditSink, Error,
+    ErrorKind, FileSink, Format, MemorySink, Outcome, Overflow,
 };
 use tower::ServiceExt;
 
@@ -38,7 +38,7 @@ impl Hanging {
 }
 
 impl AuditSink for Hanging {
-    fn write(&mut self, _: &[AuditEvent]) -> Result<(), SinkError> {
+    fn write(&mut self, _: &[AuditEvent]) -> Result<(), Error> {
         self.1.fetch_add(1, Ordering::SeqCst);
         let (lock, cv) = &*self.0;
         let mut released = lock.lock().unwrap();
@@ -51,15 +51,15 @@ impl AuditSink for Hanging {
 
 struct Failing;
 impl AuditSink for Failing {
-    fn write(&mut self, _: &[AuditEvent]) -> Result<(), SinkError> {
-        Err(SinkError::Other("disk on fire".into()))
+    fn write(&mut self, _: &[AuditEvent]) -> Result<(), Error> {
+        Err(Error::sink("disk on fire"))
     }
 }
 
 /// Panics on its first write, then works.
 struct PanicsOnce(Arc<AtomicUsize>, MemorySink);
 impl AuditSink for PanicsOnce {
-    fn write(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[AuditEvent]) -> Result<(), Error> {
         if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
             panic!("sink bug");
         }
@@ -70,7 +70,7 @@ impl AuditSink for PanicsOnce {
 fn app(pipeline: &AuditPipeline) -> axum::Router {
     axum::Router::new()
         .route("/deny", get(|| async { http::StatusCode::FORBIDDEN }))
-        .layer(AuditLayer::new(pipeline.clone()))
+        .layer(AuditLayer::new(pipeline.clone(), AuditConfig::default()))
 }
 
 async fn deny(app: &axum::Router) -> http::StatusCode {
@@ -94,9 +94,10 @@ async fn a_hanging_sink_drops_and_counts_without_slowing_requests() {
     let mut registry = Registry::default();
     let pipeline = AuditPipeline::new(
         sink.clone(),
-        PipelineConfig::default().capacity(10),
+        AuditPipelineConfig::default().capacity(10),
         &mut registry,
-    );
+    )
+    .unwrap();
     let app = app(&pipeline);
     // One event takes the writer into the sink, where it hangs.
     assert_eq!(deny(&app).await, 403);
@@ -134,10 +135,10 @@ async fn a_hanging_sink_drops_and_counts_without_slowing_requests() {
 #[tokio::test]
 async fn fail_closed_answers_503_when_the_trail_cannot_take_the_event() {
     let sink = Hanging::default();
-    let config = PipelineConfig::default()
+    let config = AuditPipelineConfig::default()
         .capacity(2)
         .overflow(Overflow::FailClosed);
-    let pipeline = AuditPipeline::new(sink.clone(), config, &mut Registry::default());
+    let pipeline = AuditPipeline::new(sink.clone(), config, &mut Registry::default()).unwrap();
     let app = app(&pipeline);
     assert_eq!(deny(&app).await, 403);
     sink.entered().await;
@@ -155,10 +156,10 @@ async fn fail_closed_answers_503_when_the_trail_cannot_take_the_event() {
 #[tokio::test]
 async fn block_mode_waits_its_timeout_then_drops() {
     let sink = Hanging::default();
-    let config = PipelineConfig::default()
+    let config = AuditPipelineConfig::default()
         .capacity(1)
         .overflow(Overflow::Block(Duration::from_millis(50)));
-    let pipeline = AuditPipeline::new(sink.clone(), config, &mut Registry::default());
+    let pipeline = AuditPipeline::new(sink.clone(), config, &mut Registry::default()).unwrap();
     for _ in 0..5 {
         let _ = pipeline.record(event());
     }
@@ -170,7 +171,12 @@ async fn block_mode_waits_its_timeout_then_drops() {
 
 #[tokio::test]
 async fn failing_and_panicking_sinks_are_counted_and_survived() {
-    let pipeline = AuditPipeline::new(Failing, PipelineConfig::default(), &mut Registry::default());
+    let pipeline = AuditPipeline::new(
+        Failing,
+        AuditPipelineConfig::default(),
+        &mut Registry::default(),
+    )
+    .unwrap();
     for _ in 0..10 {
         pipeline.record(event()).unwrap();
     }
@@ -180,9 +186,10 @@ async fn failing_and_panicking_sinks_are_counted_and_survived() {
     let memory = MemorySink::new();
     let pipeline = AuditPipeline::new(
         PanicsOnce(Arc::new(AtomicUsize::new(0)), memory.clone()),
-        PipelineConfig::default(),
+        AuditPipelineConfig::default(),
         &mut Registry::default(),
-    );
+    )
+    .unwrap();
     pipeline.record(event()).unwrap();
     // Let the first batch (and its panic) happen alone.
     for _ in 0..100 {
@@ -209,18 +216,23 @@ async fn shutdown_writes_every_queued_event() {
     /// A slow file: 2 ms a batch.
     struct Slow(FileSink);
     impl AuditSink for Slow {
-        fn write(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+        fn write(&mut self, events: &[AuditEvent]) -> Result<(), Error> {
             std::thread::sleep(Duration::from_millis(2));
             self.0.write(events)
         }
-        fn flush(&mut self) -> Result<(), SinkError> {
+        fn flush(&mut self) -> Result<(), Error> {
             self.0.flush()
         }
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let sink = Slow(FileSink::open(&path, Format::Native, true).unwrap());
-    let pipeline = AuditPipeline::new(sink, PipelineConfig::default(), &mut Registry::default());
+    let pipeline = AuditPipeline::new(
+        sink,
+        AuditPipelineConfig::default(),
+        &mut Registry::default(),
+    )
+    .unwrap();
     for _ in 0..5000 {
         pipeline.record(event()).unwrap();
     }
@@ -234,8 +246,8 @@ async fn shutdown_writes_every_queued_event() {
         5000
     );
     assert_eq!(
-        pipeline.record(event()),
-        Err(secureconnect_audit::AuditError::Closed)
+        pipeline.record(event()).map_err(|e| e.kind()),
+        Err(ErrorKind::Closed)
     );
 }
 
@@ -244,9 +256,10 @@ async fn shutdown_with_a_hung_sink_counts_what_it_abandons() {
     let sink = Hanging::default();
     let pipeline = AuditPipeline::new(
         sink.clone(),
-        PipelineConfig::default(),
+        AuditPipelineConfig::default(),
         &mut Registry::default(),
-    );
+    )
+    .unwrap();
     for _ in 0..50 {
         pipeline.record(event()).unwrap();
     }

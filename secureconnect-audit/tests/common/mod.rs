@@ -14,21 +14,22 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use secureconnect_audit::{
-    Actor, AuditEvent, AuditLayer, AuditPipeline, AuditSink, Auditor, FileAction, FileInfo,
-    FileSink, Format, MemorySink, Outcome, PipelineConfig, SinkError, TracingSink, TrustedProxies,
+    Actor, AuditConfig, AuditEvent, AuditLayer, AuditPipeline, AuditPipelineConfig, AuditSink,
+    Auditor, Error, FileAction, FileInfo, FileSink, Format, MemorySink, Outcome, TracingSink,
+    TrustedProxies,
 };
 
 /// Writes every batch to several sinks.
 pub struct Tee(pub Vec<Box<dyn AuditSink>>);
 
 impl AuditSink for Tee {
-    fn write(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[AuditEvent]) -> Result<(), Error> {
         for sink in &mut self.0 {
             sink.write(events)?;
         }
         Ok(())
     }
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), Error> {
         for sink in &mut self.0 {
             sink.flush()?;
         }
@@ -64,7 +65,7 @@ pub struct ScopedTracing(
 );
 
 impl AuditSink for ScopedTracing {
-    fn write(&mut self, events: &[AuditEvent]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[AuditEvent]) -> Result<(), Error> {
         let dispatch = tracing::Dispatch::from(Arc::clone(&self.1));
         tracing::dispatcher::with_default(&dispatch, || self.0.write(events))
     }
@@ -183,7 +184,7 @@ pub fn router() -> Router {
         .route("/files/{id}", post(file_event))
 }
 
-pub async fn start(proxies: TrustedProxies, config: PipelineConfig) -> Service {
+pub async fn start(proxies: TrustedProxies, config: AuditPipelineConfig) -> Service {
     let dir = tempfile::tempdir().unwrap();
     let native = dir.path().join("audit.jsonl");
     let ocsf = dir.path().join("audit.ocsf.jsonl");
@@ -202,12 +203,13 @@ pub async fn start(proxies: TrustedProxies, config: PipelineConfig) -> Service {
         Box::new(ScopedTracing(TracingSink::new(Format::Native), subscriber)),
     ]);
     let mut registry = Registry::default();
-    let pipeline = AuditPipeline::new(tee, config, &mut registry);
-    let app = router().layer(
-        AuditLayer::new(pipeline.clone())
+    let pipeline = AuditPipeline::new(tee, config, &mut registry).unwrap();
+    let app = router().layer(AuditLayer::new(
+        pipeline.clone(),
+        AuditConfig::default()
             .trusted_proxies(proxies)
             .service_name("test"),
-    );
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

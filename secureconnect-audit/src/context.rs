@@ -1,0 +1,242 @@
+//! The request context: what an event learns from its request (actor, client address
+//! through the trusted proxies, request ids, trace id, user agent, method, route,
+//! service), captured ONCE per request by the layer and shared with the request's
+//! [`Auditor`](crate::Auditor)s.
+//!
+//! Capturing keeps reference-counted clones of the request's parts, nothing more;
+//! the text an event needs is made only when an event is recorded, and only for the
+//! fields its builder leaves unset.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue, USER_AGENT};
+use http::{Method, Request, Uri};
+use uuid::Uuid;
+
+use crate::audit::Shared;
+use crate::event::{Actor, RequestDefaults, Text};
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// The peer address of a connection, for servers without axum's `ConnectInfo`: insert
+/// it into the request extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The route a request was matched by (axum's `MatchedPath`); without the `axum`
+/// feature there is none.
+#[cfg(feature = "axum")]
+pub(crate) type Matched = axum::extract::MatchedPath;
+#[cfg(not(feature = "axum"))]
+pub(crate) type Matched = std::convert::Infallible;
+
+#[cfg(feature = "axum")]
+fn matched_route(matched: &Matched) -> &str {
+    matched.as_str()
+}
+#[cfg(not(feature = "axum"))]
+fn matched_route(matched: &Matched) -> &str {
+    match *matched {}
+}
+
+/// The route a request was matched by, from its extensions.
+pub(crate) fn matched(extensions: &http::Extensions) -> Option<Matched> {
+    extensions.get::<Matched>().cloned()
+}
+
+/// The server's request id.
+#[derive(Debug)]
+enum RequestId {
+    /// Minted by the layer (and written into `X-Request-Id`).
+    Minted(Uuid),
+    /// Set in front of the layer (`request_ids(false)`).
+    Header(HeaderValue),
+    None,
+}
+
+/// What is kept of a request in case an event must be recorded: reference-counted
+/// clones, no text.
+#[derive(Debug)]
+pub(crate) struct RequestContext {
+    shared: Arc<Shared>,
+    method: Method,
+    uri: Uri,
+    matched: Option<Matched>,
+    peer: Option<IpAddr>,
+    forwarded_for: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+    request_id: RequestId,
+    client_request_id: Option<HeaderValue>,
+    actor: Option<Actor>,
+}
+
+/// The layer's handle in the request extensions, for [`Auditor`](crate::Auditor).
+#[derive(Clone, Debug)]
+pub(crate) struct AuditHandle(pub(crate) Arc<RequestContext>);
+
+impl RequestContext {
+    /// Captures `request`'s context. When the layer owns request ids, the client's
+    /// `X-Request-Id` is taken off the request (kept as the client's) and replaced by a
+    /// minted UUID v7.
+    pub(crate) fn capture<B>(request: &mut Request<B>, shared: Arc<Shared>) -> Self {
+        let (request_id, client_request_id) = if shared.config.owns_request_ids() {
+            let client = request.headers_mut().remove(X_REQUEST_ID);
+            let id = Uuid::now_v7();
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let minted = match HeaderValue::from_str(id.hyphenated().encode_lower(&mut text)) {
+                Ok(value) => {
+                    request.headers_mut().insert(X_REQUEST_ID, value);
+                    RequestId::Minted(id)
+                }
+                Err(_) => RequestId::None,
+            };
+            (minted, client)
+        } else {
+            let id = request.headers().get(X_REQUEST_ID).cloned();
+            (id.map_or(RequestId::None, RequestId::Header), None)
+        };
+        let headers = request.headers();
+        Self {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            matched: matched(request.extensions()),
+            peer: peer_ip(request.extensions()),
+            forwarded_for: headers.get(X_FORWARDED_FOR).cloned(),
+            user_agent: headers.get(USER_AGENT).cloned(),
+            traceparent: headers.get(TRACEPARENT).cloned(),
+            request_id,
+            client_request_id,
+            actor: request.extensions().get::<Actor>().cloned(),
+            shared,
+        }
+    }
+
+    /// The layer's pipeline and configuration.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub(crate) fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The actor an outer middleware put in the request's extensions.
+    pub(crate) fn actor(&self) -> Option<&Actor> {
+        self.actor.as_ref()
+    }
+
+    /// The defaults of an event recorded by the layer.
+    pub(crate) fn defaults(&self) -> Defaults<'_> {
+        Defaults {
+            ctx: self,
+            matched: self.matched.as_ref(),
+        }
+    }
+
+    /// The defaults of an event recorded by a handler routed by `matched` (which the
+    /// layer may not have seen when it sits outside the router).
+    pub(crate) fn defaults_in<'a>(&'a self, matched: Option<&'a Matched>) -> Defaults<'a> {
+        Defaults {
+            ctx: self,
+            matched: matched.or(self.matched.as_ref()),
+        }
+    }
+}
+
+/// A request context as seen where an event is recorded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Defaults<'a> {
+    ctx: &'a RequestContext,
+    matched: Option<&'a Matched>,
+}
+
+impl Defaults<'_> {
+    /// The matched route template, else the path (without its query).
+    pub(crate) fn route(&self) -> String {
+        match self.matched {
+            Some(m) => matched_route(m).to_owned(),
+            None => self.ctx.uri.path().to_owned(),
+        }
+    }
+}
+
+fn text(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+impl RequestDefaults for Defaults<'_> {
+    fn client_ip(&self) -> Option<IpAddr> {
+        let ctx = self.ctx;
+        ctx.shared.config.proxies().client_ip(
+            ctx.peer,
+            ctx.forwarded_for.as_ref().map(HeaderValue::as_bytes),
+        )
+    }
+
+    fn request_id(&self) -> Option<String> {
+        match &self.ctx.request_id {
+            RequestId::Minted(id) => Some(id.to_string()),
+            RequestId::Header(value) => Some(text(value)),
+            RequestId::None => None,
+        }
+    }
+
+    fn client_request_id(&self) -> Option<String> {
+        self.ctx.client_request_id.as_ref().map(text)
+    }
+
+    fn trace_id(&self) -> Option<String> {
+        trace_id(self.ctx.traceparent.as_ref())
+    }
+
+    fn user_agent(&self) -> Option<String> {
+        self.ctx.user_agent.as_ref().map(text)
+    }
+
+    fn service(&self) -> Option<Text> {
+        self.ctx.shared.config.service().cloned()
+    }
+
+    fn http(&self) -> (&'static str, String) {
+        (method_label(&self.ctx.method), self.route())
+    }
+}
+
+fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    if let Some(PeerAddr(addr)) = extensions.get::<PeerAddr>() {
+        return Some(addr.ip());
+    }
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(info.0.ip());
+    }
+    None
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn trace_id(traceparent: Option<&HeaderValue>) -> Option<String> {
+    let value = traceparent?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()) && trace != "0".repeat(32))
+        .then(|| trace.to_ascii_lowercase())
+}
+
+pub(crate) fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
