@@ -18,6 +18,9 @@
 //! Membership persists in Redis: after a restart (even `kill -9`) the calls come back
 //! with every participant awaiting rejoin; participants not back within 60 s are
 //! removed.
+//!
+//! The messages are the enums of [`messages`]; each connection is a
+//! [`Session`](session::Session), which handles them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +33,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use prometheus_client::metrics::gauge::Gauge;
-use secureconnect_callstate::{
-    CallError, CallHub, RedisCallStore, RejoinToken, Signal, StoreConfig,
-};
-use serde::Deserialize;
+use secureconnect_callstate::{CallHub, ErrorKind, RedisCallStore, RedisCallStoreConfig};
 use serde_json::json;
 
+use self::messages::{participants, ServerMessage};
+use self::session::{Reply, Session};
 use crate::error::ApiError;
 use crate::kit::Kit;
 use crate::token::User;
+
+pub mod messages;
+pub mod session;
 
 const REJOIN_GRACE: Duration = Duration::from_secs(60);
 
@@ -48,11 +53,11 @@ struct VideoState {
     sockets: Gauge,
 }
 
-fn call_error(e: CallError) -> ApiError {
-    match e {
-        CallError::NotFound(_) => ApiError::not_found("no such call"),
-        CallError::InvalidId(_) => ApiError::bad_request("invalid_id", e.to_string()),
-        other => ApiError::internal(other.to_string()),
+fn call_error(e: &secureconnect_callstate::Error) -> ApiError {
+    match e.kind() {
+        ErrorKind::NotFound => ApiError::not_found("no such call"),
+        ErrorKind::InvalidId => ApiError::bad_request("invalid_id", e.to_string()),
+        _ => ApiError::internal(e.to_string()),
     }
 }
 
@@ -61,17 +66,8 @@ async fn create_call(
     User(_): User,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let id = format!("call-{}", uuid::Uuid::new_v4().simple());
-    state.hub.create(&id).await.map_err(call_error)?;
+    state.hub.create(&id).await.map_err(|e| call_error(&e))?;
     Ok((StatusCode::CREATED, Json(json!({ "call_id": id }))))
-}
-
-fn participants_json(state: &VideoState, call: &str) -> Option<serde_json::Value> {
-    let call = state.hub.get(call)?;
-    Some(json!(call
-        .participants
-        .values()
-        .map(|p| json!({ "participant_id": p.id, "user_id": p.user_id, "state": p.state }))
-        .collect::<Vec<_>>()))
 }
 
 async fn get_call(
@@ -80,7 +76,7 @@ async fn get_call(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let participants =
-        participants_json(&state, &id).ok_or_else(|| ApiError::not_found("no such call"))?;
+        participants(&state.hub, &id).ok_or_else(|| ApiError::not_found("no such call"))?;
     Ok(Json(json!({ "call_id": id, "participants": participants })))
 }
 
@@ -95,123 +91,49 @@ async fn websocket(
     }
     Ok(upgrade
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| session(state, id, claims.sub, socket)))
+        .on_upgrade(move |socket| connection(state, id, claims.sub, socket)))
 }
 
-#[derive(Deserialize)]
-struct ClientMessage {
-    #[serde(rename = "type")]
-    kind: String,
-    participant_id: Option<String>,
-    token: Option<String>,
-    to: Option<String>,
-    #[serde(default)]
-    payload: serde_json::Value,
+fn text(message: &ServerMessage) -> Message {
+    Message::Text(message.to_text().into())
 }
 
-async fn session(state: Arc<VideoState>, call: String, user: String, socket: WebSocket) {
+/// Carries one WebSocket connection: client frames go to its [`Session`], which
+/// answers what to send; signals from the other participants go out as they come.
+async fn connection(state: Arc<VideoState>, call: String, user: String, socket: WebSocket) {
     state.sockets.inc();
     let (mut tx, mut rx) = socket.split();
-    let mut me: Option<String> = None;
-    let mut signals: Option<secureconnect_callstate::SignalReceiver> = None;
-    let mut left = false;
+    let mut session = Session::new(state.hub.clone(), call, user);
     loop {
         let incoming = tokio::select! {
             message = rx.next() => message,
-            signal = async {
-                match signals.as_mut() {
-                    Some(s) => s.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            signal = session.next_signal() => {
                 let Some(signal) = signal else { break };
-                let payload: serde_json::Value = serde_json::from_str(&signal.payload).unwrap_or_default();
-                let text = json!({ "type": payload["type"], "from": signal.from, "payload": payload["payload"] });
-                if tx.send(Message::Text(text.to_string().into())).await.is_err() {
+                if tx.send(text(&signal)).await.is_err() {
                     break;
                 }
                 continue;
             }
         };
         let Some(Ok(message)) = incoming else { break };
-        let text = match message {
-            Message::Text(text) => text,
+        let frame = match message {
+            Message::Text(frame) => frame,
             Message::Close(_) => break,
             _ => continue,
         };
-        let reply = match serde_json::from_str::<ClientMessage>(&text) {
-            Err(_) => {
-                json!({ "type": "error", "code": "bad_message", "message": "expected a JSON object with a type" })
-            }
-            Ok(m) => match (m.kind.as_str(), &me) {
-                ("join", None) => match state.hub.join(&call, &user).await {
-                    Ok((pid, token)) => {
-                        signals = state.hub.subscribe(&call, &pid).ok();
-                        me = Some(pid.clone());
-                        json!({ "type": "joined", "participant_id": pid, "rejoin_token": token.secret(),
-                                "participants": participants_json(&state, &call) })
-                    }
-                    Err(e) => {
-                        json!({ "type": "error", "code": "join_failed", "message": e.to_string() })
-                    }
-                },
-                ("rejoin", None) => {
-                    let pid = m.participant_id.unwrap_or_default();
-                    let token = RejoinToken::from_client(m.token.unwrap_or_default());
-                    match state.hub.rejoin(&call, &pid, &token) {
-                        Ok(p) if p.user_id == user => {
-                            signals = state.hub.subscribe(&call, &pid).ok();
-                            me = Some(pid.clone());
-                            json!({ "type": "rejoined", "participant_id": pid, "participants": participants_json(&state, &call) })
-                        }
-                        Ok(_) | Err(CallError::BadToken { .. }) => {
-                            json!({ "type": "error", "code": "bad_token", "message": "wrong rejoin token" })
-                        }
-                        Err(e) => {
-                            json!({ "type": "error", "code": "rejoin_failed", "message": e.to_string() })
-                        }
-                    }
-                }
-                ("offer" | "answer" | "ice", Some(pid)) => {
-                    let relayed = json!({ "type": m.kind, "payload": m.payload }).to_string();
-                    match state.hub.relay(
-                        &call,
-                        Signal {
-                            from: pid.clone(),
-                            to: m.to,
-                            payload: relayed,
-                        },
-                    ) {
-                        Ok(_) => continue,
-                        Err(e) => {
-                            json!({ "type": "error", "code": "relay_failed", "message": e.to_string() })
-                        }
-                    }
-                }
-                ("leave", Some(pid)) => {
-                    let _ = state.hub.leave(&call, pid).await;
-                    left = true;
-                    let _ = tx
-                        .send(Message::Text(json!({ "type": "left" }).to_string().into()))
-                        .await;
+        match session.handle_text(&frame).await {
+            Reply::Nothing => {}
+            Reply::Send(reply) => {
+                if tx.send(text(&reply)).await.is_err() {
                     break;
                 }
-                _ => {
-                    json!({ "type": "error", "code": "unexpected", "message": "join or rejoin first, once" })
-                }
-            },
-        };
-        if tx
-            .send(Message::Text(reply.to_string().into()))
-            .await
-            .is_err()
-        {
-            break;
+            }
+            Reply::Close(reply) => {
+                let _ = tx.send(text(&reply)).await;
+                break;
+            }
         }
     }
-    // A dropped connection keeps its place: the client may rejoin with its token
-    // within the grace period.
-    let _ = left;
     state.sockets.dec();
 }
 
@@ -221,7 +143,7 @@ async fn session(state: Arc<VideoState>, call: String, user: String, socket: Web
 ///
 /// A message for a malformed node id.
 pub async fn router(kit: &mut Kit, node: &str) -> Result<Router, String> {
-    let store = RedisCallStore::new(kit.redis.clone(), node, StoreConfig::default())
+    let store = RedisCallStore::new(kit.redis.clone(), node, RedisCallStoreConfig::default())
         .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
     let hub = CallHub::new(node, Some(store), &mut kit.registry)
         .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
