@@ -41,7 +41,6 @@ pub struct Error {
     inner: Box<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     kind: ErrorKind,
     call: Option<String>,
@@ -212,7 +211,23 @@ impl From<secureconnect_redis_fallback::Error> for Error {
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
+        let i = &self.inner;
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &i.kind);
+        for (name, value) in [
+            ("call", &i.call),
+            ("participant", &i.participant),
+            ("node", &i.node),
+            ("detail", &i.detail),
+        ] {
+            if let Some(value) = value {
+                d.field(name, value);
+            }
+        }
+        if let Some(source) = &i.source {
+            d.field("source", source);
+        }
+        d.finish()
     }
 }
 
@@ -310,5 +325,15 @@ mod tests {
         assert!(e.source().is_none());
         assert!(check_id("a{b}").is_err_and(|e| e.is_invalid_id()));
         assert!(check_id("call-1").is_ok());
+        assert_eq!(
+            format!("{:?}", Error::not_owner("c")),
+            r#"Error { kind: NotOwner, call: "c" }"#
+        );
+    }
+
+    #[test]
+    fn errors_go_across_threads_and_into_boxes() {
+        fn check<T: std::error::Error + Send + Sync + 'static>() {}
+        check::<Error>();
     }
 }

@@ -22,6 +22,9 @@
 //! The messages are the enums of [`messages`]; each connection is a
 //! [`Session`](session::Session), which handles them.
 
+pub mod messages;
+pub mod session;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,9 +44,6 @@ use self::session::{Reply, Session};
 use crate::error::ApiError;
 use crate::kit::Kit;
 use crate::token::User;
-
-pub mod messages;
-pub mod session;
 
 const REJOIN_GRACE: Duration = Duration::from_secs(60);
 
