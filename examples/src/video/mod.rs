@@ -20,7 +20,7 @@
 //! removed.
 //!
 //! The messages are the enums of [`messages`]; each connection is a
-//! [`Session`](session::Session), which handles them.
+//! [`Session`], which handles them.
 
 pub mod messages;
 pub mod session;
