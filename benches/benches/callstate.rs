@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prometheus_client::registry::Registry;
 use secureconnect_callstate::{
-    CallStore, Participant, ParticipantState, RedisCallStore, RejoinToken, StoreConfig,
+    CallStore, Participant, ParticipantState, RedisCallStore, RedisCallStoreConfig, RejoinToken,
 };
 use secureconnect_redis_fallback::testing::RedisServer;
 use secureconnect_redis_fallback::{RedisClient, RedisConfig};
@@ -102,7 +102,7 @@ fn recovery(c: &mut Criterion) {
         )
         .await
         .unwrap();
-        let store = RedisCallStore::new(redis, "bench", StoreConfig::default()).unwrap();
+        let store = RedisCallStore::new(redis, "bench", RedisCallStoreConfig::default()).unwrap();
         (conn, store)
     });
     let check = rt.block_on(store.recover()).unwrap();

@@ -18,13 +18,17 @@
 //! - [`CallHub`]: what a signaling service holds — memory authoritative, Redis written
 //!   behind, full write-back after an outage, rejoin tokens, signal relay.
 //!
+//! Every operation fails with the one [`Error`]: branch on its predicates
+//! ([`Error::is_unavailable`]: Redis is unavailable, take the in-memory path;
+//! [`Error::is_not_owner`], [`Error::is_bad_token`], …) or on [`Error::kind`].
+//!
 //! ```no_run
-//! # async fn f(redis: secureconnect_redis_fallback::RedisClient) -> Result<(), secureconnect_callstate::CallError> {
+//! # async fn f(redis: secureconnect_redis_fallback::RedisClient) -> Result<(), secureconnect_callstate::Error> {
 //! use prometheus_client::registry::Registry;
-//! use secureconnect_callstate::{CallHub, RedisCallStore, StoreConfig};
+//! use secureconnect_callstate::{CallHub, RedisCallStore, RedisCallStoreConfig};
 //!
 //! let mut registry = Registry::default();
-//! let store = RedisCallStore::new(redis, "video-1", StoreConfig::default())?;
+//! let store = RedisCallStore::new(redis, "video-1", RedisCallStoreConfig::default())?;
 //! let hub = CallHub::new("video-1", Some(store), &mut registry)?;
 //! hub.recover().await?;                       // calls from before a restart
 //! hub.create("call-7").await?;
@@ -42,12 +46,11 @@ mod hub;
 mod memory_store;
 mod model;
 mod redis_store;
-mod scripts;
 mod store;
 
-pub use error::CallError;
+pub use error::{Error, ErrorKind};
 pub use hub::{CallHub, Signal, SignalReceiver};
 pub use memory_store::MemoryCallStore;
 pub use model::{CallState, Participant, ParticipantState, RejoinToken, SCHEMA_VERSION};
-pub use redis_store::{RecoveryReport, RedisCallStore, Skipped, StoreConfig};
+pub use redis_store::{RecoveryReport, RedisCallStore, RedisCallStoreConfig, Skipped};
 pub use store::{CallStore, LeaveOutcome};

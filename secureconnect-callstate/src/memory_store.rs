@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::error::{check_id, CallError};
+use crate::error::{check_id, Error};
 use crate::model::{now_ms, CallState, Participant};
 use crate::store::{CallStore, LeaveOutcome};
 
@@ -16,9 +16,9 @@ pub struct MemoryCallStore {
 
 impl MemoryCallStore {
     /// An empty store for node `node`.
-    pub fn new(node: &str) -> Self {
+    pub fn new(node: impl Into<String>) -> Self {
         Self {
-            node: node.into(),
+            node: node.into().into(),
             calls: Arc::default(),
         }
     }
@@ -46,12 +46,12 @@ impl MemoryCallStore {
     pub(crate) fn with_call<T>(
         &self,
         call_id: &str,
-        f: impl FnOnce(&mut CallState) -> Result<T, CallError>,
-    ) -> Result<T, CallError> {
+        f: impl FnOnce(&mut CallState) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let mut calls = self.calls();
         let call = calls
             .get_mut(call_id)
-            .ok_or_else(|| CallError::NotFound(call_id.to_owned()))?;
+            .ok_or_else(|| Error::not_found(call_id))?;
         f(call)
     }
 
@@ -66,11 +66,11 @@ impl MemoryCallStore {
 }
 
 impl CallStore for MemoryCallStore {
-    async fn create(&self, call_id: &str) -> Result<CallState, CallError> {
+    async fn create(&self, call_id: &str) -> Result<CallState, Error> {
         check_id(call_id)?;
         let mut calls = self.calls();
         if calls.contains_key(call_id) {
-            return Err(CallError::AlreadyExists(call_id.to_owned()));
+            return Err(Error::already_exists(call_id));
         }
         let call = CallState {
             id: call_id.to_owned(),
@@ -84,7 +84,7 @@ impl CallStore for MemoryCallStore {
         Ok(call)
     }
 
-    async fn join(&self, call_id: &str, participant: Participant) -> Result<u64, CallError> {
+    async fn join(&self, call_id: &str, participant: Participant) -> Result<u64, Error> {
         check_id(&participant.id)?;
         self.with_call(call_id, |call| {
             call.participants
@@ -94,11 +94,11 @@ impl CallStore for MemoryCallStore {
         })
     }
 
-    async fn leave(&self, call_id: &str, participant_id: &str) -> Result<LeaveOutcome, CallError> {
+    async fn leave(&self, call_id: &str, participant_id: &str) -> Result<LeaveOutcome, Error> {
         let mut calls = self.calls();
         let call = calls
             .get_mut(call_id)
-            .ok_or_else(|| CallError::NotFound(call_id.to_owned()))?;
+            .ok_or_else(|| Error::not_found(call_id))?;
         if call.participants.remove(participant_id).is_none() {
             return Ok(LeaveOutcome {
                 version: call.version,
@@ -118,18 +118,18 @@ impl CallStore for MemoryCallStore {
         Ok(outcome)
     }
 
-    async fn get(&self, call_id: &str) -> Result<Option<CallState>, CallError> {
+    async fn get(&self, call_id: &str) -> Result<Option<CallState>, Error> {
         Ok(self.calls().get(call_id).cloned())
     }
 
-    async fn list_node_calls(&self) -> Result<Vec<String>, CallError> {
+    async fn list_node_calls(&self) -> Result<Vec<String>, Error> {
         Ok(self.calls().keys().cloned().collect())
     }
 
-    async fn end(&self, call_id: &str) -> Result<(), CallError> {
+    async fn end(&self, call_id: &str) -> Result<(), Error> {
         self.calls()
             .remove(call_id)
             .map(|_| ())
-            .ok_or_else(|| CallError::NotFound(call_id.to_owned()))
+            .ok_or_else(|| Error::not_found(call_id))
     }
 }

@@ -13,6 +13,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Where a participant stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ParticipantState {
     /// Connected to this node's signaling.
     Connected,
@@ -21,6 +22,9 @@ pub enum ParticipantState {
 }
 
 /// A participant of a call. Media is never stored, only membership.
+///
+/// Plain data, built by callers of [`CallStore::join`](crate::CallStore::join): it is
+/// the record stored in Redis, so a new field is a new [`SCHEMA_VERSION`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Participant {
     /// The participant's id within the call.
@@ -37,12 +41,23 @@ pub struct Participant {
     pub state: ParticipantState,
 }
 
+impl ParticipantState {
+    /// `connected` or `awaiting_rejoin`, as it is serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::AwaitingRejoin => "awaiting_rejoin",
+        }
+    }
+}
+
 fn awaiting() -> ParticipantState {
     ParticipantState::AwaitingRejoin
 }
 
-/// A call as the store knows it.
+/// A call as the store knows it. Built by the stores; more fields may be added.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CallState {
     /// The call's id.
     pub id: String,
@@ -117,6 +132,19 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_are_named_as_serialized() {
+        for state in [
+            ParticipantState::Connected,
+            ParticipantState::AwaitingRejoin,
+        ] {
+            assert_eq!(
+                serde_json::to_value(state).ok(),
+                Some(serde_json::Value::from(state.as_str()))
+            );
+        }
+    }
 
     #[test]
     fn tokens_are_random_and_only_their_hash_matches() {

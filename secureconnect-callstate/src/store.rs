@@ -1,12 +1,14 @@
-//! The store interface.
+//! The store interface shared by [`RedisCallStore`](crate::RedisCallStore) and
+//! [`MemoryCallStore`](crate::MemoryCallStore).
 
 use std::future::Future;
 
-use crate::error::CallError;
+use crate::error::Error;
 use crate::model::{CallState, Participant};
 
-/// What a leave did.
+/// What a leave did. More fields may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LeaveOutcome {
     /// The call's version after the leave.
     pub version: u64,
@@ -20,26 +22,23 @@ pub struct LeaveOutcome {
 /// are atomic and check that this node still owns the call.
 pub trait CallStore: Send + Sync {
     /// Creates a call owned by this node.
-    fn create(&self, call_id: &str) -> impl Future<Output = Result<CallState, CallError>> + Send;
+    fn create(&self, call_id: &str) -> impl Future<Output = Result<CallState, Error>> + Send;
     /// Adds (or replaces) a participant; returns the new version.
     fn join(
         &self,
         call_id: &str,
         participant: Participant,
-    ) -> impl Future<Output = Result<u64, CallError>> + Send;
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
     /// Removes a participant; the call ends when the last one leaves.
     fn leave(
         &self,
         call_id: &str,
         participant_id: &str,
-    ) -> impl Future<Output = Result<LeaveOutcome, CallError>> + Send;
+    ) -> impl Future<Output = Result<LeaveOutcome, Error>> + Send;
     /// The call, if it exists.
-    fn get(
-        &self,
-        call_id: &str,
-    ) -> impl Future<Output = Result<Option<CallState>, CallError>> + Send;
+    fn get(&self, call_id: &str) -> impl Future<Output = Result<Option<CallState>, Error>> + Send;
     /// The ids of the calls this node owns.
-    fn list_node_calls(&self) -> impl Future<Output = Result<Vec<String>, CallError>> + Send;
+    fn list_node_calls(&self) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
     /// Ends a call.
-    fn end(&self, call_id: &str) -> impl Future<Output = Result<(), CallError>> + Send;
+    fn end(&self, call_id: &str) -> impl Future<Output = Result<(), Error>> + Send;
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use secureconnect_callstate::{
-    CallError, CallHub, CallStore, Participant, ParticipantState, RedisCallStore, RejoinToken,
-    Skipped, StoreConfig,
+    CallHub, CallStore, Participant, ParticipantState, RedisCallStore, RedisCallStoreConfig,
+    RejoinToken, Skipped,
 };
 use secureconnect_redis_fallback::testing::{RedisServer, Reply};
 use secureconnect_redis_fallback::{Health, RedisClient, RedisConfig};
@@ -19,7 +19,7 @@ async fn client(server: &RedisServer) -> RedisClient {
         .unwrap()
 }
 
-async fn store(server: &RedisServer, node: &str, config: StoreConfig) -> RedisCallStore {
+async fn store(server: &RedisServer, node: &str, config: RedisCallStoreConfig) -> RedisCallStore {
     RedisCallStore::new(client(server).await, node, config).unwrap()
 }
 
@@ -50,7 +50,7 @@ async fn a_restarted_node_recovers_every_participant_awaiting_rejoin() {
     let mut tokens = Vec::new();
     let mut versions = Vec::new();
     {
-        let before = store(&server, "video-1", StoreConfig::default()).await;
+        let before = store(&server, "video-1", RedisCallStoreConfig::default()).await;
         for c in 0..3 {
             let call = format!("call-{c}");
             before.create(&call).await.unwrap();
@@ -68,7 +68,7 @@ async fn a_restarted_node_recovers_every_participant_awaiting_rejoin() {
     }
 
     let mut registry = Registry::default();
-    let after = store(&server, "video-1", StoreConfig::default()).await;
+    let after = store(&server, "video-1", RedisCallStoreConfig::default()).await;
     let hub = CallHub::new("video-1", Some(after.clone()), &mut registry).unwrap();
     let report = hub.recover().await.unwrap();
     assert_eq!(report.calls.len(), 3);
@@ -94,12 +94,12 @@ async fn a_restarted_node_recovers_every_participant_awaiting_rejoin() {
     let wrong = RejoinToken::from_client("guess");
     assert!(matches!(
         hub.rejoin(call, participant_id, &wrong),
-        Err(CallError::BadToken { .. })
+        Err(e) if e.is_bad_token()
     ));
     assert!(
         matches!(
             hub.rejoin(call, participant_id, &tokens[1].2),
-            Err(CallError::BadToken { .. })
+            Err(e) if e.is_bad_token()
         ),
         "another participant's token is refused"
     );
@@ -122,11 +122,8 @@ async fn a_restarted_node_recovers_every_participant_awaiting_rejoin() {
 #[tokio::test]
 async fn a_surviving_node_adopts_the_calls_of_a_dead_one_and_fences_it_off() {
     let mut server = RedisServer::start().unwrap();
-    let short = StoreConfig {
-        lease_ttl: Duration::from_millis(300),
-        ..StoreConfig::default()
-    };
-    let a = store(&server, "node-a", short).await;
+    let short = RedisCallStoreConfig::default().lease_ttl(Duration::from_millis(300));
+    let a = store(&server, "node-a", short.clone()).await;
     let b = store(&server, "node-b", short).await;
     a.create("call-x").await.unwrap();
     a.join("call-x", participant("p1", &RejoinToken::generate()))
@@ -134,7 +131,7 @@ async fn a_surviving_node_adopts_the_calls_of_a_dead_one_and_fences_it_off() {
         .unwrap();
     a.heartbeat().await.unwrap();
     assert!(
-        matches!(b.adopt("node-a").await, Err(CallError::NotOwner(_))),
+        matches!(b.adopt("node-a").await, Err(e) if e.is_not_owner()),
         "lease alive"
     );
 
@@ -149,10 +146,10 @@ async fn a_surviving_node_adopts_the_calls_of_a_dead_one_and_fences_it_off() {
     let late = a
         .join("call-x", participant("p2", &RejoinToken::generate()))
         .await;
-    assert!(matches!(late, Err(CallError::NotOwner(_))), "{late:?}");
+    assert!(matches!(late, Err(ref e) if e.is_not_owner()), "{late:?}");
     assert!(matches!(
         a.leave("call-x", "p1").await,
-        Err(CallError::NotOwner(_))
+        Err(e) if e.is_not_owner()
     ));
     b.join("call-x", participant("p3", &RejoinToken::generate()))
         .await
@@ -172,7 +169,7 @@ async fn a_surviving_node_adopts_the_calls_of_a_dead_one_and_fences_it_off() {
 #[tokio::test]
 async fn concurrent_joins_and_duplicate_leaves_give_exact_counts_and_versions() {
     let mut server = RedisServer::start().unwrap();
-    let s = store(&server, "node-a", StoreConfig::default()).await;
+    let s = store(&server, "node-a", RedisCallStoreConfig::default()).await;
     s.create("busy").await.unwrap();
     let joins = (0..100).map(|i| {
         let s = s.clone();
@@ -212,7 +209,7 @@ async fn concurrent_joins_and_duplicate_leaves_give_exact_counts_and_versions() 
 #[tokio::test]
 async fn the_last_leave_ends_the_call() {
     let server = RedisServer::start().unwrap();
-    let s = store(&server, "node-a", StoreConfig::default()).await;
+    let s = store(&server, "node-a", RedisCallStoreConfig::default()).await;
     s.create("c").await.unwrap();
     s.join("c", participant("p1", &RejoinToken::generate()))
         .await
@@ -223,19 +220,16 @@ async fn the_last_leave_ends_the_call() {
     assert!(s.list_node_calls().await.unwrap().is_empty());
     assert!(matches!(
         s.create("bad{id}").await,
-        Err(CallError::InvalidId(_))
+        Err(e) if e.is_invalid_id()
     ));
 }
 
 #[tokio::test]
 async fn abandoned_calls_expire_and_dangling_members_are_cleaned() {
     let mut server = RedisServer::start().unwrap();
-    let config = StoreConfig {
-        call_ttl: Duration::from_millis(300),
-        ..StoreConfig::default()
-    };
+    let config = RedisCallStoreConfig::default().call_ttl(Duration::from_millis(300));
     {
-        let s = store(&server, "node-a", config).await;
+        let s = store(&server, "node-a", config.clone()).await;
         s.create("old").await.unwrap();
         s.join("old", participant("p1", &RejoinToken::generate()))
             .await
@@ -272,7 +266,7 @@ async fn abandoned_calls_expire_and_dangling_members_are_cleaned() {
 async fn corrupted_entries_are_skipped_counted_and_the_rest_recovers() {
     let mut server = RedisServer::start().unwrap();
     {
-        let s = store(&server, "node-a", StoreConfig::default()).await;
+        let s = store(&server, "node-a", RedisCallStoreConfig::default()).await;
         for c in ["good", "bad-json", "bad-schema", "bad-type", "no-owner"] {
             s.create(c).await.unwrap();
             s.join(c, participant("p1", &RejoinToken::generate()))
@@ -297,7 +291,7 @@ async fn corrupted_entries_are_skipped_counted_and_the_rest_recovers() {
     let mut registry = Registry::default();
     let hub = CallHub::new(
         "node-a",
-        Some(store(&server, "node-a", StoreConfig::default()).await),
+        Some(store(&server, "node-a", RedisCallStoreConfig::default()).await),
         &mut registry,
     )
     .unwrap();
@@ -340,7 +334,7 @@ async fn corrupted_entries_are_skipped_counted_and_the_rest_recovers() {
 #[tokio::test]
 async fn redis_killed_mid_call_then_state_is_written_back() {
     let mut server = RedisServer::start().unwrap();
-    let s = store(&server, "node-a", StoreConfig::default()).await;
+    let s = store(&server, "node-a", RedisCallStoreConfig::default()).await;
     let redis = s.redis().clone();
     let mut registry = Registry::default();
     let hub = CallHub::new("node-a", Some(s.clone()), &mut registry).unwrap();
@@ -427,7 +421,7 @@ async fn signals_reach_the_addressed_participants() {
             secureconnect_callstate::Signal {
                 from: "nobody".into(),
                 to: None,
-                payload: String::new()
+                payload: String::new().into()
             }
         )
         .is_err());
@@ -436,7 +430,7 @@ async fn signals_reach_the_addressed_participants() {
 #[tokio::test]
 async fn a_redis_restarted_empty_gets_the_calls_back_even_without_changes_meanwhile() {
     let mut server = RedisServer::start().unwrap();
-    let s = store(&server, "node-a", StoreConfig::default()).await;
+    let s = store(&server, "node-a", RedisCallStoreConfig::default()).await;
     let redis = s.redis().clone();
     let mut registry = Registry::default();
     let hub = CallHub::new("node-a", Some(s.clone()), &mut registry).unwrap();

@@ -1,0 +1,253 @@
+//! [`Session`]: one signaling WebSocket connection's state (its call, its
+//! participant once joined, the signals addressed to it), handling each client
+//! message and answering what to send.
+
+use secureconnect_callstate::{CallHub, RejoinToken, Signal, SignalReceiver};
+
+use super::messages::{participants, ClientMessage, ErrorCode, Relay, ServerMessage, SignalKind};
+
+/// What the connection does after a client message.
+#[derive(Debug, PartialEq)]
+pub enum Reply {
+    /// Send this message.
+    Send(ServerMessage),
+    /// Send nothing (a signal went to the others).
+    Nothing,
+    /// Send this message, then close the connection (the participant left).
+    Close(ServerMessage),
+}
+
+/// One signaling connection: the call it is for, the user behind it, and, once it
+/// joined or rejoined, its participant and the signals addressed to it.
+///
+/// A dropped connection keeps its place: the client may rejoin with its token within
+/// the grace period.
+#[derive(Debug)]
+pub struct Session {
+    hub: CallHub,
+    call: String,
+    user: String,
+    me: Option<String>,
+    signals: Option<SignalReceiver>,
+}
+
+impl Session {
+    /// A connection of `user` to `call`, not joined yet.
+    pub fn new(hub: CallHub, call: impl Into<String>, user: impl Into<String>) -> Self {
+        Self {
+            hub,
+            call: call.into(),
+            user: user.into(),
+            me: None,
+            signals: None,
+        }
+    }
+
+    /// The participant, once joined or rejoined.
+    pub fn participant(&self) -> Option<&str> {
+        self.me.as_deref()
+    }
+
+    /// Handles a text frame.
+    pub async fn handle_text(&mut self, text: &str) -> Reply {
+        match serde_json::from_str::<ClientMessage>(text) {
+            Ok(message) => self.handle(message).await,
+            Err(_) => Reply::Send(ServerMessage::error(
+                ErrorCode::BadMessage,
+                "expected a JSON object with a type",
+            )),
+        }
+    }
+
+    /// Handles a client message.
+    pub async fn handle(&mut self, message: ClientMessage) -> Reply {
+        let reply = match (message, self.me.clone()) {
+            (ClientMessage::Join, None) => self.join().await,
+            (
+                ClientMessage::Rejoin {
+                    participant_id,
+                    token,
+                },
+                None,
+            ) => self.rejoin(
+                participant_id.unwrap_or_default(),
+                &RejoinToken::from_client(token.unwrap_or_default()),
+            ),
+            (ClientMessage::Offer(relay), Some(me)) => {
+                return self.relay(me, SignalKind::Offer, relay)
+            }
+            (ClientMessage::Answer(relay), Some(me)) => {
+                return self.relay(me, SignalKind::Answer, relay)
+            }
+            (ClientMessage::Ice(relay), Some(me)) => return self.relay(me, SignalKind::Ice, relay),
+            (ClientMessage::Leave, Some(me)) => {
+                let _ = self.hub.leave(&self.call, &me).await;
+                return Reply::Close(ServerMessage::Left);
+            }
+            _ => ServerMessage::error(ErrorCode::Unexpected, "join or rejoin first, once"),
+        };
+        Reply::Send(reply)
+    }
+
+    async fn join(&mut self) -> ServerMessage {
+        match self.hub.join(&self.call, &self.user).await {
+            Ok((me, token)) => {
+                self.signals = self.hub.subscribe(&self.call, &me).ok();
+                self.me = Some(me.clone());
+                ServerMessage::Joined {
+                    participant_id: me,
+                    rejoin_token: token.secret().to_owned(),
+                    participants: participants(&self.hub, &self.call),
+                }
+            }
+            Err(e) => ServerMessage::error(ErrorCode::JoinFailed, e.to_string()),
+        }
+    }
+
+    fn rejoin(&mut self, me: String, token: &RejoinToken) -> ServerMessage {
+        match self.hub.rejoin(&self.call, &me, token) {
+            Ok(p) if p.user_id == self.user => {
+                self.signals = self.hub.subscribe(&self.call, &me).ok();
+                self.me = Some(me.clone());
+                ServerMessage::Rejoined {
+                    participant_id: me,
+                    participants: participants(&self.hub, &self.call),
+                }
+            }
+            Ok(_) => ServerMessage::error(ErrorCode::BadToken, "wrong rejoin token"),
+            Err(e) if e.is_bad_token() => {
+                ServerMessage::error(ErrorCode::BadToken, "wrong rejoin token")
+            }
+            Err(e) => ServerMessage::error(ErrorCode::RejoinFailed, e.to_string()),
+        }
+    }
+
+    fn relay(&self, me: String, kind: SignalKind, relay: Relay) -> Reply {
+        let signal = Signal {
+            from: me,
+            to: relay.to,
+            payload: kind.wrap(relay.payload),
+        };
+        match self.hub.relay(&self.call, signal) {
+            Ok(_) => Reply::Nothing,
+            Err(e) => Reply::Send(ServerMessage::error(ErrorCode::RelayFailed, e.to_string())),
+        }
+    }
+
+    /// The next signal for this participant, as a message to send; `None` when the call
+    /// is gone. Pending until the participant joined or rejoined.
+    pub async fn next_signal(&mut self) -> Option<ServerMessage> {
+        let Some(signals) = self.signals.as_mut() else {
+            return std::future::pending().await;
+        };
+        loop {
+            let signal = signals.recv().await?;
+            if let Some(message) = ServerMessage::relayed(signal.from, signal.payload) {
+                return Some(message);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use prometheus_client::registry::Registry;
+    use serde_json::json;
+
+    use super::*;
+    use crate::video::messages::Relayed;
+
+    async fn hub() -> CallHub {
+        let hub = CallHub::new("node-a", None, &mut Registry::default()).unwrap();
+        hub.create("c").await.unwrap();
+        hub
+    }
+
+    fn error_code(reply: &Reply) -> Option<ErrorCode> {
+        match reply {
+            Reply::Send(ServerMessage::Error { code, .. }) => Some(*code),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn join_relay_and_leave() {
+        let hub = hub().await;
+        let mut alice = Session::new(hub.clone(), "c", "alice");
+        let mut bob = Session::new(hub.clone(), "c", "bob");
+        assert_eq!(
+            error_code(&alice.handle_text(r#"{"type":"ice"}"#).await),
+            Some(ErrorCode::Unexpected),
+            "join first"
+        );
+        let Reply::Send(ServerMessage::Joined { participant_id, .. }) =
+            alice.handle_text(r#"{"type":"join"}"#).await
+        else {
+            panic!("joined")
+        };
+        assert_eq!(alice.participant(), Some(participant_id.as_str()));
+        assert_eq!(
+            error_code(&alice.handle_text(r#"{"type":"join"}"#).await),
+            Some(ErrorCode::Unexpected),
+            "once"
+        );
+        let Reply::Send(ServerMessage::Joined { participants, .. }) =
+            bob.handle_text(r#"{"type":"join"}"#).await
+        else {
+            panic!("joined")
+        };
+        assert_eq!(participants.map(|p| p.len()), Some(2));
+
+        let offer = json!({ "type": "offer", "payload": { "sdp": "v=0" } }).to_string();
+        assert_eq!(alice.handle_text(&offer).await, Reply::Nothing);
+        assert_eq!(
+            bob.next_signal().await,
+            Some(ServerMessage::Offer(Relayed {
+                from: participant_id.clone(),
+                payload: json!({ "sdp": "v=0" })
+            }))
+        );
+        assert_eq!(
+            alice.handle_text(r#"{"type":"leave"}"#).await,
+            Reply::Close(ServerMessage::Left)
+        );
+        assert_eq!(hub.get("c").unwrap().participants.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_messages_and_wrong_tokens_get_errors() {
+        let hub = hub().await;
+        let mut s = Session::new(hub.clone(), "c", "alice");
+        assert_eq!(
+            error_code(&s.handle_text("{").await),
+            Some(ErrorCode::BadMessage)
+        );
+        assert_eq!(
+            error_code(&s.handle_text(r#"{"type":"dance"}"#).await),
+            Some(ErrorCode::Unexpected)
+        );
+        assert_eq!(
+            error_code(&s.handle_text(r#"{"type":"rejoin"}"#).await),
+            Some(ErrorCode::RejoinFailed)
+        );
+        let (me, token) = hub.join("c", "alice").await.unwrap();
+        let wrong = json!({ "type": "rejoin", "participant_id": me, "token": "guess" });
+        assert_eq!(
+            error_code(&s.handle_text(&wrong.to_string()).await),
+            Some(ErrorCode::BadToken)
+        );
+        let right = json!({ "type": "rejoin", "participant_id": me, "token": token.secret() });
+        let mut mallory = Session::new(hub.clone(), "c", "mallory");
+        assert_eq!(
+            error_code(&mallory.handle_text(&right.to_string()).await),
+            Some(ErrorCode::BadToken),
+            "another user's token"
+        );
+        assert!(matches!(
+            s.handle_text(&right.to_string()).await,
+            Reply::Send(ServerMessage::Rejoined { .. })
+        ));
+    }
+}

@@ -1,0 +1,82 @@
+//! The hub's metrics: calls and participants served, recovery, write-behind.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::redis_store::{RecoveryReport, Skipped};
+
+#[derive(Clone, Debug)]
+pub(super) struct Metrics {
+    pub(super) calls: Gauge,
+    pub(super) participants: Gauge,
+    recovery_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    recovered: Family<Vec<(&'static str, &'static str)>, Counter>,
+    pub(super) write_behind_depth: Gauge,
+    pub(super) write_backs: Counter,
+}
+
+impl Metrics {
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let calls = Gauge::default();
+        registry.register("calls_active", "Calls this node serves", calls.clone());
+        let participants = Gauge::default();
+        registry.register(
+            "call_participants",
+            "Participants of the calls this node serves",
+            participants.clone(),
+        );
+        let recovery_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "call_recovery_duration_seconds",
+            "Duration of the last recovery of calls from Redis",
+            recovery_seconds.clone(),
+        );
+        let recovered = Family::default();
+        registry.register(
+            "call_recovery_calls",
+            "Calls met at recovery, by outcome: recovered, corrupt, foreign, dangling",
+            recovered.clone(),
+        );
+        let write_behind_depth = Gauge::default();
+        registry.register(
+            "call_write_behind_depth",
+            "Call changes waiting to be written to Redis",
+            write_behind_depth.clone(),
+        );
+        let write_backs = Counter::default();
+        registry.register(
+            "call_full_write_backs",
+            "Full write-backs of every call to Redis after it was unavailable",
+            write_backs.clone(),
+        );
+        Self {
+            calls,
+            participants,
+            recovery_seconds,
+            recovered,
+            write_behind_depth,
+            write_backs,
+        }
+    }
+
+    /// Records what a recovery found.
+    pub(super) fn recovered(&self, report: &RecoveryReport) {
+        self.recovery_seconds.set(report.duration.as_secs_f64());
+        let count = |outcome: &'static str, n: usize| {
+            self.recovered
+                .get_or_create(&vec![("outcome", outcome)])
+                .inc_by(n as u64);
+        };
+        count("recovered", report.calls.len());
+        count("dangling", report.dangling_removed);
+        let corrupt = report
+            .skipped
+            .iter()
+            .filter(|s| matches!(s, Skipped::Corrupt { .. }))
+            .count();
+        count("corrupt", corrupt);
+        count("foreign", report.skipped.len() - corrupt);
+    }
+}
