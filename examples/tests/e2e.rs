@@ -7,9 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{json, register_and_login, sample, System};
+use common::{json, register_and_login, System};
 use futures_util::{SinkExt, StreamExt};
 use secureconnect_redis_fallback::testing::RedisServer;
+use secureconnect_testkit::exposition::sample;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -247,7 +248,7 @@ async fn redis_killed_under_traffic_causes_no_5xx_and_limits_follow_the_policy()
         sample(
             &metrics,
             "rate_limit_decisions_total",
-            &["source=\"redis\"", "decision=\"allowed\""]
+            &[("source", "redis"), ("decision", "allowed")]
         )
         .unwrap()
             > 0.0

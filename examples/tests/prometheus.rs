@@ -5,23 +5,18 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{free_port, System};
 use secureconnect_redis_fallback::testing::RedisServer;
+use secureconnect_testkit::process::ChildProcess;
 
 struct Prometheus {
-    child: Child,
+    /// Killed on drop, before its data directory goes.
+    _child: ChildProcess,
     url: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The shipped config with the test's ports, 1 s intervals and absolute rule paths.
@@ -66,7 +61,7 @@ fn start(config: &str) -> Prometheus {
         .spawn()
         .expect("Debian's prometheus (scripts/test installs it)");
     Prometheus {
-        child,
+        _child: child.into(),
         url: format!("http://127.0.0.1:{port}"),
         _dir: dir,
     }

@@ -221,7 +221,7 @@ async fn exposition_passes_promtool_and_independent_parsers() {
         .text()
         .await
         .unwrap();
-    let om = common::python_samples(&om, "openmetrics");
+    let om = secureconnect_testkit::python::parse_openmetrics(&om);
     assert_eq!(
         value(
             &om,

@@ -2,8 +2,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
@@ -24,29 +22,6 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap()
 }
 
-fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (scripts/test installs Debian's prometheus package)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "{said}\n{text}"
-    );
-}
-
 #[tokio::test]
 async fn metrics_follow_health_through_an_outage() {
     let mut server = RedisServer::start().unwrap();
@@ -64,7 +39,7 @@ async fn metrics_follow_health_through_an_outage() {
         .unwrap_err();
 
     let text = render(&registry);
-    promtool_check(&text);
+    secureconnect_testkit::promtool_check(&text);
     assert_eq!(sample(&text, "redis_up{redis=\"cache\"}"), 1.0);
     assert_eq!(
         sample(
@@ -104,7 +79,7 @@ async fn metrics_follow_health_through_an_outage() {
     assert_eq!(redis.health(), Health::Degraded);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let text = render(&registry);
-    promtool_check(&text);
+    secureconnect_testkit::promtool_check(&text);
     assert_eq!(sample(&text, "redis_up{redis=\"cache\"}"), 0.0);
     assert_eq!(
         sample(

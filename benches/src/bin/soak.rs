@@ -16,13 +16,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use secureconnect_redis_fallback::testing::RedisServer;
+use secureconnect_testkit::free_port;
+use secureconnect_testkit::process::{wait_until_ok, ChildProcess};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -30,19 +32,12 @@ const SECRET: &str = "soak-secret-soak-secret-soak-secret-0001";
 const USERS: usize = 16;
 const CALLS: usize = 4;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
 struct Service {
     name: &'static str,
     exe: PathBuf,
     env: Vec<(String, String)>,
     port: u16,
-    child: Option<Child>,
+    child: Option<ChildProcess>,
     /// Peak RSS (kB) of earlier processes of this service.
     peak_kb: u64,
 }
@@ -60,30 +55,24 @@ fn peak_rss_kb(pid: u32) -> u64 {
 
 impl Service {
     async fn start(&mut self) {
-        let child = Command::new(&self.exe)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.exe.display()));
+        let child = ChildProcess::spawn(
+            Command::new(&self.exe)
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.exe.display()));
         self.child = Some(child);
         let url = format!("http://127.0.0.1:{}/health", self.port);
-        for _ in 0..400 {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if !wait_until_ok(&url, Duration::from_secs(20)).await {
+            panic!("{} did not come up", self.name);
         }
-        panic!("{} did not come up", self.name);
     }
 
     fn stop(&mut self, signal: &str) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(child) = self.child.take() {
             self.peak_kb = self.peak_kb.max(peak_rss_kb(child.id()));
-            let _ = Command::new("kill")
-                .args([format!("-{signal}"), child.id().to_string()])
-                .status();
-            let _ = child.wait();
+            let _ = child.stop_with(signal);
         }
     }
 

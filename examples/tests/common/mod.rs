@@ -2,27 +2,21 @@
 //! redis-server.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub use secureconnect_testkit::free_port;
+use secureconnect_testkit::process::{wait_until_ok, ChildProcess};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-42";
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 pub struct System {
     pub dir: tempfile::TempDir,
     pub ports: [(&'static str, u16); 4],
     pub redis_url: String,
     pub extra: Vec<(String, String)>,
-    children: Vec<(&'static str, Child)>,
+    children: Vec<(&'static str, ChildProcess)>,
 }
 
 impl System {
@@ -91,65 +85,35 @@ impl System {
         for (k, v) in &self.extra {
             cmd.env(k, v);
         }
-        let child = cmd
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child =
+            ChildProcess::spawn(cmd.stdout(Stdio::from(out)).stderr(Stdio::null())).unwrap();
         self.children.push((name, child));
         let url = format!("http://127.0.0.1:{}/health", self.port(name));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{name} did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        assert!(
+            wait_until_ok(&url, Duration::from_secs(20)).await,
+            "{name} did not come up"
+        );
     }
 
-    /// Sends `signal` (`STOP`, `CONT`) to a service.
+    /// Sends `signal` (`STOP`, `CONT`) to a service; `STOP` returns once it has stopped.
     pub fn signal(&self, name: &str, signal: &str) {
         let (_, child) = self.children.iter().find(|(n, _)| *n == name).unwrap();
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        if signal == "STOP" {
-            // kill(2) returns before every thread has stopped: wait until it has.
-            let stat = format!("/proc/{}/stat", child.id());
-            for _ in 0..200 {
-                let state = std::fs::read_to_string(&stat).unwrap_or_default();
-                if state
-                    .rsplit(')')
-                    .next()
-                    .is_some_and(|rest| rest.trim_start().starts_with('T'))
-                {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            panic!("{name} did not stop");
-        }
+        child.signal(signal);
     }
 
     /// SIGKILL: no clean-up at all.
     pub fn kill(&mut self, name: &str) {
         if let Some(i) = self.children.iter().position(|(n, _)| *n == name) {
-            let (_, mut child) = self.children.remove(i);
+            let (_, child) = self.children.remove(i);
             child.kill().unwrap();
-            child.wait().unwrap();
         }
     }
 }
 
 impl Drop for System {
     fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // Killed (on drop) before the directory they write into goes.
+        self.children.clear();
     }
 }
 
@@ -179,13 +143,6 @@ pub async fn register_and_login(client: &reqwest::Client, gateway: &str, email: 
         user_id: v["user_id"].as_str().unwrap().to_owned(),
         token: v["access_token"].as_str().unwrap().to_owned(),
     }
-}
-
-/// A sample line of a metrics page whose labels include `labels`, parsed.
-pub fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|lab| l.contains(lab)))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// Sends `request` and reads its JSON body, whatever the status.
