@@ -406,3 +406,6 @@ impl Tracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -201,6 +201,12 @@ impl ClientMetrics {
             .get_or_create_owned(&vec![("primitive", primitive), ("policy", policy)])
     }
 
+    /// The `redis_health_state` gauges: healthy, degraded, recovering.
+    #[cfg(test)]
+    pub(crate) fn state_gauges(&self) -> [i64; 3] {
+        [0, 1, 2].map(|i| self.states[i].get())
+    }
+
     pub(crate) fn degraded_time(&self) -> Duration {
         self.degraded.total()
     }
