@@ -188,16 +188,80 @@ mod tests {
     use super::*;
 
     fn server_error(code: &str) -> redis::RedisError {
-        redis::RedisError::from((redis::ErrorKind::Extension, "test", code.to_owned()))
+        redis::make_extension_error(code.to_owned(), None)
     }
 
     #[test]
     fn timeouts_and_io_are_unavailable() {
         let timeout = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
-        assert_eq!(classify(&timeout).kind, ErrorKind::Timeout);
+        assert_eq!(
+            classify(&timeout),
+            Failure::new(
+                ErrorKind::Timeout,
+                Outcome::Timeout,
+                Some(Event::Timeout),
+                ""
+            )
+        );
         let refused =
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert_eq!(classify(&refused).kind, ErrorKind::Unavailable);
+        assert_eq!(
+            classify(&refused).event,
+            Some(Event::Unavailable("connection error or server unavailable"))
+        );
+    }
+
+    #[test]
+    fn server_errors_map_as_the_table_says() {
+        let read = |code: &str| {
+            let f = classify(&server_error(code));
+            (f.kind, f.outcome, f.event)
+        };
+        for code in ["LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"] {
+            assert_eq!(
+                read(code),
+                (
+                    ErrorKind::Unavailable,
+                    Outcome::Unavailable,
+                    Some(Event::Unavailable("connection error or server unavailable"))
+                ),
+                "{code}"
+            );
+        }
+        for code in ["NOAUTH", "WRONGPASS", "NOPERM"] {
+            assert_eq!(
+                read(code),
+                (
+                    ErrorKind::Unavailable,
+                    Outcome::Unavailable,
+                    Some(Event::AuthRefused)
+                ),
+                "{code}"
+            );
+        }
+        for code in ["OOM", "READONLY"] {
+            assert_eq!(
+                read(code),
+                (
+                    ErrorKind::WritesUnavailable,
+                    Outcome::Unavailable,
+                    Some(Event::WritesRefused)
+                ),
+                "{code}"
+            );
+        }
+        for code in ["WRONGTYPE", "NOSCRIPT", "ERR"] {
+            assert_eq!(
+                read(code),
+                (
+                    ErrorKind::Command,
+                    Outcome::CommandError,
+                    Some(Event::Reply)
+                ),
+                "{code}"
+            );
+        }
     }
 
     #[test]
@@ -207,6 +271,5 @@ mod tests {
         assert!(!is_read_only(b"SET"));
         assert!(!is_read_only(b"EVALSHA"));
         assert!(!is_read_only(b"SOMETHINGNEW"));
-        let _ = server_error("X");
     }
 }

@@ -121,11 +121,15 @@ pub struct FallbackKv {
 impl FallbackKv {
     /// A store on `redis` as `config` says. Must be called inside a Tokio runtime.
     pub fn new(redis: RedisClient, config: FallbackKvConfig) -> Self {
+        let FallbackKvConfig {
+            namespace,
+            capacity,
+        } = config;
         let inner = Arc::new(Inner {
-            prefix: format!("sc:kv:{}:", config.namespace),
+            prefix: format!("sc:kv:{namespace}:"),
             fallback: redis.fallback_counter("kv", "local"),
             redis,
-            capacity: config.capacity.max(1),
+            capacity: capacity.max(1),
             local: Mutex::new(LocalMap::default()),
         });
         // Redis is the truth again: what was written locally during the outage goes.

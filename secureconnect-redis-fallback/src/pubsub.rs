@@ -99,13 +99,16 @@ pub struct FallbackPubSub {
 impl FallbackPubSub {
     /// Pub/sub on `redis` as `config` says. Must be called inside a Tokio runtime;
     /// opens its own subscriber connection.
+    // By value, as every config of the family, though this one is only a number today.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn new(redis: RedisClient, config: FallbackPubSubConfig) -> Self {
+        let FallbackPubSubConfig { capacity } = config;
         let subscriber = redis.redis_client();
         let inner = Arc::new(Inner {
             fallback: redis.fallback_counter("pubsub", "local"),
             redis,
             subscriber,
-            capacity: config.capacity.max(1),
+            capacity: capacity.max(1),
             channels: Mutex::new(HashMap::new()),
             added: Notify::new(),
         });
