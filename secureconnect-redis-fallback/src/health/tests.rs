@@ -6,6 +6,7 @@ use std::sync::{Arc, Barrier};
 use prometheus_client::registry::Registry;
 
 use super::*;
+use crate::classify::Failure;
 use crate::error::ErrorKind;
 use crate::metrics::ClientMetrics;
 
