@@ -7,11 +7,11 @@ use std::time::Duration;
 pub enum Source {
     /// The shared limit in Redis.
     Redis,
-    /// The local approximation ([`Policy::LocalApprox`]).
+    /// The local approximation ([`Policy::LocalApprox`](super::Policy::LocalApprox)).
     Local,
-    /// [`Policy::FailOpen`] without Redis.
+    /// [`Policy::FailOpen`](super::Policy::FailOpen) without Redis.
     FailOpen,
-    /// [`Policy::FailClosed`] without Redis.
+    /// [`Policy::FailClosed`](super::Policy::FailClosed) without Redis.
     FailClosed,
 }
 
@@ -33,7 +33,7 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// The outcome of [`RateLimiter::check`].
+/// The outcome of [`RateLimiter::check`](super::RateLimiter::check).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// Whether the request may go ahead.

@@ -48,7 +48,7 @@ struct Inner {
     decisions: [[Counter; 2]; 4],
 }
 
-/// A named rate limiter; cheap to clone. See the [module docs](self).
+/// A named rate limiter; cheap to clone. See the [module docs](super).
 #[derive(Clone, Debug)]
 pub struct RateLimiter {
     inner: Arc<Inner>,
