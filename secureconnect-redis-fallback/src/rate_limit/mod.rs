@@ -17,7 +17,43 @@
 //! state is dropped, not merged, when Redis is healthy again.
 //!
 //! [`RateLimitLayer`] puts a limiter in front of a service ([`RateLimit`]), answering
-//! `429 Too Many Requests` with `Retry-After` when it refuses.
+//! `429 Too Many Requests` with `Retry-After` when it refuses. Here without Redis at
+//! all, so the policy decides:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use prometheus_client::registry::Registry;
+//! use secureconnect_redis_fallback::rate_limit::{
+//!     Policy, Quota, RateLimit, RateLimitMetrics, RateLimiter, RateLimiterConfig,
+//! };
+//! use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
+//! use tower_service::Service;
+//!
+//! let mut registry = Registry::default();
+//! // Nothing listens there: the client stays degraded.
+//! let redis = RedisClient::new(RedisClientConfig::new("redis://127.0.0.1:1/"), &mut registry)?;
+//! let metrics = RateLimitMetrics::new(&mut registry);
+//! let config = RateLimiterConfig::new("api", Quota::new(10, Duration::from_secs(60))?)
+//!     .policy(Policy::FailClosed);
+//! let limiter = RateLimiter::new(redis, config, &metrics);
+//!
+//! let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+//! let mut service = RateLimit::new(app, limiter, |_: &http::request::Parts| {
+//!     Some("everyone".to_owned())
+//! });
+//! let request = http::Request::new(axum::body::Body::empty());
+//! std::future::poll_fn(|cx| {
+//!     Service::<http::Request<axum::body::Body>>::poll_ready(&mut service, cx)
+//! })
+//! .await?;
+//! let response = service.call(request).await?;
+//! assert_eq!(response.status(), http::StatusCode::TOO_MANY_REQUESTS);
+//! assert_eq!(response.headers()["x-ratelimit-source"], "fail_closed");
+//! assert_eq!(response.headers()["retry-after"], "1");
+//! # Ok(()) }
+//! ```
 //!
 //! ```no_run
 //! # async fn f(redis: secureconnect_redis_fallback::RedisClient) -> Result<(), Box<dyn std::error::Error>> {
