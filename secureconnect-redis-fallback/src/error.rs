@@ -119,3 +119,23 @@ impl std::error::Error for Error {
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn display_describes_this_level_and_leaves_the_cause_to_source() {
+        let cause = redis::make_extension_error("WRONGTYPE".to_owned(), Some("not a list".into()));
+        let cause_text = cause.to_string();
+        let error = Error::with_source(ErrorKind::Command, "", cause);
+        assert_eq!(error.to_string(), "redis rejected the command");
+        assert_eq!(error.source().map(ToString::to_string), Some(cause_text));
+        let error = Error::new(ErrorKind::Unavailable, "client is degraded");
+        assert_eq!(error.to_string(), "redis unavailable: client is degraded");
+        assert!(error.source().is_none());
+        assert!(error.is_unavailable());
+    }
+}
