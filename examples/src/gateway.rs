@@ -93,7 +93,8 @@ fn rate_limit(
 
 /// Authenticates every request that is not public: 401 without a valid token. The
 /// claims go into the request's extensions (the per-user limit's key), and the user
-/// into the response's (the gateway's own audit events, 401 aside, name the user).
+/// into the response's, so that the audit events of what follows (a per-user 429, an
+/// upstream's 403, …) name the user the gateway authenticated.
 async fn authenticate(State(tokens): State<Tokens>, request: Request, next: Next) -> Response {
     if is_public(request.method(), request.uri().path()) {
         return next.run(request).await;
