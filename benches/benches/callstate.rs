@@ -18,7 +18,7 @@ use secureconnect_callstate::{
     CallStore, Participant, ParticipantState, RedisCallStore, RedisCallStoreConfig, RejoinToken,
 };
 use secureconnect_redis_fallback::testing::RedisServer;
-use secureconnect_redis_fallback::{RedisClient, RedisConfig};
+use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
 
 const CALLS: usize = 20_000;
 
@@ -97,7 +97,7 @@ fn recovery(c: &mut Criterion) {
             .unwrap();
         populate(&mut conn).await;
         let redis = RedisClient::connect(
-            RedisConfig::new(server.url()).call_timeout(Duration::from_secs(5)),
+            RedisClientConfig::new(server.url()).call_timeout(Duration::from_secs(5)),
             &mut Registry::default(),
         )
         .await

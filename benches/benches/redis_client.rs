@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use prometheus_client::registry::Registry;
-use secureconnect_redis_fallback::kv::FallbackKv;
-use secureconnect_redis_fallback::rate_limit::{Policy, Quota, RateLimitMetrics, RateLimiter};
+use secureconnect_redis_fallback::kv::{FallbackKv, FallbackKvConfig};
+use secureconnect_redis_fallback::rate_limit::{
+    Policy, Quota, RateLimitMetrics, RateLimiter, RateLimiterConfig,
+};
 use secureconnect_redis_fallback::testing::RedisServer;
-use secureconnect_redis_fallback::{Health, RedisClient, RedisConfig};
+use secureconnect_redis_fallback::{Health, RedisClient, RedisClientConfig};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -36,9 +38,12 @@ fn healthy_call(c: &mut Criterion) {
             .get_multiplexed_async_connection()
             .await
             .unwrap();
-        let ours = RedisClient::connect(RedisConfig::new(server.url()), &mut Registry::default())
-            .await
-            .unwrap();
+        let ours = RedisClient::connect(
+            RedisClientConfig::new(server.url()),
+            &mut Registry::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(ours.health(), Health::Healthy);
         ours.query::<()>(redis::cmd("SET").arg("bench").arg("value"))
             .await
@@ -72,18 +77,20 @@ fn degraded_fallback(c: &mut Criterion) {
     let mut server = RedisServer::start().unwrap();
     let mut registry = Registry::default();
     let (redis, limiter, kv) = rt.block_on(async {
-        let redis = RedisClient::connect(RedisConfig::new(server.url()), &mut registry)
+        let redis = RedisClient::connect(RedisClientConfig::new(server.url()), &mut registry)
             .await
             .unwrap();
-        let metrics = RateLimitMetrics::register(&mut registry);
+        let metrics = RateLimitMetrics::new(&mut registry);
         let limiter = RateLimiter::new(
-            "bench",
             redis.clone(),
-            Quota::new(1_000_000_000, Duration::from_secs(1)).unwrap(),
-            Policy::LocalApprox { instances: 2 },
+            RateLimiterConfig::new(
+                "bench",
+                Quota::new(1_000_000_000, Duration::from_secs(1)).unwrap(),
+            )
+            .policy(Policy::LocalApprox { instances: 2 }),
             &metrics,
         );
-        let kv = FallbackKv::new("bench", redis.clone(), 1024);
+        let kv = FallbackKv::new(redis.clone(), FallbackKvConfig::new("bench").capacity(1024));
         (redis, limiter, kv)
     });
     server.kill().unwrap();

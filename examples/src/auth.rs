@@ -24,7 +24,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use secureconnect_audit::Actor;
-use secureconnect_redis_fallback::kv::FallbackKv;
+use secureconnect_redis_fallback::kv::{FallbackKv, FallbackKvConfig};
 use serde::Deserialize;
 
 use crate::error::{ApiError, JsonBody};
@@ -244,7 +244,10 @@ pub fn router(kit: &Kit) -> Router {
     let state = Arc::new(AuthState {
         users: Mutex::new(HashMap::new()),
         conversations: Mutex::new(HashMap::new()),
-        sessions: FallbackKv::new("session", kit.redis.clone(), 100_000),
+        sessions: FallbackKv::new(
+            kit.redis.clone(),
+            FallbackKvConfig::new("session").capacity(100_000),
+        ),
         tokens: kit.tokens.clone(),
         hashing: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),

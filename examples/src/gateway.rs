@@ -9,29 +9,36 @@
 //!
 //! Bodies stream both ways. An upstream that does not answer within
 //! `UPSTREAM_TIMEOUT_MS` gives 504, one that cannot be reached 502, both with a JSON body
-//! naming the service. Requests are limited per client address and per user through
-//! secureconnect-redis-fallback (`RATE_LIMIT_CLIENT_PER_MINUTE`, `RATE_LIMIT_PER_MINUTE`;
-//! policy `RATE_LIMIT_POLICY`, `local_approx` by default).
+//! naming the service. Requests are limited per client address and per user by
+//! secureconnect-redis-fallback's `RateLimitLayer` (`RATE_LIMIT_CLIENT_PER_MINUTE`,
+//! `RATE_LIMIT_PER_MINUTE`; policy `RATE_LIMIT_POLICY`, `local_approx` by default),
+//! answering `429` with `Retry-After` and the API's JSON error body. In order: the
+//! per-client limit, authentication (401), the per-user limit, the upstream.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use secureconnect_redis_fallback::rate_limit::{Decision, Quota, RateLimitMetrics, RateLimiter};
+use secureconnect_redis_fallback::rate_limit::{
+    Quota, RateLimitLayer, RateLimitMetrics, RateLimiter, RateLimiterConfig,
+};
 
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::kit::Kit;
-use crate::token::Tokens;
+use crate::token::{Claims, Tokens};
 
 #[derive(Debug)]
 struct Upstreams {
@@ -43,9 +50,6 @@ struct Upstreams {
 struct GatewayState {
     client: Client<HttpConnector, Body>,
     upstreams: Upstreams,
-    tokens: Tokens,
-    per_client: RateLimiter,
-    per_user: RateLimiter,
     timeout: Duration,
 }
 
@@ -74,22 +78,41 @@ fn is_public(method: &axum::http::Method, path: &str) -> bool {
         || path.starts_with("/v1/storage/blobs/")
 }
 
-fn too_many(decision: Decision) -> Response {
-    let seconds =
-        decision.retry_after.as_secs() + u64::from(decision.retry_after.subsec_nanos() > 0);
-    let mut response = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        "too many requests",
+/// A rate limit answering `429` with `Retry-After`, `X-RateLimit-Source` and the API's
+/// JSON error body (`{"error": "rate_limited", …}`, as [`ApiError`] writes it).
+fn rate_limit(
+    limiter: RateLimiter,
+    key: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+) -> RateLimitLayer {
+    let body = serde_json::json!({ "error": "rate_limited", "message": "too many requests" });
+    RateLimitLayer::new(limiter, key).refusal_body(
+        HeaderValue::from_static("application/json"),
+        body.to_string(),
     )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-    response.headers_mut().insert(
-        "x-ratelimit-source",
-        HeaderValue::from_static(decision.source.as_str()),
-    );
+}
+
+/// Authenticates every request that is not public: 401 without a valid token. The
+/// claims go into the request's extensions (the per-user limit's key), and the user
+/// into the response's, so that the audit events of what follows (a per-user 429, an
+/// upstream's 403, …) name the user the gateway authenticated.
+async fn authenticate(State(tokens): State<Tokens>, request: Request, next: Next) -> Response {
+    if is_public(request.method(), request.uri().path()) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Some(token) = Tokens::from_parts(&parts) else {
+        return ApiError::unauthorized("missing_token", "an access token is required")
+            .into_response();
+    };
+    let claims = match tokens.verify(&token) {
+        Ok(claims) => claims,
+        Err(e) => return e.into_response(),
+    };
+    let actor = secureconnect_audit::Actor::user(claims.sub.clone());
+    let mut request = Request::from_parts(parts, body);
+    request.extensions_mut().insert(claims);
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(actor);
     response
 }
 
@@ -98,21 +121,10 @@ async fn proxy(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    let mut actor = None;
-    let mut response = forward(&state, peer, request, &mut actor).await;
-    // The gateway's own audit events (401, 403, …) name the user it authenticated.
-    if let Some(actor) = actor {
-        response.extensions_mut().insert(actor);
-    }
-    response
+    forward(&state, peer, request).await
 }
 
-async fn forward(
-    state: &GatewayState,
-    peer: SocketAddr,
-    mut request: Request,
-    actor: &mut Option<secureconnect_audit::Actor>,
-) -> Response {
+async fn forward(state: &GatewayState, peer: SocketAddr, mut request: Request) -> Response {
     let path = request.uri().path().to_owned();
     let (service, base) = if path.starts_with("/v1/auth/") || path.starts_with("/v1/conversations")
     {
@@ -122,28 +134,6 @@ async fn forward(
     } else {
         ("video", &state.upstreams.video)
     };
-
-    let decision = state.per_client.check(&peer.ip().to_string()).await;
-    if !decision.allowed {
-        return too_many(decision);
-    }
-    if !is_public(request.method(), &path) {
-        let (parts, body) = request.into_parts();
-        let Some(token) = Tokens::from_parts(&parts) else {
-            return ApiError::unauthorized("missing_token", "an access token is required")
-                .into_response();
-        };
-        let claims = match state.tokens.verify(&token) {
-            Ok(claims) => claims,
-            Err(e) => return e.into_response(),
-        };
-        *actor = Some(secureconnect_audit::Actor::user(claims.sub.clone()));
-        let decision = state.per_user.check(&claims.sub).await;
-        if !decision.allowed {
-            return too_many(decision);
-        }
-        request = Request::from_parts(parts, body);
-    }
 
     let upgrade = request.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -226,23 +216,20 @@ pub fn router(
     storage: SocketAddr,
     video: SocketAddr,
 ) -> Result<Router, String> {
-    let metrics = RateLimitMetrics::register(&mut kit.registry);
-    let per_minute =
-        |limit| Quota::new(limit, Duration::from_secs(60)).map_err(|e| format!("rate limit: {e}"));
-    let per_client = RateLimiter::new(
-        "client",
-        kit.redis.clone(),
-        per_minute(config.rate_limit_client)?,
-        config.rate_limit_policy,
-        &metrics,
-    );
-    let per_user = RateLimiter::new(
-        "user",
-        kit.redis.clone(),
-        per_minute(config.rate_limit)?,
-        config.rate_limit_policy,
-        &metrics,
-    );
+    let metrics = RateLimitMetrics::new(&mut kit.registry);
+    let limiter = |name: &str, limit| {
+        let quota =
+            Quota::new(limit, Duration::from_secs(60)).map_err(|e| format!("rate limit: {e}"))?;
+        let config = RateLimiterConfig::new(name, quota).policy(config.rate_limit_policy);
+        Ok::<_, String>(RateLimiter::new(kit.redis.clone(), config, &metrics))
+    };
+    let per_client = rate_limit(limiter("client", config.rate_limit_client)?, |parts| {
+        let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+        Some(peer.ip().to_string())
+    });
+    let per_user = rate_limit(limiter("user", config.rate_limit)?, |parts| {
+        Some(parts.extensions.get::<Claims>()?.sub.clone())
+    });
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
     connector.set_nodelay(true);
@@ -253,12 +240,17 @@ pub fn router(
             storage: format!("http://{storage}"),
             video: format!("http://{video}"),
         },
-        tokens: kit.tokens.clone(),
-        per_client,
-        per_user,
         timeout: config.upstream_timeout,
     });
-    let route = any(proxy).with_state(state);
+    // The last layer added sees a request first: per client, authentication, per user.
+    let route = any(proxy)
+        .layer::<_, Infallible>(per_user)
+        .layer::<_, Infallible>(middleware::from_fn_with_state(
+            kit.tokens.clone(),
+            authenticate,
+        ))
+        .layer::<_, Infallible>(per_client)
+        .with_state(state);
     Ok(Router::new()
         .route("/v1/auth/{*rest}", route.clone())
         .route("/v1/conversations", route.clone())

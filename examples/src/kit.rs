@@ -14,7 +14,7 @@ use secureconnect_audit::{
     Format, TracingSink, TrustedProxies,
 };
 use secureconnect_obs::{HttpMetrics, MetricsService, RequestSpan};
-use secureconnect_redis_fallback::{RedisClient, RedisConfig};
+use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
 use tower::ServiceBuilder;
 use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -104,10 +104,15 @@ impl Kit {
             .register(&mut registry)
             .map_err(|e| e.to_string())?;
         secureconnect_obs::process::register(&mut registry, secureconnect_obs::build_info!());
-        let redis =
-            RedisClient::connect(RedisConfig::new(config.redis_url.as_str()), &mut registry)
-                .await
-                .map_err(|e| format!("REDIS_URL={:?}: {e}", config.redis_url))?;
+        let redis = RedisClient::connect(
+            RedisClientConfig::new(config.redis_url.as_str()),
+            &mut registry,
+        )
+        .await
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(cause) => format!("REDIS_URL={:?}: {e}: {cause}", config.redis_url),
+            None => format!("REDIS_URL={:?}: {e}", config.redis_url),
+        })?;
         let file = match &config.audit_file {
             Some(path) => Some(
                 FileSink::open(path, Format::Native, true)

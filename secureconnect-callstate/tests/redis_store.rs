@@ -11,12 +11,15 @@ use secureconnect_callstate::{
     RejoinToken, Skipped,
 };
 use secureconnect_redis_fallback::testing::{RedisServer, Reply};
-use secureconnect_redis_fallback::{Health, RedisClient, RedisConfig};
+use secureconnect_redis_fallback::{Health, RedisClient, RedisClientConfig};
 
 async fn client(server: &RedisServer) -> RedisClient {
-    RedisClient::connect(RedisConfig::new(server.url()), &mut Registry::default())
-        .await
-        .unwrap()
+    RedisClient::connect(
+        RedisClientConfig::new(server.url()),
+        &mut Registry::default(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn store(server: &RedisServer, node: &str, config: RedisCallStoreConfig) -> RedisCallStore {

@@ -1,40 +1,131 @@
-//! How a Redis error is read: a health signal or the caller's error.
+//! How a failed call is read, in one place: what the caller is told ([`ErrorKind`]),
+//! which `redis_commands_total{outcome}` counts it ([`Outcome`]), and what it says
+//! about Redis's health (an [`Event`] for the tracker, or none).
+//!
+//! | failure | kind | outcome | health event |
+//! |---|---|---|---|
+//! | refused at once: degraded | `Unavailable` | `rejected` | — |
+//! | refused at once: writes refused | `WritesUnavailable` | `rejected` | — |
+//! | no connection yet | `Unavailable` | `rejected` | `Unavailable` |
+//! | our deadline, or a redis-rs timeout | `Timeout` | `timeout` | `Timeout` |
+//! | I/O, dropped or refused connection, `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN` | `Unavailable` | `unavailable` | `Unavailable` |
+//! | `NOAUTH`, `WRONGPASS`, `NOPERM`, authentication failed | `Unavailable` | `unavailable` | `AuthRefused` |
+//! | `OOM`, `READONLY` | `WritesUnavailable` | `unavailable` | `WritesRefused` |
+//! | `WRONGTYPE`, `NOSCRIPT`, bad arguments, unexpected reply | `Command` | `command_error` | `Reply` (Redis is up) |
 
-/// What an error says about Redis's health.
+use crate::error::ErrorKind;
+use crate::health::Event;
+use crate::metrics::Outcome;
+
+/// What one failure means for the caller, the metrics and the health tracker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Class {
-    /// Connection errors and server states that mean "not now".
-    Unavailable,
-    /// The call ran out of time.
-    Timeout,
-    /// Authentication is refused: degraded, loudly, with slow retries.
-    Auth,
-    /// Writes are refused; reads are fine.
-    WritesRefused,
-    /// The command itself was wrong: returned to the caller, no health signal.
-    Command,
+pub(crate) struct Failure {
+    /// What the caller is told.
+    pub(crate) kind: ErrorKind,
+    /// How `redis_commands_total` counts it.
+    pub(crate) outcome: Outcome,
+    /// What it says about Redis's health; `None` for a call refused before it was sent.
+    pub(crate) event: Option<Event>,
+    /// This level's message (the Redis error, when there is one, is the source).
+    pub(crate) message: &'static str,
 }
 
-/// Classifies an error returned by redis-rs.
-pub(crate) fn classify(error: &redis::RedisError) -> Class {
+impl Failure {
+    const fn new(
+        kind: ErrorKind,
+        outcome: Outcome,
+        event: Option<Event>,
+        message: &'static str,
+    ) -> Self {
+        Self {
+            kind,
+            outcome,
+            event,
+            message,
+        }
+    }
+
+    /// The client is degraded: the call is refused without touching the network.
+    pub(crate) const DEGRADED: Self = Self::new(
+        ErrorKind::Unavailable,
+        Outcome::Rejected,
+        None,
+        "client is degraded",
+    );
+
+    /// Writes are refused (`OOM`/`READONLY` seen): a write is refused at once.
+    pub(crate) const WRITES_REFUSED: Self = Self::new(
+        ErrorKind::WritesUnavailable,
+        Outcome::Rejected,
+        None,
+        "redis refuses writes",
+    );
+
+    /// No connection to send the call on.
+    pub(crate) const NO_CONNECTION: Self = Self::new(
+        ErrorKind::Unavailable,
+        Outcome::Rejected,
+        Some(Event::Unavailable("no connection")),
+        "no connection",
+    );
+
+    /// The call ran out of its deadline.
+    pub(crate) const DEADLINE: Self = Self::new(
+        ErrorKind::Timeout,
+        Outcome::Timeout,
+        Some(Event::Timeout),
+        "no reply within the call deadline",
+    );
+}
+
+/// Reads an error returned by redis-rs.
+pub(crate) fn classify(error: &redis::RedisError) -> Failure {
+    const UNAVAILABLE: Failure = Failure::new(
+        ErrorKind::Unavailable,
+        Outcome::Unavailable,
+        Some(Event::Unavailable("connection error or server unavailable")),
+        "",
+    );
+    const TIMEOUT: Failure = Failure::new(
+        ErrorKind::Timeout,
+        Outcome::Timeout,
+        Some(Event::Timeout),
+        "",
+    );
+    const AUTH: Failure = Failure::new(
+        ErrorKind::Unavailable,
+        Outcome::Unavailable,
+        Some(Event::AuthRefused),
+        "",
+    );
+    const WRITES_REFUSED: Failure = Failure::new(
+        ErrorKind::WritesUnavailable,
+        Outcome::Unavailable,
+        Some(Event::WritesRefused),
+        "",
+    );
+    const COMMAND: Failure = Failure::new(
+        ErrorKind::Command,
+        Outcome::CommandError,
+        Some(Event::Reply),
+        "",
+    );
     if error.is_timeout() {
-        return Class::Timeout;
+        return TIMEOUT;
     }
     if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
-        return Class::Unavailable;
+        return UNAVAILABLE;
     }
     if error.kind() == redis::ErrorKind::AuthenticationFailed {
-        return Class::Auth;
+        return AUTH;
     }
     match error.code() {
-        Some("LOADING" | "BUSY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN") => Class::Unavailable,
-        Some("NOAUTH" | "WRONGPASS" | "NOPERM") => Class::Auth,
-        Some("OOM" | "READONLY") => Class::WritesRefused,
+        Some("LOADING" | "BUSY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN") => UNAVAILABLE,
+        Some("NOAUTH" | "WRONGPASS" | "NOPERM") => AUTH,
+        Some("OOM" | "READONLY") => WRITES_REFUSED,
         _ => match error.kind() {
-            redis::ErrorKind::Io | redis::ErrorKind::ClusterConnectionNotFound => {
-                Class::Unavailable
-            }
-            _ => Class::Command,
+            redis::ErrorKind::Io | redis::ErrorKind::ClusterConnectionNotFound => UNAVAILABLE,
+            _ => COMMAND,
         },
     }
 }
@@ -97,16 +188,80 @@ mod tests {
     use super::*;
 
     fn server_error(code: &str) -> redis::RedisError {
-        redis::RedisError::from((redis::ErrorKind::Extension, "test", code.to_owned()))
+        redis::make_extension_error(code.to_owned(), None)
     }
 
     #[test]
     fn timeouts_and_io_are_unavailable() {
         let timeout = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
-        assert_eq!(classify(&timeout), Class::Timeout);
+        assert_eq!(
+            classify(&timeout),
+            Failure::new(
+                ErrorKind::Timeout,
+                Outcome::Timeout,
+                Some(Event::Timeout),
+                ""
+            )
+        );
         let refused =
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert_eq!(classify(&refused), Class::Unavailable);
+        assert_eq!(classify(&refused).kind, ErrorKind::Unavailable);
+        assert_eq!(
+            classify(&refused).event,
+            Some(Event::Unavailable("connection error or server unavailable"))
+        );
+    }
+
+    #[test]
+    fn server_errors_map_as_the_table_says() {
+        let read = |code: &str| {
+            let f = classify(&server_error(code));
+            (f.kind, f.outcome, f.event)
+        };
+        for code in ["LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"] {
+            assert_eq!(
+                read(code),
+                (
+                    ErrorKind::Unavailable,
+                    Outcome::Unavailable,
+                    Some(Event::Unavailable("connection error or server unavailable"))
+                ),
+                "{code}"
+            );
+        }
+        for code in ["NOAUTH", "WRONGPASS", "NOPERM"] {
+            assert_eq!(
+                read(code),
+                (
+                    ErrorKind::Unavailable,
+                    Outcome::Unavailable,
+                    Some(Event::AuthRefused)
+                ),
+                "{code}"
+            );
+        }
+        for code in ["OOM", "READONLY"] {
+            assert_eq!(
+                read(code),
+                (
+                    ErrorKind::WritesUnavailable,
+                    Outcome::Unavailable,
+                    Some(Event::WritesRefused)
+                ),
+                "{code}"
+            );
+        }
+        for code in ["WRONGTYPE", "NOSCRIPT", "ERR"] {
+            assert_eq!(
+                read(code),
+                (
+                    ErrorKind::Command,
+                    Outcome::CommandError,
+                    Some(Event::Reply)
+                ),
+                "{code}"
+            );
+        }
     }
 
     #[test]
@@ -116,6 +271,5 @@ mod tests {
         assert!(!is_read_only(b"SET"));
         assert!(!is_read_only(b"EVALSHA"));
         assert!(!is_read_only(b"SOMETHINGNEW"));
-        let _ = server_error("X");
     }
 }

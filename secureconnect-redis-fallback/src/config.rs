@@ -5,19 +5,28 @@ use std::time::Duration;
 use crate::error::{Error, ErrorKind};
 
 /// How the client talks to Redis and judges its health. Defaults suit a service on the
-/// same network as Redis.
+/// same network as Redis. Checked once, by [`RedisClient::new`](crate::RedisClient::new).
+///
+/// Setters are named after what they set and consume the config; a setter and a
+/// getter cannot share a name, so the values are read back from the client
+/// ([`RedisClient::call_timeout`](crate::RedisClient::call_timeout)).
 ///
 /// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), secureconnect_redis_fallback::Error> {
 /// use std::time::Duration;
-/// use secureconnect_redis_fallback::RedisConfig;
+/// use prometheus_client::registry::Registry;
+/// use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
 ///
-/// let config = RedisConfig::new("redis://127.0.0.1:6379/")
+/// let config = RedisClientConfig::new("redis://127.0.0.1:6379/")
 ///     .call_timeout(Duration::from_millis(100))
 ///     .name("sessions");
-/// assert_eq!(config.get_call_timeout(), Duration::from_millis(100));
+/// let redis = RedisClient::new(config, &mut Registry::default())?;
+/// assert_eq!(redis.call_timeout(), Duration::from_millis(100));
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
-pub struct RedisConfig {
+pub struct RedisClientConfig {
     pub(crate) url: String,
     pub(crate) name: Option<String>,
     pub(crate) call_timeout: Duration,
@@ -32,7 +41,7 @@ pub struct RedisConfig {
     pub(crate) recovery_interval: Duration,
 }
 
-impl RedisConfig {
+impl RedisClientConfig {
     /// Talks to the Redis at `url` (`redis://[:password@]host:port[/db]`).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
@@ -72,11 +81,16 @@ impl RedisConfig {
     }
 
     /// After this many timeouts in a row the connection is rebuilt in the background
-    /// (default 2); after `degrade` in a row the client turns degraded (default 4).
-    /// A connection error degrades at once.
-    pub fn timeouts(mut self, rebuild: u32, degrade: u32) -> Self {
-        self.timeouts_to_rebuild = rebuild.max(1);
-        self.timeouts_to_degrade = degrade.max(1);
+    /// (default 2, at least 1).
+    pub fn timeouts_to_rebuild(mut self, timeouts: u32) -> Self {
+        self.timeouts_to_rebuild = timeouts.max(1);
+        self
+    }
+
+    /// After this many timeouts in a row the client turns degraded (default 4, at
+    /// least 1). A connection error degrades at once.
+    pub fn timeouts_to_degrade(mut self, timeouts: u32) -> Self {
+        self.timeouts_to_degrade = timeouts.max(1);
         self
     }
 
@@ -86,11 +100,17 @@ impl RedisConfig {
         self
     }
 
-    /// The probe delay while degraded: from `min`, growing by half each time, capped at
-    /// `max`, with ±20 % jitter (default 100 ms to 1 s).
-    pub fn degraded_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.backoff_min = min;
-        self.backoff_max = max.max(min);
+    /// The first probe delay while degraded; it grows by half each time up to
+    /// [`backoff_max`](Self::backoff_max), with ±20 % jitter (default 100 ms).
+    pub fn backoff_min(mut self, delay: Duration) -> Self {
+        self.backoff_min = delay;
+        self
+    }
+
+    /// The longest probe delay while degraded (default 1 s; never below
+    /// [`backoff_min`](Self::backoff_min)).
+    pub fn backoff_max(mut self, delay: Duration) -> Self {
+        self.backoff_max = delay;
         self
     }
 
@@ -100,17 +120,22 @@ impl RedisConfig {
         self
     }
 
-    /// How many probes in a row, `interval` apart, must succeed while recovering before
-    /// the client is healthy again (default 3, 100 ms). Meanwhile traffic ramps up.
-    pub fn recovery(mut self, probes: u32, interval: Duration) -> Self {
+    /// How many probes in a row must succeed while recovering before the client is
+    /// healthy again (default 3, at least 1). Meanwhile traffic ramps up.
+    pub fn recovery_probes(mut self, probes: u32) -> Self {
         self.recovery_probes = probes.max(1);
+        self
+    }
+
+    /// The delay between recovery probes (default 100 ms).
+    pub fn recovery_interval(mut self, interval: Duration) -> Self {
         self.recovery_interval = interval;
         self
     }
 
-    /// The configured call deadline.
-    pub fn get_call_timeout(&self) -> Duration {
-        self.call_timeout
+    /// The Redis URL.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     pub(crate) fn validate(&self) -> Result<redis::Client, Error> {
@@ -127,6 +152,6 @@ impl RedisConfig {
             ));
         }
         redis::Client::open(self.url.as_str())
-            .map_err(|e| Error::with_source(ErrorKind::InvalidConfig, e))
+            .map_err(|e| Error::with_source(ErrorKind::InvalidConfig, "malformed redis URL", e))
     }
 }

@@ -1,4 +1,4 @@
-//! The error of a Redis call.
+//! The crate's one error type: what went wrong, for callers that branch on it.
 
 use std::fmt;
 
@@ -21,11 +21,15 @@ pub enum ErrorKind {
     /// `NOSCRIPT`, wrong arguments, a reply of an unexpected type). Not a health signal:
     /// the caller's bug.
     Command,
-    /// The configuration (URL, durations) is invalid.
+    /// The configuration (URL, durations, a rate-limit quota) is invalid.
     InvalidConfig,
 }
 
-/// The error of a Redis call made through [`RedisClient`](crate::RedisClient).
+/// The error of this crate: a Redis call made through [`RedisClient`](crate::RedisClient),
+/// or a configuration refused at construction.
+///
+/// Its `Display` describes this level only; the Redis error behind it, if any, is its
+/// [`source`](std::error::Error::source).
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
@@ -42,10 +46,14 @@ impl Error {
         }
     }
 
-    pub(crate) fn with_source(kind: ErrorKind, source: redis::RedisError) -> Self {
+    pub(crate) fn with_source(
+        kind: ErrorKind,
+        message: &'static str,
+        source: redis::RedisError,
+    ) -> Self {
         Self {
             kind,
-            message: "",
+            message,
             source: Some(source),
         }
     }
@@ -56,7 +64,7 @@ impl Error {
     }
 
     /// Whether the caller should take its fallback: Redis is unavailable, the call
-    /// timed out, or writes are refused.
+    /// timed out, or writes are refused. Never a refusal of the call itself.
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self.kind,
@@ -67,6 +75,11 @@ impl Error {
     /// Whether the call ran out of time.
     pub fn is_timeout(&self) -> bool {
         self.kind == ErrorKind::Timeout
+    }
+
+    /// Whether the configuration was refused at construction.
+    pub fn is_invalid_config(&self) -> bool {
+        self.kind == ErrorKind::InvalidConfig
     }
 
     /// Whether Redis rejected the command itself (the caller's error).
@@ -93,9 +106,8 @@ impl fmt::Display for Error {
         if !self.message.is_empty() {
             write!(f, ": {}", self.message)?;
         }
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
-        }
+        // The Redis error is the source, not part of this message: reporters that walk
+        // the chain would print it twice.
         Ok(())
     }
 }
@@ -105,5 +117,25 @@ impl std::error::Error for Error {
         self.source
             .as_ref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn display_describes_this_level_and_leaves_the_cause_to_source() {
+        let cause = redis::make_extension_error("WRONGTYPE".to_owned(), Some("not a list".into()));
+        let cause_text = cause.to_string();
+        let error = Error::with_source(ErrorKind::Command, "", cause);
+        assert_eq!(error.to_string(), "redis rejected the command");
+        assert_eq!(error.source().map(ToString::to_string), Some(cause_text));
+        let error = Error::new(ErrorKind::Unavailable, "client is degraded");
+        assert_eq!(error.to_string(), "redis unavailable: client is degraded");
+        assert!(error.source().is_none());
+        assert!(error.is_unavailable());
     }
 }

@@ -10,9 +10,9 @@
 //! ```no_run
 //! # async fn f(redis: secureconnect_redis_fallback::RedisClient) -> Result<(), secureconnect_redis_fallback::Error> {
 //! use std::time::Duration;
-//! use secureconnect_redis_fallback::kv::FallbackKv;
+//! use secureconnect_redis_fallback::kv::{FallbackKv, FallbackKvConfig};
 //!
-//! let sessions = FallbackKv::new("session", redis, 10_000);
+//! let sessions = FallbackKv::new(redis, FallbackKvConfig::new("session").capacity(10_000));
 //! sessions.set("token-1", b"user:42", Duration::from_secs(3600)).await?;
 //! assert_eq!(sessions.get("token-1").await?.as_deref(), Some(&b"user:42"[..]));
 //! # Ok(()) }
@@ -78,6 +78,31 @@ impl LocalMap {
     }
 }
 
+/// Configuration of a [`FallbackKv`]: its namespace and how many entries it keeps
+/// locally while Redis is away.
+#[derive(Clone, Debug)]
+pub struct FallbackKvConfig {
+    namespace: String,
+    capacity: usize,
+}
+
+impl FallbackKvConfig {
+    /// A store whose Redis keys are `sc:kv:<namespace>:<key>`, keeping at most 10 000
+    /// local entries until [`capacity`](Self::capacity) says otherwise.
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            capacity: 10_000,
+        }
+    }
+
+    /// At most how many entries the local map holds (at least 1).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     prefix: String,
@@ -94,9 +119,12 @@ pub struct FallbackKv {
 }
 
 impl FallbackKv {
-    /// A store whose Redis keys are `sc:kv:<namespace>:<key>`, with at most `capacity`
-    /// local entries. Must be called inside a Tokio runtime.
-    pub fn new(namespace: &str, redis: RedisClient, capacity: usize) -> Self {
+    /// A store on `redis` as `config` says. Must be called inside a Tokio runtime.
+    pub fn new(redis: RedisClient, config: FallbackKvConfig) -> Self {
+        let FallbackKvConfig {
+            namespace,
+            capacity,
+        } = config;
         let inner = Arc::new(Inner {
             prefix: format!("sc:kv:{namespace}:"),
             fallback: redis.fallback_counter("kv", "local"),

@@ -13,10 +13,10 @@
 //! ```no_run
 //! # async fn f() -> Result<(), secureconnect_redis_fallback::Error> {
 //! use prometheus_client::registry::Registry;
-//! use secureconnect_redis_fallback::{Health, RedisClient, RedisConfig};
+//! use secureconnect_redis_fallback::{Health, RedisClient, RedisClientConfig};
 //!
 //! let mut registry = Registry::default();
-//! let redis = RedisClient::connect(RedisConfig::new("redis://127.0.0.1:6379/"), &mut registry).await?;
+//! let redis = RedisClient::connect(RedisClientConfig::new("redis://127.0.0.1:6379/"), &mut registry).await?;
 //! let mut health = redis.subscribe();
 //! tokio::spawn(async move {
 //!     while health.changed().await.is_ok() {
@@ -45,11 +45,12 @@ pub mod kv;
 pub mod metrics;
 pub mod pubsub;
 pub mod rate_limit;
+mod supervisor;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
 pub use client::RedisClient;
-pub use config::RedisConfig;
+pub use config::RedisClientConfig;
 pub use error::{Error, ErrorKind};
 pub use health::Health;
 pub use redis;

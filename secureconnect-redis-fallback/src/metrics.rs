@@ -24,16 +24,31 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::health::Health;
 
+/// How a call ended, for `redis_commands_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Redis answered.
+    Ok,
+    /// Redis rejected the command itself.
+    CommandError,
+    /// No reply within the deadline.
+    Timeout,
+    /// A connection error or a server state meaning "not now".
+    Unavailable,
+    /// Refused at once, without touching the network.
+    Rejected,
+}
+
 /// Counters resolved once, so the call path only does an atomic increment.
 #[derive(Clone, Debug)]
 pub(crate) struct ClientMetrics {
     pub(crate) up: Gauge,
     states: [Gauge; 3],
-    pub(crate) ok: Counter,
-    pub(crate) command_error: Counter,
-    pub(crate) timeout: Counter,
-    pub(crate) unavailable: Counter,
-    pub(crate) rejected: Counter,
+    ok: Counter,
+    command_error: Counter,
+    timeout: Counter,
+    unavailable: Counter,
+    rejected: Counter,
     pub(crate) probe_duration: Histogram,
     pub(crate) main_connections: Counter,
     pub(crate) probe_connections: Counter,
@@ -168,10 +183,28 @@ impl ClientMetrics {
         self.degraded.set(health == Health::Degraded);
     }
 
+    /// Counts one call in `redis_commands_total`.
+    pub(crate) fn count(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Ok => &self.ok,
+            Outcome::CommandError => &self.command_error,
+            Outcome::Timeout => &self.timeout,
+            Outcome::Unavailable => &self.unavailable,
+            Outcome::Rejected => &self.rejected,
+        }
+        .inc();
+    }
+
     /// The counter of fallback decisions of `primitive` under `policy`.
     pub(crate) fn fallback(&self, primitive: &'static str, policy: &'static str) -> Counter {
         self.fallback
             .get_or_create_owned(&vec![("primitive", primitive), ("policy", policy)])
+    }
+
+    /// The `redis_health_state` gauges: healthy, degraded, recovering.
+    #[cfg(test)]
+    pub(crate) fn state_gauges(&self) -> [i64; 3] {
+        [0, 1, 2].map(|i| self.states[i].get())
     }
 
     pub(crate) fn degraded_time(&self) -> Duration {

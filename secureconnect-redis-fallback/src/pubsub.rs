@@ -14,9 +14,9 @@
 //!
 //! ```no_run
 //! # async fn f(redis: secureconnect_redis_fallback::RedisClient) -> Result<(), secureconnect_redis_fallback::Error> {
-//! use secureconnect_redis_fallback::pubsub::FallbackPubSub;
+//! use secureconnect_redis_fallback::pubsub::{FallbackPubSub, FallbackPubSubConfig};
 //!
-//! let pubsub = FallbackPubSub::new(redis, 1024);
+//! let pubsub = FallbackPubSub::new(redis, FallbackPubSubConfig::default().capacity(1024));
 //! let mut room = pubsub.subscribe("room:7");
 //! pubsub.publish("room:7", b"hello").await?;
 //! let message = room.recv().await;
@@ -67,6 +67,27 @@ struct Inner {
     fallback: Counter,
 }
 
+/// Configuration of a [`FallbackPubSub`].
+#[derive(Clone, Debug)]
+pub struct FallbackPubSubConfig {
+    capacity: usize,
+}
+
+impl Default for FallbackPubSubConfig {
+    /// Buffers up to 1024 messages per subscriber.
+    fn default() -> Self {
+        Self { capacity: 1024 }
+    }
+}
+
+impl FallbackPubSubConfig {
+    /// At most how many messages each subscriber of a channel buffers (at least 1).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+}
+
 /// See the [module docs](self). Cheap to clone; the subscriber connection closes when
 /// the last clone is dropped.
 #[derive(Clone, Debug)]
@@ -76,9 +97,12 @@ pub struct FallbackPubSub {
 }
 
 impl FallbackPubSub {
-    /// Pub/sub on `redis`, buffering up to `capacity` messages per subscriber. Must be
-    /// called inside a Tokio runtime; opens its own subscriber connection.
-    pub fn new(redis: RedisClient, capacity: usize) -> Self {
+    /// Pub/sub on `redis` as `config` says. Must be called inside a Tokio runtime;
+    /// opens its own subscriber connection.
+    // By value, as every config of the family, though this one is only a number today.
+    #[allow(clippy::needless_pass_by_value)]
+    pub fn new(redis: RedisClient, config: FallbackPubSubConfig) -> Self {
+        let FallbackPubSubConfig { capacity } = config;
         let subscriber = redis.redis_client();
         let inner = Arc::new(Inner {
             fallback: redis.fallback_counter("pubsub", "local"),

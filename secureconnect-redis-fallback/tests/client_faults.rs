@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use secureconnect_redis_fallback::testing::{FaultProxy, ProxyMode, RedisServer, Reply};
-use secureconnect_redis_fallback::{ErrorKind, Health, RedisClient, RedisConfig};
+use secureconnect_redis_fallback::{ErrorKind, Health, RedisClient, RedisClientConfig};
 
-async fn client(config: RedisConfig) -> RedisClient {
+async fn client(config: RedisClientConfig) -> RedisClient {
     RedisClient::connect(config, &mut Registry::default())
         .await
         .unwrap()
@@ -42,7 +42,7 @@ async fn get(
 #[tokio::test]
 async fn sigkill_degrades_at_the_first_failed_call_and_restart_heals_without_restarting_callers() {
     let mut server = RedisServer::start().unwrap();
-    let redis = client(RedisConfig::new(server.url())).await;
+    let redis = client(RedisClientConfig::new(server.url())).await;
     assert_eq!(redis.health(), Health::Healthy);
     set(&redis, "k", "v1").await.unwrap();
     assert_eq!(get(&redis, "k").await.unwrap().as_deref(), Some("v1"));
@@ -81,7 +81,7 @@ async fn sigkill_degrades_at_the_first_failed_call_and_restart_heals_without_res
 async fn sigstop_under_200_concurrent_callers_keeps_deadlines_and_replies_straight() {
     let server = RedisServer::start().unwrap();
     let deadline = Duration::from_millis(250);
-    let redis = client(RedisConfig::new(server.url()).call_timeout(deadline)).await;
+    let redis = client(RedisClientConfig::new(server.url()).call_timeout(deadline)).await;
     for i in 0..200 {
         set(&redis, &format!("key:{i}"), &format!("value:{i}"))
             .await
@@ -159,7 +159,7 @@ async fn sigstop_under_200_concurrent_callers_keeps_deadlines_and_replies_straig
 async fn starting_while_redis_is_down_then_it_comes_up() {
     let mut server = RedisServer::start().unwrap();
     server.kill().unwrap();
-    let redis = client(RedisConfig::new(server.url())).await;
+    let redis = client(RedisClientConfig::new(server.url())).await;
     assert_eq!(redis.health(), Health::Degraded);
     assert!(get(&redis, "x").await.unwrap_err().is_unavailable());
     server.restart().unwrap();
@@ -171,7 +171,7 @@ async fn starting_while_redis_is_down_then_it_comes_up() {
 async fn requirepass_mid_run_degrades_loudly_and_heals_when_lifted() {
     let mut server = RedisServer::start().unwrap();
     let redis =
-        client(RedisConfig::new(server.url()).auth_backoff(Duration::from_millis(800))).await;
+        client(RedisClientConfig::new(server.url()).auth_backoff(Duration::from_millis(800))).await;
     set(&redis, "a", "1").await.unwrap();
 
     server.config_set("requirepass", "s3cret").unwrap();
@@ -204,7 +204,7 @@ async fn requirepass_mid_run_degrades_loudly_and_heals_when_lifted() {
 #[tokio::test]
 async fn oom_refuses_writes_but_reads_go_on() {
     let mut server = RedisServer::start().unwrap();
-    let redis = client(RedisConfig::new(server.url())).await;
+    let redis = client(RedisClientConfig::new(server.url())).await;
     set(&redis, "kept", "yes").await.unwrap();
     server.config_set("maxmemory-policy", "noeviction").unwrap();
     server.config_set("maxmemory", "1").unwrap();
@@ -236,7 +236,7 @@ async fn oom_refuses_writes_but_reads_go_on() {
 async fn readonly_replica_refuses_writes_but_reads_go_on() {
     let primary = RedisServer::start().unwrap();
     let mut server = RedisServer::start().unwrap();
-    let redis = client(RedisConfig::new(server.url())).await;
+    let redis = client(RedisClientConfig::new(server.url())).await;
     server
         .command(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()])
         .unwrap();
@@ -264,7 +264,7 @@ async fn readonly_replica_refuses_writes_but_reads_go_on() {
 #[tokio::test]
 async fn client_kill_is_survived() {
     let mut server = RedisServer::start().unwrap();
-    let redis = client(RedisConfig::new(server.url())).await;
+    let redis = client(RedisClientConfig::new(server.url())).await;
     set(&redis, "k", "v").await.unwrap();
     let killed = server
         .command(&["CLIENT", "KILL", "TYPE", "normal"])
@@ -286,9 +286,10 @@ async fn blackholed_connection_times_out_then_degrades_then_heals() {
         .await
         .unwrap();
     let redis = client(
-        RedisConfig::new(proxy.url())
+        RedisClientConfig::new(proxy.url())
             .call_timeout(Duration::from_millis(100))
-            .timeouts(2, 3),
+            .timeouts_to_rebuild(2)
+            .timeouts_to_degrade(3),
     )
     .await;
     set(&redis, "k", "v").await.unwrap();
@@ -319,7 +320,7 @@ async fn reset_connections_degrade_and_heal() {
     let proxy = FaultProxy::start(([127, 0, 0, 1], server.port()).into())
         .await
         .unwrap();
-    let redis = client(RedisConfig::new(proxy.url())).await;
+    let redis = client(RedisClientConfig::new(proxy.url())).await;
     set(&redis, "k", "v").await.unwrap();
     proxy.set_mode(ProxyMode::Reset);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -332,7 +333,7 @@ async fn reset_connections_degrade_and_heal() {
 #[tokio::test]
 async fn flapping_redis_causes_no_reconnection_storm() {
     let mut server = RedisServer::start().unwrap();
-    let redis = client(RedisConfig::new(server.url())).await;
+    let redis = client(RedisClientConfig::new(server.url())).await;
     let caller = {
         let redis = redis.clone();
         tokio::spawn(async move {

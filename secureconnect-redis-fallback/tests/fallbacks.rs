@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use secureconnect_redis_fallback::kv::{FallbackKv, KvSource};
-use secureconnect_redis_fallback::pubsub::{Delivery, FallbackPubSub};
+use secureconnect_redis_fallback::kv::{FallbackKv, FallbackKvConfig, KvSource};
+use secureconnect_redis_fallback::pubsub::{Delivery, FallbackPubSub, FallbackPubSubConfig};
 use secureconnect_redis_fallback::testing::{RedisServer, Reply};
-use secureconnect_redis_fallback::{Health, RedisClient, RedisConfig};
+use secureconnect_redis_fallback::{Health, RedisClient, RedisClientConfig};
 
 async fn client(url: &str) -> RedisClient {
-    RedisClient::connect(RedisConfig::new(url), &mut Registry::default())
+    RedisClient::connect(RedisClientConfig::new(url), &mut Registry::default())
         .await
         .unwrap()
 }
@@ -30,7 +30,7 @@ async fn healthy(redis: &RedisClient) {
 async fn kv_uses_redis_then_a_bounded_local_map_then_redis_again() {
     let mut server = RedisServer::start().unwrap();
     let redis = client(&server.url()).await;
-    let kv = FallbackKv::new("session", redis.clone(), 5);
+    let kv = FallbackKv::new(redis.clone(), FallbackKvConfig::new("session").capacity(5));
 
     assert_eq!(
         kv.set("t1", b"alice", Duration::from_secs(60))
@@ -106,7 +106,10 @@ async fn kv_uses_redis_then_a_bounded_local_map_then_redis_again() {
 async fn kv_returns_command_errors_to_the_caller() {
     let mut server = RedisServer::start().unwrap();
     let redis = client(&server.url()).await;
-    let kv = FallbackKv::new("presence", redis.clone(), 10);
+    let kv = FallbackKv::new(
+        redis.clone(),
+        FallbackKvConfig::new("presence").capacity(10),
+    );
     server
         .command(&["LPUSH", "sc:kv:presence:u1", "x"])
         .unwrap();
@@ -133,8 +136,14 @@ async fn next_message(
 async fn pubsub_goes_through_redis_falls_back_in_process_and_resubscribes() {
     let mut server = RedisServer::start().unwrap();
     let (redis_a, redis_b) = (client(&server.url()).await, client(&server.url()).await);
-    let a = FallbackPubSub::new(redis_a.clone(), 64);
-    let b = FallbackPubSub::new(redis_b.clone(), 64);
+    let a = FallbackPubSub::new(
+        redis_a.clone(),
+        FallbackPubSubConfig::default().capacity(64),
+    );
+    let b = FallbackPubSub::new(
+        redis_b.clone(),
+        FallbackPubSubConfig::default().capacity(64),
+    );
     let mut a_room = a.subscribe("room:1");
     let mut b_room = b.subscribe("room:1");
 

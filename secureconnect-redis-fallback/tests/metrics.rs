@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use secureconnect_redis_fallback::testing::RedisServer;
-use secureconnect_redis_fallback::{Health, RedisClient, RedisConfig};
+use secureconnect_redis_fallback::{Health, RedisClient, RedisClientConfig};
 
 fn render(registry: &Registry) -> String {
     let mut text = String::new();
@@ -26,9 +26,12 @@ fn sample(text: &str, series: &str) -> f64 {
 async fn metrics_follow_health_through_an_outage() {
     let mut server = RedisServer::start().unwrap();
     let mut registry = Registry::default();
-    let redis = RedisClient::connect(RedisConfig::new(server.url()).name("cache"), &mut registry)
-        .await
-        .unwrap();
+    let redis = RedisClient::connect(
+        RedisClientConfig::new(server.url()).name("cache"),
+        &mut registry,
+    )
+    .await
+    .unwrap();
     redis
         .query::<()>(redis::cmd("SET").arg("a").arg(1))
         .await

@@ -9,10 +9,10 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 use secureconnect_redis_fallback::rate_limit::{
-    Policy, Quota, RateLimitLayer, RateLimitMetrics, RateLimiter, Source,
+    Policy, Quota, RateLimitLayer, RateLimitMetrics, RateLimiter, RateLimiterConfig, Source,
 };
 use secureconnect_redis_fallback::testing::RedisServer;
-use secureconnect_redis_fallback::{Health, RedisClient, RedisConfig};
+use secureconnect_redis_fallback::{Health, RedisClient, RedisClientConfig};
 
 /// One service instance: its own client, registry and limiter.
 struct Instance {
@@ -23,15 +23,14 @@ struct Instance {
 
 async fn instance(url: &str, policy: Policy, limit: u32) -> Instance {
     let mut registry = Registry::default();
-    let redis = RedisClient::connect(RedisConfig::new(url), &mut registry)
+    let redis = RedisClient::connect(RedisClientConfig::new(url), &mut registry)
         .await
         .unwrap();
-    let metrics = RateLimitMetrics::register(&mut registry);
+    let metrics = RateLimitMetrics::new(&mut registry);
     let limiter = RateLimiter::new(
-        "login",
         redis.clone(),
-        Quota::new(limit, Duration::from_secs(60)).unwrap(),
-        policy,
+        RateLimiterConfig::new("login", Quota::new(limit, Duration::from_secs(60)).unwrap())
+            .policy(policy),
         &metrics,
     );
     Instance {
@@ -144,8 +143,8 @@ async fn layer_answers_429_with_retry_after_over_tcp() {
         .route("/login", get(|| async { "welcome" }))
         .layer(RateLimitLayer::new(
             node.limiter.clone(),
-            |req: &http::Request<axum::body::Body>| {
-                req.headers()
+            |req: &http::request::Parts| {
+                req.headers
                     .get("x-client")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned)

@@ -1,3 +1,6 @@
+//! [`FaultProxy`]: an in-process TCP proxy in front of Redis that can blackhole, delay or
+//! reset connections.
+
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;

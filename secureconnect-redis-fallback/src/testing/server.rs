@@ -1,3 +1,5 @@
+//! [`RedisServer`]: a real `redis-server` child process on a free loopback port.
+
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
