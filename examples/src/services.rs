@@ -122,7 +122,7 @@ pub async fn main(
     let result = async {
         let config = Config::from_env().map_err(|e| e.to_string())?;
         let _logs = secureconnect_obs::LogConfig::from_env(log_name)
-            .and_then(secureconnect_obs::LogConfig::init)
+            .and_then(secureconnect_obs::logging::init)
             .map_err(|e| e.to_string())?;
         let secret = match (&config.jwt_secret, all_in_one) {
             (Some(secret), _) => secret.clone(),
