@@ -13,6 +13,20 @@ use crate::{ClassifyRoute, Error, RouteLabel};
 /// Middleware that records the RED metrics of every request; made by
 /// [`HttpMetricsLayer`](super::HttpMetricsLayer), or by [`HttpMetrics::new`] for plain
 /// tower users.
+///
+/// ```
+/// use prometheus_client::registry::Registry;
+/// use secureconnect_obs::{HttpMetrics, HttpMetricsConfig, RouteLabel};
+///
+/// let classify = |path: &str| (path == "/health").then(|| RouteLabel::from_static("/health"));
+/// let inner = tower::service_fn(|_: http::Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
+/// });
+/// let mut registry = Registry::default();
+/// let service = HttpMetrics::new(inner, classify, HttpMetricsConfig::default(), &mut registry)?;
+/// # let _ = service.get_ref();
+/// # Ok::<(), secureconnect_obs::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct HttpMetrics<S, C> {
     inner: S,
