@@ -33,7 +33,11 @@ async fn run() -> Result<(), String> {
     let addr = addr_from_env("QUICKSTART_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?;
     let _logs = LogConfig::from_env("quickstart")
         .and_then(logging::init)
-        .map_err(|e| e.to_string())?;
+        // The error's Display leaves its cause (the parser's reason) to `source()`.
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        })?;
     let app = quickstart::instrument(quickstart::existing_router()).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
