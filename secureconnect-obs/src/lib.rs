@@ -41,8 +41,9 @@
 //! - Construction: `X::new(dependencies…, XConfig, &mut Registry)`, the registry last;
 //!   anything that validates returns `Result<_, Error>`.
 //! - Configuration: `XConfig` with private fields, consuming setters named after the
-//!   field, getters `<field>_ref()` (Rust has no overloading, so a getter cannot share its
-//!   setter's name), checked once, in `X::new`.
+//!   field, checked once, in `X::new`. Configs have no getters named like their setters
+//!   (Rust has no overloading); a required constructor argument may have one
+//!   ([`LogConfig::service`]).
 //! - Middleware: `FooLayer` builds `Foo<S>` (with `get_ref`, `get_mut`, `into_inner`),
 //!   whose future is `foo::ResponseFuture` and body `foo::ResponseBody`.
 //! - Errors: one [`Error`], with [`kind`](Error::kind) and `is_*` predicates; its

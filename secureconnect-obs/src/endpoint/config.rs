@@ -21,7 +21,6 @@ use crate::Error;
 /// let config = MetricsEndpointConfig::default()
 ///     .path("/internal/metrics")
 ///     .bearer_token("s3cret");
-/// assert_eq!(config.path_ref(), Some("/internal/metrics"));
 /// assert!(!format!("{config:?}").contains("s3cret"), "Debug hides the token");
 /// ```
 #[derive(Clone, Default)]
@@ -43,16 +42,6 @@ impl MetricsEndpointConfig {
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.bearer_token = Some(token.into());
         self
-    }
-
-    /// The path, if one was set.
-    pub fn path_ref(&self) -> Option<&str> {
-        self.path.as_deref()
-    }
-
-    /// The bearer token, if one was set.
-    pub fn bearer_token_ref(&self) -> Option<&str> {
-        self.bearer_token.as_deref()
     }
 
     /// Checks the path and the token.

@@ -57,10 +57,7 @@ use crate::Error;
 /// use secureconnect_obs::LogConfig;
 ///
 /// let config = LogConfig::new("gateway").filter("info,tower_http=debug").max_files(3);
-/// assert_eq!(config.service_ref(), "gateway");
-/// assert_eq!(config.filter_ref(), "info,tower_http=debug");
-/// assert!(config.stdout_ref());
-/// assert_eq!(config.max_files_ref(), 3);
+/// assert_eq!(config.service(), "gateway");
 /// ```
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -106,6 +103,11 @@ impl LogConfig {
         Ok(config)
     }
 
+    /// The service name every line carries (set by [`new`](Self::new)).
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
     /// Sets the filter directives, in `RUST_LOG` syntax (`info,tower_http=debug`).
     pub fn filter(mut self, directives: impl Into<String>) -> Self {
         self.filter = directives.into();
@@ -128,31 +130,6 @@ impl LogConfig {
     pub fn max_files(mut self, count: usize) -> Self {
         self.max_files = count.max(1);
         self
-    }
-
-    /// The service name every line carries.
-    pub fn service_ref(&self) -> &str {
-        &self.service
-    }
-
-    /// The filter directives.
-    pub fn filter_ref(&self) -> &str {
-        &self.filter
-    }
-
-    /// Whether lines go to stdout.
-    pub fn stdout_ref(&self) -> bool {
-        self.stdout
-    }
-
-    /// The directory of the rolling files, if any.
-    pub fn log_dir_ref(&self) -> Option<&std::path::Path> {
-        self.log_dir.as_deref()
-    }
-
-    /// How many daily files are kept.
-    pub fn max_files_ref(&self) -> usize {
-        self.max_files
     }
 
     fn parse_filter(&self) -> Result<EnvFilter, Error> {

@@ -21,8 +21,6 @@ use super::DEFAULT_BUCKETS;
 ///     .prefix("myapp")
 ///     .buckets([0.01, 0.1, 1.0])
 ///     .const_label("service", "gateway");
-/// assert_eq!(config.prefix_ref(), Some("myapp"));
-/// assert_eq!(config.excluded_paths_ref(), ["/metrics"]);
 /// ```
 #[derive(Clone, Debug)]
 pub struct HttpMetricsConfig {
@@ -75,26 +73,6 @@ impl HttpMetricsConfig {
     pub fn exclude_nothing(mut self) -> Self {
         self.excluded_paths.clear();
         self
-    }
-
-    /// The metric-name prefix, if any.
-    pub fn prefix_ref(&self) -> Option<&str> {
-        self.prefix.as_deref()
-    }
-
-    /// The histogram bucket bounds, in seconds (`+Inf` not included).
-    pub fn buckets_ref(&self) -> &[f64] {
-        &self.buckets
-    }
-
-    /// The constant labels, `(name, value)`, in the order they were added.
-    pub fn const_labels_ref(&self) -> &[(String, String)] {
-        &self.const_labels
-    }
-
-    /// The paths left unrecorded.
-    pub fn excluded_paths_ref(&self) -> &[String] {
-        &self.excluded_paths
     }
 
     /// Checks the buckets, the prefix and the constant label names.
