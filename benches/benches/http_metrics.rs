@@ -26,7 +26,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use secureconnect_obs::endpoint::{render, Format};
-use secureconnect_obs::{HttpMetrics, MetricsEndpointLayer, MetricsService};
+use secureconnect_obs::{
+    HttpMetricsConfig, HttpMetricsLayer, MetricsEndpointConfig, MetricsEndpointLayer,
+    MetricsService,
+};
 use tower::ServiceExt;
 
 fn app() -> Router {
@@ -52,17 +55,17 @@ fn per_request(c: &mut Criterion) {
 
     // The recommended axum form: the endpoint as a route, the recording as one layer.
     let mut registry = Registry::default();
-    let metrics = HttpMetrics::builder().register(&mut registry).unwrap();
-    let ours = app()
-        .route_service("/metrics", MetricsService::new(Arc::new(registry)))
-        .layer(metrics.layer());
+    let metrics = HttpMetricsLayer::new(HttpMetricsConfig::default(), &mut registry).unwrap();
+    let endpoint =
+        MetricsService::new(Arc::new(registry), MetricsEndpointConfig::default()).unwrap();
+    let ours = app().route_service("/metrics", endpoint).layer(metrics);
 
     // The plain-tower form: endpoint layer and recording layer, in one `Router::layer`.
     let mut registry = Registry::default();
-    let metrics = HttpMetrics::builder().register(&mut registry).unwrap();
+    let metrics = HttpMetricsLayer::new(HttpMetricsConfig::default(), &mut registry).unwrap();
     let ours_layers = app().layer((
-        MetricsEndpointLayer::new(Arc::new(registry)),
-        metrics.layer(),
+        MetricsEndpointLayer::new(Arc::new(registry), MetricsEndpointConfig::default()).unwrap(),
+        metrics,
     ));
 
     // What any `Router::layer` costs in axum (boxing the service and the body), for
@@ -118,11 +121,11 @@ fn render_registry(c: &mut Criterion) {
     // The request-duration histogram: 600 label sets × (14 buckets + +Inf + sum +
     // count) = 10,200 series.
     let mut histograms = Registry::default();
-    let metrics = HttpMetrics::builder().register(&mut histograms).unwrap();
+    let metrics = HttpMetricsLayer::new(HttpMetricsConfig::default(), &mut histograms).unwrap();
     let app = (0..120).fold(Router::new(), |r, i| {
         r.route(&format!("/r{i}/{{id}}"), get(|| async { "x" }))
     });
-    let app = app.layer(metrics.layer());
+    let app = app.layer(metrics);
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

@@ -13,7 +13,10 @@ use secureconnect_audit::{
     AuditConfig, AuditEvent, AuditLayer, AuditPipeline, AuditPipelineConfig, AuditSink, FileSink,
     Format, TracingSink, TrustedProxies,
 };
-use secureconnect_obs::{HttpMetrics, MetricsService, RequestSpan};
+use secureconnect_obs::{
+    HttpMetricsConfig, HttpMetricsLayer, MatchedPathRoute, MetricsEndpointConfig, MetricsService,
+    RequestSpan,
+};
 use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
 use tower::ServiceBuilder;
 use tower_http::request_id::PropagateRequestIdLayer;
@@ -55,7 +58,7 @@ pub struct Kit {
     /// Its registry; register more metrics before [`Kit::finish`].
     pub registry: Registry,
     /// Request metrics.
-    pub metrics: HttpMetrics,
+    pub metrics: HttpMetricsLayer<MatchedPathRoute>,
     /// Redis, degraded when it is not there.
     pub redis: RedisClient,
     /// The audit trail.
@@ -99,11 +102,12 @@ impl Kit {
         jwt_secret: &str,
     ) -> Result<Self, String> {
         let mut registry = Registry::default();
-        let metrics = HttpMetrics::builder()
-            .const_label("service", name)
-            .register(&mut registry)
-            .map_err(|e| e.to_string())?;
-        secureconnect_obs::process::register(&mut registry, secureconnect_obs::build_info!());
+        let metrics = HttpMetricsLayer::new(
+            HttpMetricsConfig::default().const_label("service", name),
+            &mut registry,
+        )
+        .map_err(|e| e.to_string())?;
+        secureconnect_obs::process::register(secureconnect_obs::build_info!(), &mut registry);
         let redis = RedisClient::connect(
             RedisClientConfig::new(config.redis_url.as_str()),
             &mut registry,
@@ -162,7 +166,11 @@ impl Kit {
                 get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
             )
             .route("/ready", get(ready_handler).with_state(Arc::new(ready)))
-            .route_service("/metrics", MetricsService::new(Arc::new(self.registry)))
+            .route_service(
+                "/metrics",
+                MetricsService::new(Arc::new(self.registry), MetricsEndpointConfig::default())
+                    .expect("the default endpoint configuration is valid"),
+            )
             .fallback(|| async { ApiError::not_found("no such route") });
         if !self.layers {
             // SC_LAYERS=off: no request metrics, no audit layer (for measuring them).
@@ -175,7 +183,7 @@ impl Kit {
                     .make_span_with(RequestSpan::default())
                     .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
             )
-            .layer(self.metrics.layer())
+            .layer(self.metrics)
             .layer(Extension(self.tokens));
         let router = router
             .layer(layers)

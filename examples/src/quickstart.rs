@@ -5,7 +5,7 @@
 //! line that matters is
 //!
 //! ```text
-//! router.route_service("/metrics", MetricsService::new(registry)).layer(metrics.layer())
+//! router.route_service("/metrics", endpoint).layer(metrics)
 //! ```
 
 use std::sync::Arc;
@@ -14,7 +14,9 @@ use axum::extract::Path;
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
-use secureconnect_obs::{HttpMetrics, MetricsService, RequestSpan};
+use secureconnect_obs::{
+    HttpMetricsConfig, HttpMetricsLayer, MetricsEndpointConfig, MetricsService, RequestSpan,
+};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -42,15 +44,17 @@ fn user_json(id: u64) -> std::collections::BTreeMap<&'static str, String> {
 /// span on every log line.
 pub fn instrument(router: Router) -> Result<Router, secureconnect_obs::Error> {
     let mut registry = Registry::default();
-    let metrics = HttpMetrics::builder()
-        .const_label("service", "quickstart")
-        .register(&mut registry)?;
-    secureconnect_obs::process::register(&mut registry, secureconnect_obs::build_info!());
+    let metrics = HttpMetricsLayer::new(
+        HttpMetricsConfig::default().const_label("service", "quickstart"),
+        &mut registry,
+    )?;
+    secureconnect_obs::process::register(secureconnect_obs::build_info!(), &mut registry);
+    let endpoint = MetricsService::new(Arc::new(registry), MetricsEndpointConfig::default())?;
 
     Ok(router
         // The one line: answer GET /metrics, record every other request.
-        .route_service("/metrics", MetricsService::new(Arc::new(registry)))
-        .layer(metrics.layer())
+        .route_service("/metrics", endpoint)
+        .layer(metrics)
         // Request ids (tower-http) and a span carrying them into every log line.
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(

@@ -19,7 +19,7 @@
 //! use prometheus_client::registry::Registry;
 //!
 //! let mut registry = Registry::default();
-//! secureconnect_obs::process::register(&mut registry, secureconnect_obs::build_info!());
+//! secureconnect_obs::process::register(secureconnect_obs::build_info!(), &mut registry);
 //! ```
 
 use prometheus_client::metrics::info::Info;
@@ -82,7 +82,7 @@ macro_rules! build_info {
 
 /// Registers `build_info{name, version[, revision]} 1` and, on Linux, the process
 /// collector in `registry`.
-pub fn register(registry: &mut Registry, build: BuildInfo) {
+pub fn register(build: BuildInfo, registry: &mut Registry) {
     registry.register(
         "build",
         "Name and version of the running program",

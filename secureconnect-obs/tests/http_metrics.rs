@@ -16,7 +16,10 @@ use axum::Router;
 use bytes::Bytes;
 use common::{client, instrument, parse, scrape, series_count, serve, value};
 use prometheus_client::registry::Registry;
-use secureconnect_obs::{HttpMetrics, MetricsEndpointLayer, MetricsService, RouteLabel};
+use secureconnect_obs::{
+    HttpMetrics, HttpMetricsConfig, HttpMetricsLayer, MetricsEndpointConfig, MetricsEndpointLayer,
+    MetricsService, RouteLabel,
+};
 
 const DURATION: &str = "http_server_request_duration_seconds";
 const COUNT: &str = "http_server_request_duration_seconds_count";
@@ -162,14 +165,15 @@ fn parse_buckets(text: &str, route: &str) -> std::collections::BTreeMap<String, 
 #[tokio::test]
 async fn exposition_passes_promtool_and_independent_parsers() {
     let mut registry = Registry::default();
-    let metrics = HttpMetrics::builder()
-        .const_label("service", "gateway")
-        .register(&mut registry)
-        .unwrap();
-    secureconnect_obs::process::register(&mut registry, secureconnect_obs::build_info!());
-    let router = app()
-        .layer(metrics.layer())
-        .layer(MetricsEndpointLayer::new(Arc::new(registry)));
+    let metrics = HttpMetricsLayer::new(
+        HttpMetricsConfig::default().const_label("service", "gateway"),
+        &mut registry,
+    )
+    .unwrap();
+    secureconnect_obs::process::register(secureconnect_obs::build_info!(), &mut registry);
+    let router = app().layer(metrics).layer(
+        MetricsEndpointLayer::new(Arc::new(registry), MetricsEndpointConfig::default()).unwrap(),
+    );
     let addr = serve(router).await;
     let c = client();
     for path in ["/users/1", "/fail", "/nope"] {
@@ -349,9 +353,11 @@ async fn openmetrics_and_gzip_are_negotiated() {
 async fn bearer_token_guards_the_endpoint() {
     let registry = Arc::new(Registry::default());
     let router = app().layer(
-        MetricsEndpointLayer::new(registry)
-            .with_bearer_token("correct-horse")
-            .unwrap(),
+        MetricsEndpointLayer::new(
+            registry,
+            MetricsEndpointConfig::default().bearer_token("correct-horse"),
+        )
+        .unwrap(),
     );
     let addr = serve(router).await;
     let c = client();
@@ -496,19 +502,24 @@ async fn non_standard_methods_are_other() {
 #[tokio::test]
 async fn plain_tower_service_with_a_classifier() {
     let mut registry = Registry::default();
-    let metrics = HttpMetrics::builder()
-        .prefix("plain")
-        .buckets([0.1, 1.0])
-        .register(&mut registry)
-        .unwrap();
+    let metrics = HttpMetricsLayer::new(
+        HttpMetricsConfig::default()
+            .prefix("plain")
+            .buckets([0.1, 1.0]),
+        &mut registry,
+    )
+    .unwrap();
     let classify = |path: &str| {
         path.strip_prefix("/items/")
             .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
             .map(|_| RouteLabel::from_static("/items/{id}"))
     };
     let service = tower::ServiceBuilder::new()
-        .layer(MetricsEndpointLayer::new(Arc::new(registry)))
-        .layer(metrics.layer_with_classifier(classify))
+        .layer(
+            MetricsEndpointLayer::new(Arc::new(registry), MetricsEndpointConfig::default())
+                .unwrap(),
+        )
+        .layer(metrics.classifier(classify))
         .service_fn(
             |req: axum::http::Request<hyper::body::Incoming>| async move {
                 let status = if req.uri().path().starts_with("/items/") {
@@ -555,11 +566,16 @@ async fn plain_tower_service_with_a_classifier() {
 #[tokio::test]
 async fn stand_alone_service_on_its_own_listener() {
     let mut registry = Registry::default();
-    let metrics = HttpMetrics::builder().register(&mut registry).unwrap();
+    let metrics = HttpMetricsLayer::new(HttpMetricsConfig::default(), &mut registry).unwrap();
     let registry = Arc::new(registry);
-    let api = serve(app().layer(metrics.layer())).await;
+    let api = serve(app().layer(metrics)).await;
 
-    let admin = common::serve_tower(MetricsEndpointLayer::new(registry).into_service()).await;
+    let admin = common::serve_tower(
+        MetricsEndpointLayer::new(registry, MetricsEndpointConfig::default())
+            .unwrap()
+            .into_service(),
+    )
+    .await;
 
     let c = client();
     c.get(format!("http://{api}/users/7")).send().await.unwrap();
@@ -597,13 +613,15 @@ async fn stand_alone_service_on_its_own_listener() {
 #[tokio::test]
 async fn metrics_service_mounted_as_an_axum_route() {
     let mut registry = Registry::default();
-    let metrics = HttpMetrics::builder().register(&mut registry).unwrap();
-    let service = MetricsService::new(Arc::new(registry))
-        .with_bearer_token("t0ken")
-        .unwrap();
+    let metrics = HttpMetricsLayer::new(HttpMetricsConfig::default(), &mut registry).unwrap();
+    let service = MetricsService::new(
+        Arc::new(registry),
+        MetricsEndpointConfig::default().bearer_token("t0ken"),
+    )
+    .unwrap();
     let router = app()
         .route_service("/internal/metrics", service)
-        .layer(metrics.layer());
+        .layer(metrics);
     let addr = serve(router).await;
     let c = client();
     c.get(format!("http://{addr}/users/1"))
@@ -646,13 +664,16 @@ async fn a_service_error_is_recorded_as_500_and_releases_the_gauge() {
     use tower::ServiceExt;
 
     let mut registry = Registry::default();
-    let metrics = HttpMetrics::builder().register(&mut registry).unwrap();
-    let registry = Arc::new(registry);
-    let failing = tower::ServiceBuilder::new()
-        .layer(metrics.layer_with_classifier(|_: &str| Some(RouteLabel::from_static("/io"))))
-        .service_fn(|_req: axum::http::Request<Body>| async {
+    let failing = HttpMetrics::new(
+        tower::service_fn(|_req: axum::http::Request<Body>| async {
             Err::<axum::http::Response<Body>, _>(std::io::Error::other("backend gone"))
-        });
+        }),
+        |_: &str| Some(RouteLabel::from_static("/io")),
+        HttpMetricsConfig::default(),
+        &mut registry,
+    )
+    .unwrap();
+    let registry = Arc::new(registry);
     let request = axum::http::Request::get("/io").body(Body::empty()).unwrap();
     assert!(failing.oneshot(request).await.is_err());
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::routing::get;
 use axum::Router;
-use secureconnect_obs::{Error, JsonLayer, LogConfig, RequestSpan};
+use secureconnect_obs::{logging, ErrorKind, JsonLayer, LogConfig, RequestSpan};
 use serde_json::Value;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -121,24 +121,23 @@ fn fields_recorded_later_on_a_span_appear_and_inner_spans_win() {
 
 #[test]
 fn malformed_filter_is_a_clear_error() {
-    let err = LogConfig::new("x")
-        .filter("info,tower_http=loud")
-        .build()
+    let err = logging::subscriber(LogConfig::new("x").filter("info,tower_http=loud"))
         .err()
         .expect("a malformed directive is refused");
-    assert!(matches!(err, Error::InvalidFilter { .. }), "{err}");
+    assert!(matches!(err.kind(), ErrorKind::InvalidFilter), "{err}");
     assert!(err.to_string().contains("tower_http=loud"));
 }
 
 #[test]
 fn log_dir_gets_the_same_lines_in_a_daily_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (subscriber, guard) = LogConfig::new("storage")
-        .stdout(false)
-        .log_dir(dir.path())
-        .filter("debug")
-        .build()
-        .unwrap();
+    let (subscriber, guard) = logging::subscriber(
+        LogConfig::new("storage")
+            .stdout(false)
+            .log_dir(dir.path())
+            .filter("debug"),
+    )
+    .unwrap();
     tracing::subscriber::with_default(subscriber, || {
         tracing::debug!(file_id = "f1", "upload url issued");
         tracing::trace!("filtered out");
@@ -167,12 +166,10 @@ fn log_dir_gets_the_same_lines_in_a_daily_file() {
 #[test]
 fn unwritable_log_dir_is_a_clear_error() {
     let file = tempfile::NamedTempFile::new().unwrap();
-    let err = LogConfig::new("x")
-        .log_dir(file.path().join("sub"))
-        .build()
+    let err = logging::subscriber(LogConfig::new("x").log_dir(file.path().join("sub")))
         .err()
         .expect("a directory below a regular file cannot be made");
-    assert!(matches!(err, Error::LogDir { .. }), "{err}");
+    assert!(matches!(err.kind(), ErrorKind::LogDir), "{err}");
 }
 
 #[tokio::test(flavor = "current_thread")]

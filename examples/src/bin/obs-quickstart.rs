@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use secureconnect_examples::{addr_from_env, quickstart, shutdown_signal};
-use secureconnect_obs::LogConfig;
+use secureconnect_obs::{logging, LogConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -32,8 +32,12 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), String> {
     let addr = addr_from_env("QUICKSTART_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?;
     let _logs = LogConfig::from_env("quickstart")
-        .and_then(LogConfig::init)
-        .map_err(|e| e.to_string())?;
+        .and_then(logging::init)
+        // The error's Display leaves its cause (the parser's reason) to `source()`.
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        })?;
     let app = quickstart::instrument(quickstart::existing_router()).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

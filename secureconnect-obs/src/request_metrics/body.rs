@@ -1,3 +1,5 @@
+//! [`ResponseBody`]: records the request when the response body ends.
+
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -7,25 +9,25 @@ use pin_project_lite::pin_project;
 use super::InFlight;
 
 pin_project! {
-    /// Response body of [`HttpMetricsService`](super::HttpMetricsService).
+    /// Response body of [`HttpMetrics`](super::HttpMetrics).
     ///
     /// Records the request when the body has ended, failed or been dropped, whichever
     /// comes first.
     #[derive(Debug)]
-    pub struct MetricsBody<B> {
+    pub struct ResponseBody<B> {
         #[pin]
         inner: B,
         in_flight: Option<InFlight>,
     }
 }
 
-impl<B> MetricsBody<B> {
+impl<B> ResponseBody<B> {
     pub(crate) fn new(inner: B, in_flight: Option<InFlight>) -> Self {
         Self { inner, in_flight }
     }
 }
 
-impl<B: Body> Body for MetricsBody<B> {
+impl<B: Body> Body for ResponseBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 

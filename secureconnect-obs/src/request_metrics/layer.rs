@@ -1,75 +1,58 @@
-use std::task::{Context, Poll};
+//! [`HttpMetricsLayer`]: registers the request-metric families and builds the
+//! [`HttpMetrics`] middleware.
 
-use http::{Request, Response};
+use prometheus_client::registry::Registry;
 use tower_layer::Layer;
-use tower_service::Service;
 
-use super::{HttpMetrics, MetricsBody, ResponseFuture};
-use crate::labels::MethodLabel;
-use crate::{ClassifyRoute, RouteLabel};
+use super::{HttpMetrics, HttpMetricsConfig, Recorder};
+use crate::route::DefaultClassifier;
+use crate::{ClassifyRoute, Error};
 
 /// [`Layer`] that records the RED metrics of every request; see the
 /// [module docs](crate::request_metrics).
+///
+/// It holds the registered families: every [`HttpMetrics`] it builds records into the
+/// same series, and cloning it is cheap.
 #[derive(Clone, Debug)]
 pub struct HttpMetricsLayer<C> {
-    metrics: HttpMetrics,
+    recorder: Recorder,
     classifier: C,
 }
 
+impl HttpMetricsLayer<DefaultClassifier> {
+    /// Validates `config` and registers the families in `registry`.
+    ///
+    /// Routes are labelled with axum's `MatchedPath`
+    /// ([`MatchedPathRoute`](crate::MatchedPathRoute); without the `axum` feature every
+    /// request is `unmatched` until [`classifier`](Self::classifier) sets one).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidBuckets`](crate::ErrorKind::InvalidBuckets) or
+    /// [`ErrorKind::InvalidName`](crate::ErrorKind::InvalidName) on a malformed bucket
+    /// list, prefix or constant label name; nothing is registered then.
+    pub fn new(config: HttpMetricsConfig, registry: &mut Registry) -> Result<Self, Error> {
+        Ok(Self {
+            recorder: Recorder::register(config, registry)?,
+            classifier: DefaultClassifier::default(),
+        })
+    }
+}
+
 impl<C> HttpMetricsLayer<C> {
-    pub(crate) fn new(metrics: HttpMetrics, classifier: C) -> Self {
-        Self {
-            metrics,
+    /// Labels routes with `classifier` instead, for plain tower or hyper services.
+    pub fn classifier<D: ClassifyRoute>(self, classifier: D) -> HttpMetricsLayer<D> {
+        HttpMetricsLayer {
+            recorder: self.recorder,
             classifier,
         }
     }
 }
 
 impl<S, C: Clone> Layer<S> for HttpMetricsLayer<C> {
-    type Service = HttpMetricsService<S, C>;
+    type Service = HttpMetrics<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        HttpMetricsService {
-            inner,
-            metrics: self.metrics.clone(),
-            classifier: self.classifier.clone(),
-        }
-    }
-}
-
-/// Middleware that records the RED metrics of every request; made by
-/// [`HttpMetricsLayer`].
-#[derive(Clone, Debug)]
-pub struct HttpMetricsService<S, C> {
-    inner: S,
-    metrics: HttpMetrics,
-    classifier: C,
-}
-
-impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for HttpMetricsService<S, C>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    C: ClassifyRoute,
-{
-    type Response = Response<MetricsBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        if self.metrics.is_excluded(request.uri().path()) {
-            return ResponseFuture::new(self.inner.call(request), None);
-        }
-        let start = quanta::Instant::now();
-        let method = MethodLabel::from(request.method());
-        let route = self
-            .classifier
-            .classify(&request)
-            .unwrap_or_else(RouteLabel::unmatched);
-        let in_flight = self.metrics.start(method, route, start);
-        ResponseFuture::new(self.inner.call(request), Some(in_flight))
+        HttpMetrics::from_parts(inner, self.recorder.clone(), self.classifier.clone())
     }
 }

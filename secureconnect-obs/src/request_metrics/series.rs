@@ -114,7 +114,7 @@ impl Series {
     }
 }
 
-/// Every series of one [`HttpMetrics`](super::HttpMetrics).
+/// Every series of one [`HttpMetricsLayer`](super::HttpMetricsLayer).
 #[derive(Debug)]
 pub(crate) struct SeriesMap {
     bounds: Arc<[f64]>,

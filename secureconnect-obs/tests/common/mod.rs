@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use prometheus_client::registry::Registry;
-use secureconnect_obs::{HttpMetrics, MetricsEndpointLayer};
+use secureconnect_obs::{
+    HttpMetricsConfig, HttpMetricsLayer, MetricsEndpointConfig, MetricsEndpointLayer,
+};
 
 /// Serves `router` on a free loopback port.
 pub async fn serve(router: Router) -> SocketAddr {
@@ -25,12 +27,12 @@ pub async fn serve(router: Router) -> SocketAddr {
 /// `router` with request metrics and `/metrics`, in a registry of its own.
 pub fn instrument(router: Router) -> Router {
     let mut registry = Registry::default();
-    let metrics = HttpMetrics::builder()
-        .register(&mut registry)
+    let metrics = HttpMetricsLayer::new(HttpMetricsConfig::default(), &mut registry)
         .expect("default config is valid");
-    router
-        .layer(metrics.layer())
-        .layer(MetricsEndpointLayer::new(Arc::new(registry)))
+    router.layer(metrics).layer(
+        MetricsEndpointLayer::new(Arc::new(registry), MetricsEndpointConfig::default())
+            .expect("default config is valid"),
+    )
 }
 
 pub fn client() -> reqwest::Client {

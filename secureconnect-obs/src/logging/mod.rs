@@ -1,0 +1,208 @@
+//! Structured JSON logs that Loki collectors ingest.
+//!
+//! [`init`] installs, in one call, a subscriber that writes one JSON object per line to
+//! stdout — and, with [`LogConfig::log_dir`], the same lines to daily rolling files
+//! `<service>.<YYYY-MM-DD>.log` under that directory, keeping at most
+//! [`LogConfig::max_files`] of them. Levels are filtered by `RUST_LOG` (default `info`).
+//!
+//! Every line is a flat object:
+//!
+//! ```json
+//! {"timestamp":"2026-11-26T14:08:37.123456Z","level":"INFO","message":"request finished",
+//!  "target":"tower_http::trace","service":"gateway","request_id":"4f0c…","status":200}
+//! ```
+//!
+//! `timestamp` (RFC 3339, UTC), `level`, `message`, `target` and `service` come first;
+//! then the fields of the spans the event is in (outermost first, so `request_id` set
+//! on a request span appears on every line of that request), then the event's own
+//! fields, later ones replacing earlier ones of the same name. A field that would clash
+//! with the five fixed keys is written as `fields.<name>`. Values are escaped by
+//! `serde_json`, so a field holding newlines still yields exactly one line.
+//!
+//! Installing a global subscriber is the application's decision: this crate only does
+//! it when [`init`] is called. Use [`subscriber`] or [`JsonLayer`] to compose your own
+//! subscriber instead.
+//!
+//! ```no_run
+//! use secureconnect_obs::{logging, LogConfig};
+//!
+//! let _guard = logging::init(LogConfig::from_env("gateway")?)?;
+//! tracing::info!(user_count = 3, "started");
+//! // Keep `_guard` alive until exit: dropping it flushes the log files.
+//! # Ok::<(), secureconnect_obs::Error>(())
+//! ```
+
+mod json;
+
+use std::path::PathBuf;
+
+use tracing::Subscriber;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::EnvFilter;
+
+pub use self::json::JsonLayer;
+
+use crate::Error;
+
+/// Configuration of the JSON log output, installed with [`init`] or built with
+/// [`subscriber`].
+///
+/// Setters never fail; the filter and the log directory are checked once, by [`init`]
+/// or [`subscriber`].
+///
+/// ```
+/// use secureconnect_obs::LogConfig;
+///
+/// let config = LogConfig::new("gateway").filter("info,tower_http=debug").max_files(3);
+/// assert_eq!(config.service(), "gateway");
+/// ```
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    service: String,
+    filter: String,
+    stdout: bool,
+    log_dir: Option<PathBuf>,
+    max_files: usize,
+}
+
+impl LogConfig {
+    /// Logs of `service` to stdout, at level `info` and above.
+    pub fn new(service: impl Into<String>) -> Self {
+        Self {
+            service: service.into(),
+            filter: "info".to_owned(),
+            stdout: true,
+            log_dir: None,
+            max_files: 7,
+        }
+    }
+
+    /// Like [`new`](Self::new), with the filter from `RUST_LOG` and the log directory
+    /// from `LOG_DIR` when they are set and not empty.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidFilter`](crate::ErrorKind::InvalidFilter) if `RUST_LOG` is set
+    /// but malformed: a typo there should stop the service at start-up, not silently log
+    /// nothing.
+    pub fn from_env(service: impl Into<String>) -> Result<Self, Error> {
+        let mut config = Self::new(service);
+        if let Some(filter) = std::env::var("RUST_LOG")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            config = config.filter(filter);
+            config.parse_filter()?;
+        }
+        if let Some(dir) = std::env::var_os("LOG_DIR").filter(|v| !v.is_empty()) {
+            config = config.log_dir(dir);
+        }
+        Ok(config)
+    }
+
+    /// The service name every line carries (set by [`new`](Self::new)).
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Sets the filter directives, in `RUST_LOG` syntax (`info,tower_http=debug`).
+    pub fn filter(mut self, directives: impl Into<String>) -> Self {
+        self.filter = directives.into();
+        self
+    }
+
+    /// Whether lines go to stdout (default `true`).
+    pub fn stdout(mut self, enabled: bool) -> Self {
+        self.stdout = enabled;
+        self
+    }
+
+    /// Also writes the lines to daily rolling files under `dir`.
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.log_dir = Some(dir.into());
+        self
+    }
+
+    /// How many daily files to keep under the log directory (default 7, at least 1).
+    pub fn max_files(mut self, count: usize) -> Self {
+        self.max_files = count.max(1);
+        self
+    }
+
+    fn parse_filter(&self) -> Result<EnvFilter, Error> {
+        EnvFilter::builder()
+            .parse(&self.filter)
+            .map_err(|source| Error::invalid_filter(&self.filter, source))
+    }
+}
+
+/// Builds the subscriber of `config` without installing it.
+///
+/// ```
+/// use secureconnect_obs::{logging, LogConfig};
+///
+/// let (subscriber, _guard) = logging::subscriber(LogConfig::new("auth").stdout(false))?;
+/// tracing::subscriber::with_default(subscriber, || tracing::info!("hello"));
+/// # Ok::<(), secureconnect_obs::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidFilter`](crate::ErrorKind::InvalidFilter) for a malformed
+/// filter, [`ErrorKind::LogDir`](crate::ErrorKind::LogDir) when the log directory
+/// cannot be created or written.
+pub fn subscriber(
+    config: LogConfig,
+) -> Result<(Box<dyn Subscriber + Send + Sync>, LogGuard), Error> {
+    let filter = config.parse_filter()?;
+    let mut guard = LogGuard { file: None };
+    let writer = match (&config.log_dir, config.stdout) {
+        (None, true) => BoxMakeWriter::new(std::io::stdout),
+        (None, false) => BoxMakeWriter::new(std::io::sink),
+        (Some(dir), stdout) => {
+            let appender = RollingFileAppender::builder()
+                .rotation(Rotation::DAILY)
+                .filename_prefix(&config.service)
+                .filename_suffix("log")
+                .max_log_files(config.max_files)
+                .build(dir)
+                .map_err(|e| Error::log_dir(dir.clone(), std::io::Error::other(e.to_string())))?;
+            // Backpressure rather than loss when the disk is slower than the logs.
+            let (file, worker) = NonBlockingBuilder::default().lossy(false).finish(appender);
+            guard.file = Some(worker);
+            if stdout {
+                BoxMakeWriter::new(std::io::stdout.and(file))
+            } else {
+                BoxMakeWriter::new(file)
+            }
+        }
+    };
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(JsonLayer::new(config.service, writer));
+    Ok((Box::new(subscriber), guard))
+}
+
+/// Builds the subscriber of `config` and installs it as the global default.
+///
+/// # Errors
+///
+/// As [`subscriber`], and
+/// [`ErrorKind::SubscriberAlreadySet`](crate::ErrorKind::SubscriberAlreadySet) if a
+/// global subscriber exists already.
+pub fn init(config: LogConfig) -> Result<LogGuard, Error> {
+    let (subscriber, guard) = subscriber(config)?;
+    tracing::subscriber::set_global_default(subscriber)
+        .map_err(|_| Error::subscriber_already_set())?;
+    Ok(guard)
+}
+
+/// Keeps the log-file writer alive; dropping it flushes what is buffered.
+#[must_use = "dropping the guard stops writing log files"]
+#[derive(Debug)]
+pub struct LogGuard {
+    file: Option<WorkerGuard>,
+}
