@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use secureconnect_audit::{
     Actor, AuditConfig, AuditEvent, AuditLayer, AuditPipeline, AuditPipelineConfig, AuditSink,
-    Error, FileSink, Format, Outcome,
+    Error, FileSink, FileSinkConfig, Format, Outcome,
 };
 use tower::ServiceExt;
 
@@ -117,8 +117,7 @@ fn file_sink(c: &mut Criterion) {
     for (name, chained) in [("hash_chained", true), ("plain", false)] {
         let mut sink = FileSink::open(
             dir.path().join(format!("{name}.jsonl")),
-            Format::Native,
-            chained,
+            FileSinkConfig::default().hash_chain(chained),
         )
         .unwrap();
         group.bench_function(name, |b| {
@@ -129,7 +128,11 @@ fn file_sink(c: &mut Criterion) {
             )
         });
     }
-    let mut ocsf = FileSink::open(dir.path().join("ocsf.jsonl"), Format::Ocsf, true).unwrap();
+    let mut ocsf = FileSink::open(
+        dir.path().join("ocsf.jsonl"),
+        FileSinkConfig::default().format(Format::Ocsf),
+    )
+    .unwrap();
     group.bench_function("hash_chained_ocsf", |b| {
         b.iter(|| ocsf.write(&events).unwrap())
     });

@@ -11,7 +11,7 @@ use axum::{Extension, Json, Router};
 use prometheus_client::registry::Registry;
 use secureconnect_audit::{
     AuditConfig, AuditEvent, AuditLayer, AuditPipeline, AuditPipelineConfig, AuditSink, FileSink,
-    Format, TracingSink, TrustedProxies,
+    FileSinkConfig, Format, TracingSink, TrustedProxies,
 };
 use secureconnect_obs::{
     HttpMetricsConfig, HttpMetricsLayer, MatchedPathRoute, MetricsEndpointConfig, MetricsService,
@@ -119,7 +119,7 @@ impl Kit {
         })?;
         let file = match &config.audit_file {
             Some(path) => Some(
-                FileSink::open(path, Format::Native, true)
+                FileSink::open(path, FileSinkConfig::default())
                     .map_err(|e| format!("AUDIT_FILE={}: {e}", path.display()))?,
             ),
             None => None,

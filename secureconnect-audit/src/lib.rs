@@ -78,4 +78,4 @@ pub use event::{
     Actor, AuditEvent, EventBuilder, FileInfo, HttpInfo, Outcome, Reason, Text, SCHEMA_VERSION,
 };
 pub use pipeline::{AuditPipeline, AuditPipelineConfig, Overflow, ShutdownReport};
-pub use sink::{AuditSink, FileSink, Format, MemorySink, TracingSink};
+pub use sink::{AuditSink, FileSink, FileSinkConfig, Format, MemorySink, TracingSink};

@@ -118,16 +118,70 @@ impl AuditSink for MemorySink {
     }
 }
 
-/// Appends events as JSON lines to a file; with `hash_chain` set in [`open`](Self::open), each
-/// line carries the SHA-256 of the previous one in `prev_hash`, and the chain goes on
-/// across restarts.
+/// How a [`FileSink`] writes: see [`FileSink::open`].
+///
+/// Defaults: the project's own JSON ([`Format::Native`]), hash-chained, no checkpoint
+/// file, flushed to the OS after every batch (no `fsync`).
+#[derive(Clone, Debug)]
+pub struct FileSinkConfig {
+    format: Format,
+    hash_chain: bool,
+    checkpoint_file: Option<PathBuf>,
+    fsync: bool,
+}
+
+impl Default for FileSinkConfig {
+    fn default() -> Self {
+        Self {
+            format: Format::Native,
+            hash_chain: true,
+            checkpoint_file: None,
+            fsync: false,
+        }
+    }
+}
+
+impl FileSinkConfig {
+    /// The rendering of each line (default [`Format::Native`]).
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Whether each line carries the SHA-256 of the previous one in `prev_hash`
+    /// (default `true`); the chain continues from the file's last line.
+    pub fn hash_chain(mut self, enabled: bool) -> Self {
+        self.hash_chain = enabled;
+        self
+    }
+
+    /// Also writes the line count and last hash to `path` after every batch (through a
+    /// temporary file and a rename). Keep it where the log's writer cannot rewrite it
+    /// unnoticed: `audit-verify --checkpoint` then catches a cut-off tail.
+    pub fn checkpoint_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.checkpoint_file = Some(path.into());
+        self
+    }
+
+    /// Calls `fsync` after every batch (default `false`: only flushes to the OS).
+    pub fn fsync(mut self, enabled: bool) -> Self {
+        self.fsync = enabled;
+        self
+    }
+}
+
+/// Appends events as JSON lines to a file; hash-chained by default (see
+/// [`FileSinkConfig::hash_chain`]): each line carries the SHA-256 of the previous one in
+/// `prev_hash`, and the chain goes on across restarts.
 ///
 /// ```no_run
-/// use secureconnect_audit::{FileSink, Format};
+/// use secureconnect_audit::{FileSink, FileSinkConfig};
 ///
-/// let sink = FileSink::open("/var/log/app/audit.jsonl", Format::Native, true)?
-///     .checkpoint_file("/var/lib/app/audit.checkpoint");
-/// # Ok::<(), std::io::Error>(())
+/// let sink = FileSink::open(
+///     "/var/log/app/audit.jsonl",
+///     FileSinkConfig::default().checkpoint_file("/var/lib/app/audit.checkpoint"),
+/// )?;
+/// # Ok::<(), secureconnect_audit::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct FileSink {
@@ -140,13 +194,20 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    /// Opens (or creates) `path` for appending. With `hash_chain`, the chain continues
+    /// Opens (or creates) `path` for appending. With a hash chain, the chain continues
     /// from the file's last line.
     ///
     /// # Errors
     ///
-    /// If the file cannot be opened or read.
-    pub fn open(path: impl AsRef<Path>, format: Format, hash_chain: bool) -> io::Result<Self> {
+    /// [`ErrorKind::Sink`](crate::ErrorKind::Sink), with the I/O error as its source, if
+    /// the file cannot be opened or read.
+    pub fn open(path: impl AsRef<Path>, config: FileSinkConfig) -> Result<Self, Error> {
+        let FileSinkConfig {
+            format,
+            hash_chain,
+            checkpoint_file,
+            fsync,
+        } = config;
         let path = path.as_ref();
         let mut checkpoint = Checkpoint {
             lines: 0,
@@ -171,23 +232,9 @@ impl FileSink {
             format,
             chained: hash_chain,
             checkpoint,
-            checkpoint_file: None,
-            fsync: false,
+            checkpoint_file,
+            fsync,
         })
-    }
-
-    /// Also writes the line count and last hash to `path` after every batch (through a
-    /// temporary file and a rename). Keep it where the log's writer cannot rewrite it
-    /// unnoticed: `audit-verify --checkpoint` then catches a cut-off tail.
-    pub fn checkpoint_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.checkpoint_file = Some(path.into());
-        self
-    }
-
-    /// Calls `fsync` after every batch (default: only flushes to the OS).
-    pub fn fsync(mut self, enabled: bool) -> Self {
-        self.fsync = enabled;
-        self
     }
 
     /// Lines written and the hash of the last one.

@@ -7,12 +7,16 @@ use std::path::Path;
 use std::process::Command;
 
 use secureconnect_audit::chain::Checkpoint;
-use secureconnect_audit::{AuditEvent, AuditSink, FileSink, Format, Outcome};
+use secureconnect_audit::{AuditEvent, AuditSink, FileSink, FileSinkConfig, Format, Outcome};
 
 fn write_events(path: &Path, checkpoint: &Path, n: usize, format: Format) {
-    let mut sink = FileSink::open(path, format, true)
-        .unwrap()
-        .checkpoint_file(checkpoint);
+    let mut sink = FileSink::open(
+        path,
+        FileSinkConfig::default()
+            .format(format)
+            .checkpoint_file(checkpoint),
+    )
+    .unwrap();
     let events: Vec<AuditEvent> = (0..n)
         .map(|i| {
             AuditEvent::builder("file.download", Outcome::Allowed)

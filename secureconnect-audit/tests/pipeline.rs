@@ -11,7 +11,7 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use secureconnect_audit::{
     AuditConfig, AuditEvent, AuditLayer, AuditPipeline, AuditPipelineConfig, AuditSink, Error,
-    ErrorKind, FileSink, Format, MemorySink, Outcome, Overflow,
+    ErrorKind, FileSink, FileSinkConfig, MemorySink, Outcome, Overflow,
 };
 use tower::ServiceExt;
 
@@ -226,7 +226,7 @@ async fn shutdown_writes_every_queued_event() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let sink = Slow(FileSink::open(&path, Format::Native, true).unwrap());
+    let sink = Slow(FileSink::open(&path, FileSinkConfig::default()).unwrap());
     let pipeline = AuditPipeline::new(
         sink,
         AuditPipelineConfig::default(),

@@ -57,22 +57,3 @@ impl ClassifyRoute for MatchedPathRoute {
             .map(RouteLabel::from)
     }
 }
-
-/// The classifier [`HttpMetricsLayer::new`](crate::HttpMetricsLayer::new) starts with.
-#[cfg(feature = "axum")]
-pub(crate) type DefaultClassifier = MatchedPathRoute;
-
-/// The classifier [`HttpMetricsLayer::new`](crate::HttpMetricsLayer::new) starts with:
-/// none, every request is `unmatched` until a classifier is set.
-#[cfg(not(feature = "axum"))]
-pub(crate) type DefaultClassifier = ();
-
-/// No classifier: every request is labelled `unmatched`. What
-/// [`HttpMetricsLayer::new`](crate::HttpMetricsLayer::new) starts with when the `axum`
-/// feature is off.
-#[cfg(not(feature = "axum"))]
-impl ClassifyRoute for () {
-    fn classify<B>(&self, _: &Request<B>) -> Option<RouteLabel> {
-        None
-    }
-}

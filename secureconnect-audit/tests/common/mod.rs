@@ -15,8 +15,8 @@ use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use secureconnect_audit::{
     Actor, AuditConfig, AuditEvent, AuditLayer, AuditPipeline, AuditPipelineConfig, AuditSink,
-    Auditor, Error, FileAction, FileInfo, FileSink, Format, MemorySink, Outcome, TracingSink,
-    TrustedProxies,
+    Auditor, Error, FileAction, FileInfo, FileSink, FileSinkConfig, Format, MemorySink, Outcome,
+    TracingSink, TrustedProxies,
 };
 
 /// Writes every batch to several sinks.
@@ -198,8 +198,16 @@ pub async fn start(proxies: TrustedProxies, config: AuditPipelineConfig) -> Serv
     let memory = MemorySink::new();
     let tee = Tee(vec![
         Box::new(memory.clone()),
-        Box::new(FileSink::open(&native, Format::Native, true).unwrap()),
-        Box::new(FileSink::open(&ocsf, Format::Ocsf, false).unwrap()),
+        Box::new(FileSink::open(&native, FileSinkConfig::default()).unwrap()),
+        Box::new(
+            FileSink::open(
+                &ocsf,
+                FileSinkConfig::default()
+                    .format(Format::Ocsf)
+                    .hash_chain(false),
+            )
+            .unwrap(),
+        ),
         Box::new(ScopedTracing(TracingSink::new(Format::Native), subscriber)),
     ]);
     let mut registry = Registry::default();

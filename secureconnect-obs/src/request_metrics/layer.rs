@@ -5,7 +5,6 @@ use prometheus_client::registry::Registry;
 use tower_layer::Layer;
 
 use super::{HttpMetrics, HttpMetricsConfig, Recorder};
-use crate::route::DefaultClassifier;
 use crate::{ClassifyRoute, Error};
 
 /// [`Layer`] that records the RED metrics of every request; see the
@@ -19,12 +18,13 @@ pub struct HttpMetricsLayer<C> {
     classifier: C,
 }
 
-impl HttpMetricsLayer<DefaultClassifier> {
-    /// Validates `config` and registers the families in `registry`.
+#[cfg(feature = "axum")]
+impl HttpMetricsLayer<crate::MatchedPathRoute> {
+    /// Validates `config` and registers the families in `registry`; routes are labelled
+    /// with axum's `MatchedPath` ([`MatchedPathRoute`](crate::MatchedPathRoute)).
     ///
-    /// Routes are labelled with axum's `MatchedPath`
-    /// ([`MatchedPathRoute`](crate::MatchedPathRoute); without the `axum` feature every
-    /// request is `unmatched` until [`classifier`](Self::classifier) sets one).
+    /// For plain tower or hyper services, or without the `axum` feature, use
+    /// [`with_classifier`](HttpMetricsLayer::with_classifier).
     ///
     /// # Errors
     ///
@@ -32,9 +32,25 @@ impl HttpMetricsLayer<DefaultClassifier> {
     /// [`ErrorKind::InvalidName`](crate::ErrorKind::InvalidName) on a malformed bucket
     /// list, prefix or constant label name; nothing is registered then.
     pub fn new(config: HttpMetricsConfig, registry: &mut Registry) -> Result<Self, Error> {
+        Self::with_classifier(crate::MatchedPathRoute, config, registry)
+    }
+}
+
+impl<C: ClassifyRoute> HttpMetricsLayer<C> {
+    /// Validates `config` and registers the families in `registry`; routes are labelled
+    /// by `classifier`.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](HttpMetricsLayer::new).
+    pub fn with_classifier(
+        classifier: C,
+        config: HttpMetricsConfig,
+        registry: &mut Registry,
+    ) -> Result<Self, Error> {
         Ok(Self {
             recorder: Recorder::register(config, registry)?,
-            classifier: DefaultClassifier::default(),
+            classifier,
         })
     }
 }
