@@ -502,24 +502,25 @@ async fn non_standard_methods_are_other() {
 #[tokio::test]
 async fn plain_tower_service_with_a_classifier() {
     let mut registry = Registry::default();
-    let metrics = HttpMetricsLayer::new(
+    let classify = |path: &str| {
+        path.strip_prefix("/items/")
+            .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
+            .map(|_| RouteLabel::from_static("/items/{id}"))
+    };
+    let metrics = HttpMetricsLayer::with_classifier(
+        classify,
         HttpMetricsConfig::default()
             .prefix("plain")
             .buckets([0.1, 1.0]),
         &mut registry,
     )
     .unwrap();
-    let classify = |path: &str| {
-        path.strip_prefix("/items/")
-            .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
-            .map(|_| RouteLabel::from_static("/items/{id}"))
-    };
     let service = tower::ServiceBuilder::new()
         .layer(
             MetricsEndpointLayer::new(Arc::new(registry), MetricsEndpointConfig::default())
                 .unwrap(),
         )
-        .layer(metrics.classifier(classify))
+        .layer(metrics)
         .service_fn(
             |req: axum::http::Request<hyper::body::Incoming>| async move {
                 let status = if req.uri().path().starts_with("/items/") {

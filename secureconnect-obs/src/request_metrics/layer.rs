@@ -55,16 +55,6 @@ impl<C: ClassifyRoute> HttpMetricsLayer<C> {
     }
 }
 
-impl<C> HttpMetricsLayer<C> {
-    /// Labels routes with `classifier` instead, for plain tower or hyper services.
-    pub fn classifier<D: ClassifyRoute>(self, classifier: D) -> HttpMetricsLayer<D> {
-        HttpMetricsLayer {
-            recorder: self.recorder,
-            classifier,
-        }
-    }
-}
-
 impl<S, C: Clone> Layer<S> for HttpMetricsLayer<C> {
     type Service = HttpMetrics<S, C>;
 

@@ -17,7 +17,7 @@
 //! [`HttpMetricsLayer::new`]), [`HttpMetricsLayer`] which builds the middleware
 //! [`HttpMetrics`], its [`ResponseFuture`] and its [`ResponseBody`]. With axum the route
 //! label is read from `MatchedPath`; for plain tower or hyper, set a
-//! [`ClassifyRoute`](crate::ClassifyRoute) with [`HttpMetricsLayer::classifier`].
+//! [`ClassifyRoute`](crate::ClassifyRoute) with [`HttpMetricsLayer::with_classifier`].
 //!
 //! # Example
 //!
