@@ -94,3 +94,41 @@ where
         }
     }
 }
+
+/// `error` followed by its causes, `": "`-separated: the crates' errors describe their
+/// own level in `Display` and leave the cause to `source()`, so a start-up message or a
+/// log line that should say everything walks the chain.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[test]
+    fn chain_walks_every_cause() {
+        let outer = Wrapped(std::io::Error::other("disk full"));
+        assert_eq!(chain(&outer), "wrapped: disk full");
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+}

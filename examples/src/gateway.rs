@@ -218,8 +218,8 @@ pub fn router(
 ) -> Result<Router, String> {
     let metrics = RateLimitMetrics::new(&mut kit.registry);
     let limiter = |name: &str, limit| {
-        let quota =
-            Quota::new(limit, Duration::from_secs(60)).map_err(|e| format!("rate limit: {e}"))?;
+        let quota = Quota::new(limit, Duration::from_secs(60))
+            .map_err(|e| format!("rate limit: {}", crate::error::chain(&e)))?;
         let config = RateLimiterConfig::new(name, quota).policy(config.rate_limit_policy);
         Ok::<_, String>(RateLimiter::new(kit.redis.clone(), config, &metrics))
     };

@@ -23,7 +23,7 @@ use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{chain, ApiError};
 use crate::token::Tokens;
 
 /// Writes each batch to the tracing sink and, when `AUDIT_FILE` is set, to the
@@ -106,21 +106,18 @@ impl Kit {
             HttpMetricsConfig::default().const_label("service", name),
             &mut registry,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| chain(&e))?;
         secureconnect_obs::process::register(secureconnect_obs::build_info!(), &mut registry);
         let redis = RedisClient::connect(
             RedisClientConfig::new(config.redis_url.as_str()),
             &mut registry,
         )
         .await
-        .map_err(|e| match std::error::Error::source(&e) {
-            Some(cause) => format!("REDIS_URL={:?}: {e}: {cause}", config.redis_url),
-            None => format!("REDIS_URL={:?}: {e}", config.redis_url),
-        })?;
+        .map_err(|e| format!("REDIS_URL={:?}: {}", config.redis_url, chain(&e)))?;
         let file = match &config.audit_file {
             Some(path) => Some(
                 FileSink::open(path, FileSinkConfig::default())
-                    .map_err(|e| format!("AUDIT_FILE={}: {e}", path.display()))?,
+                    .map_err(|e| format!("AUDIT_FILE={}: {}", path.display(), chain(&e)))?,
             ),
             None => None,
         };
@@ -132,11 +129,11 @@ impl Kit {
             AuditPipelineConfig::default(),
             &mut registry,
         )
-        .map_err(|e| format!("audit: {e}"))?;
+        .map_err(|e| format!("audit: {}", chain(&e)))?;
         let proxies = config
             .trusted_proxies
             .parse()
-            .map_err(|e| format!("TRUSTED_PROXIES: {e}"))?;
+            .map_err(|e| format!("TRUSTED_PROXIES: {}", chain(&e)))?;
         Ok(Self {
             name,
             registry,

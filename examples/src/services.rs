@@ -123,11 +123,7 @@ pub async fn main(
         let config = Config::from_env().map_err(|e| e.to_string())?;
         let _logs = secureconnect_obs::LogConfig::from_env(log_name)
             .and_then(secureconnect_obs::logging::init)
-            // The error's Display leaves its cause (the parser's reason) to `source()`.
-            .map_err(|e| match std::error::Error::source(&e) {
-                Some(cause) => format!("{e}: {cause}"),
-                None => e.to_string(),
-            })?;
+            .map_err(|e| crate::error::chain(&e))?;
         let secret = match (&config.jwt_secret, all_in_one) {
             (Some(secret), _) => secret.clone(),
             (None, true) => {

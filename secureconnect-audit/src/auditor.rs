@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::context::{matched, AuditHandle, Matched, RequestContext};
+use crate::context::{AuditHandle, Late, RequestContext};
 use crate::error::Error;
 use crate::event::{Actor, AuditEvent, EventBuilder, FileInfo, Outcome};
 
@@ -55,9 +55,10 @@ impl FileAction {
 #[derive(Clone, Debug)]
 pub struct Auditor {
     ctx: Arc<RequestContext>,
-    /// The route the handler was routed by, which the layer does not see when it sits
-    /// outside the router.
-    matched: Option<Matched>,
+    /// What the handler's request knows that the layer did not see: the route it was
+    /// routed by (when the layer sits outside the router), a request id or peer address
+    /// set by a middleware inside the layer.
+    late: Late,
 }
 
 impl Auditor {
@@ -66,8 +67,8 @@ impl Auditor {
     pub fn from_parts(parts: &http::request::Parts) -> Option<Self> {
         let AuditHandle(ctx) = parts.extensions.get::<AuditHandle>()?;
         Some(Self {
+            late: Late::capture(ctx, parts),
             ctx: Arc::clone(ctx),
-            matched: matched(&parts.extensions),
         })
     }
 
@@ -80,7 +81,7 @@ impl Auditor {
     /// the trail cannot take it: refuse the operation.
     /// [`ErrorKind::Dropped`](crate::ErrorKind::Dropped) (counted) otherwise.
     pub fn record(&self, event: EventBuilder) -> Result<(), Error> {
-        let defaults = self.ctx.defaults_in(self.matched.as_ref());
+        let defaults = self.ctx.defaults_in(&self.late);
         self.ctx
             .shared()
             .pipeline

@@ -37,6 +37,7 @@ pub(crate) fn append_prev_hash(json_object: &str, prev: &str) -> String {
 
 /// How many lines a file had and the hash of the last one, at some moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Checkpoint {
     /// Lines written.
     pub lines: u64,
@@ -118,6 +119,7 @@ impl fmt::Display for Break {
 
 /// The result of [`verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Report {
     /// Lines read.
     pub lines: u64,

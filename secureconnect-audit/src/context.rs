@@ -134,15 +134,45 @@ impl RequestContext {
         Defaults {
             ctx: self,
             matched: self.matched.as_ref(),
+            late: None,
         }
     }
 
-    /// The defaults of an event recorded by a handler routed by `matched` (which the
-    /// layer may not have seen when it sits outside the router).
-    pub(crate) fn defaults_in<'a>(&'a self, matched: Option<&'a Matched>) -> Defaults<'a> {
+    /// The defaults of an event recorded by a handler that sees the request as `late`
+    /// describes it (the layer may sit outside the router or outside the middleware that
+    /// sets the request id or the peer address).
+    pub(crate) fn defaults_in<'a>(&'a self, late: &'a Late) -> Defaults<'a> {
         Defaults {
             ctx: self,
-            matched: matched.or(self.matched.as_ref()),
+            matched: late.matched.as_ref().or(self.matched.as_ref()),
+            late: Some(late),
+        }
+    }
+}
+
+/// What a handler's request adds to the layer's context: only what the layer did not
+/// see (the matched route; a request id or peer address set by a middleware inside the
+/// layer). Empty, and free, in the usual case.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Late {
+    matched: Option<Matched>,
+    peer: Option<IpAddr>,
+    request_id: Option<HeaderValue>,
+}
+
+impl Late {
+    /// What `parts` (the handler's request) knows that `ctx` does not.
+    pub(crate) fn capture(ctx: &RequestContext, parts: &http::request::Parts) -> Self {
+        Self {
+            matched: matched(&parts.extensions),
+            peer: match ctx.peer {
+                Some(_) => None,
+                None => peer_ip(&parts.extensions),
+            },
+            request_id: match ctx.request_id {
+                RequestId::None => parts.headers.get(X_REQUEST_ID).cloned(),
+                _ => None,
+            },
         }
     }
 }
@@ -152,6 +182,7 @@ impl RequestContext {
 pub(crate) struct Defaults<'a> {
     ctx: &'a RequestContext,
     matched: Option<&'a Matched>,
+    late: Option<&'a Late>,
 }
 
 impl Defaults<'_> {
@@ -172,7 +203,7 @@ impl RequestDefaults for Defaults<'_> {
     fn client_ip(&self) -> Option<IpAddr> {
         let ctx = self.ctx;
         ctx.shared.config.proxies().client_ip(
-            ctx.peer,
+            ctx.peer.or_else(|| self.late.and_then(|late| late.peer)),
             ctx.forwarded_for.as_ref().map(HeaderValue::as_bytes),
         )
     }
@@ -181,7 +212,7 @@ impl RequestDefaults for Defaults<'_> {
         match &self.ctx.request_id {
             RequestId::Minted(id) => Some(id.to_string()),
             RequestId::Header(value) => Some(text(value)),
-            RequestId::None => None,
+            RequestId::None => self.late?.request_id.as_ref().map(text),
         }
     }
 

@@ -97,6 +97,7 @@ impl Outcome {
 
 /// Why: a stable code for machines and a text for people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Reason {
     /// A stable code such as `not_owner`, `missing_token`, `http_403`.
     pub code: Text,
@@ -106,6 +107,7 @@ pub struct Reason {
 
 /// The HTTP request an event belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct HttpInfo {
     /// The method (`_OTHER` for non-standard ones).
     pub method: Text,

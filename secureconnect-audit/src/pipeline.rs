@@ -41,6 +41,7 @@ use metrics::Metrics;
 
 /// What [`AuditPipeline::shutdown`] achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Events written over the pipeline's life.
     pub written: u64,

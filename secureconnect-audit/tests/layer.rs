@@ -228,3 +228,53 @@ async fn policy_and_anonymous_actors() {
     );
     assert_eq!(events[1].reason().unwrap().code, "unauthenticated");
 }
+
+/// A handler's `Auditor` sees what a middleware inside the layer added to the request
+/// (a request id, the peer address), as well as what the layer captured.
+#[tokio::test]
+async fn auditor_sees_what_inner_middleware_adds() {
+    use axum::routing::get;
+    use secureconnect_audit::{
+        AuditConfig, AuditEvent, AuditLayer, AuditPipeline, Auditor, MemorySink, PeerAddr,
+    };
+    use tower::ServiceExt;
+
+    async fn handler(auditor: Auditor) -> http::StatusCode {
+        auditor
+            .record(AuditEvent::builder("probe.read", Outcome::Allowed))
+            .unwrap();
+        http::StatusCode::OK
+    }
+
+    let sink = MemorySink::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let pipeline =
+        AuditPipeline::new(sink.clone(), AuditPipelineConfig::default(), &mut registry).unwrap();
+    let app = axum::Router::new()
+        .route("/probe/{id}", get(handler))
+        .layer(axum::middleware::map_request(
+            |mut request: axum::extract::Request| async move {
+                request
+                    .headers_mut()
+                    .insert("x-request-id", "inner-id".parse().unwrap());
+                request
+                    .extensions_mut()
+                    .insert(PeerAddr("10.1.2.3:5".parse().unwrap()));
+                request
+            },
+        ))
+        .layer(AuditLayer::new(
+            pipeline.clone(),
+            AuditConfig::default().request_ids(false),
+        ));
+    let request = http::Request::get("/probe/7")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(app.oneshot(request).await.unwrap().status(), 200);
+    pipeline.shutdown(std::time::Duration::from_secs(5));
+    let events = sink.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].request_id(), Some("inner-id"));
+    assert_eq!(events[0].client_ip(), Some("10.1.2.3".parse().unwrap()));
+    assert_eq!(events[0].http().unwrap().route, "/probe/{id}");
+}

@@ -47,6 +47,7 @@ pub enum Delivery {
 
 /// A received message.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Message {
     /// The channel.
     pub channel: Arc<str>,

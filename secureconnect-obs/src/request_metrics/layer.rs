@@ -55,6 +55,17 @@ impl<C: ClassifyRoute> HttpMetricsLayer<C> {
     }
 }
 
+impl<C> HttpMetricsLayer<C> {
+    /// The same families, with routes labelled by `classifier`: one registration can
+    /// serve an axum router and a plain tower service side by side.
+    pub fn classifier<D: ClassifyRoute>(self, classifier: D) -> HttpMetricsLayer<D> {
+        HttpMetricsLayer {
+            recorder: self.recorder,
+            classifier,
+        }
+    }
+}
+
 impl<S, C: Clone> Layer<S> for HttpMetricsLayer<C> {
     type Service = HttpMetrics<S, C>;
 

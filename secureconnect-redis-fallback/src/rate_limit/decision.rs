@@ -35,6 +35,7 @@ impl std::fmt::Display for Source {
 
 /// The outcome of [`RateLimiter::check`](super::RateLimiter::check).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Decision {
     /// Whether the request may go ahead.
     pub allowed: bool,
