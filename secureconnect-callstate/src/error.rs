@@ -300,6 +300,22 @@ pub(crate) fn check_id(id: &str) -> Result<(), Error> {
     }
 }
 
+/// An error and its causes, `: `-separated, for the one log line that reports it
+/// (each `Display` describes its own level only).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;

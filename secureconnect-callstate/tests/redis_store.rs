@@ -403,7 +403,7 @@ async fn signals_reach_the_addressed_participants() {
         secureconnect_callstate::Signal {
             from: a.clone(),
             to: Some(b.clone()),
-            payload: "offer".into(),
+            payload: raw(r#"{"sdp":"offer"}"#),
         },
     )
     .unwrap();
@@ -412,19 +412,22 @@ async fn signals_reach_the_addressed_participants() {
         secureconnect_callstate::Signal {
             from: b.clone(),
             to: None,
-            payload: "answer".into(),
+            payload: raw("null"),
         },
     )
     .unwrap();
-    assert_eq!(to_b.recv().await.unwrap().payload, "offer");
-    assert_eq!(to_a.recv().await.unwrap().payload, "answer");
+    assert_eq!(
+        to_b.recv().await.unwrap().payload.get(),
+        r#"{"sdp":"offer"}"#
+    );
+    assert_eq!(to_a.recv().await.unwrap().payload.get(), "null");
     assert!(hub
         .relay(
             "c",
             secureconnect_callstate::Signal {
                 from: "nobody".into(),
                 to: None,
-                payload: String::new().into()
+                payload: raw("{}")
             }
         )
         .is_err());
@@ -470,4 +473,10 @@ async fn a_redis_restarted_empty_gets_the_calls_back_even_without_changes_meanwh
     }
     assert!(back, "the hub wrote the call back into the empty Redis");
     assert_no_keys_command(&mut server);
+}
+
+fn raw(json: &str) -> std::sync::Arc<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string(json.to_owned())
+        .unwrap()
+        .into()
 }

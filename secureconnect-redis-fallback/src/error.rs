@@ -100,7 +100,7 @@ impl fmt::Display for Error {
             ErrorKind::Timeout => "redis call timed out",
             ErrorKind::WritesUnavailable => "redis refuses writes",
             ErrorKind::Command => "redis rejected the command",
-            ErrorKind::InvalidConfig => "invalid redis configuration",
+            ErrorKind::InvalidConfig => "invalid configuration",
         };
         f.write_str(what)?;
         if !self.message.is_empty() {
@@ -117,6 +117,22 @@ impl std::error::Error for Error {
         self.source
             .as_ref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// An error and its causes, `: `-separated, for the one log line that reports it
+/// (each `Display` describes its own level only).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }
 

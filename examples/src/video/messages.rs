@@ -1,10 +1,11 @@
 //! The signaling messages, as JSON text frames tagged by `"type"`: [`ClientMessage`]
-//! (client → server) and [`ServerMessage`] (server → client). Payloads are
-//! `serde_json::Value` from the sender's frame to the recipient's, never re-parsed.
+//! (client → server) and [`ServerMessage`] (server → client). A relayed payload is
+//! parsed once, with the sender's frame; the recipients' frame is written once, when the
+//! signal is relayed, and sent to each of them as it is.
 
 use secureconnect_callstate::{CallHub, ParticipantState};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// A message from the client.
 #[derive(Debug, Deserialize, PartialEq)]
@@ -64,22 +65,13 @@ impl SignalKind {
         }
     }
 
-    fn from_str(kind: &str) -> Option<Self> {
-        match kind {
-            "offer" => Some(Self::Offer),
-            "answer" => Some(Self::Answer),
-            "ice" => Some(Self::Ice),
-            _ => None,
+    /// The frame its recipients get: `{"type": kind, "from", "payload"}`.
+    pub fn message(self, relayed: Relayed) -> ServerMessage {
+        match self {
+            Self::Offer => ServerMessage::Offer(relayed),
+            Self::Answer => ServerMessage::Answer(relayed),
+            Self::Ice => ServerMessage::Ice(relayed),
         }
-    }
-
-    /// The payload of the hub's [`Signal`](secureconnect_callstate::Signal):
-    /// `{"type": kind, "payload": payload}`, the payload moved, not copied.
-    pub fn wrap(self, payload: Value) -> Value {
-        let mut signal = Map::new();
-        signal.insert("type".into(), self.as_str().into());
-        signal.insert("payload".into(), payload);
-        Value::Object(signal)
     }
 }
 
@@ -180,24 +172,6 @@ impl ServerMessage {
             code,
             message: message.into(),
         }
-    }
-
-    /// The message for a signal from `from` whose payload [`SignalKind::wrap`] made;
-    /// `None` for anything else.
-    pub fn relayed(from: String, signal: Value) -> Option<Self> {
-        let Value::Object(mut signal) = signal else {
-            return None;
-        };
-        let kind = SignalKind::from_str(signal.get("type")?.as_str()?)?;
-        let relayed = Relayed {
-            from,
-            payload: signal.remove("payload").unwrap_or_default(),
-        };
-        Some(match kind {
-            SignalKind::Offer => Self::Offer(relayed),
-            SignalKind::Answer => Self::Answer(relayed),
-            SignalKind::Ice => Self::Ice(relayed),
-        })
     }
 
     /// The text frame. Keys come out in sorted order at every level, byte for byte as
@@ -309,23 +283,24 @@ mod tests {
                 json!({ "type": "rejoined", "participant_id": "p-1", "participants": listed }),
             ),
             (
-                ServerMessage::relayed(
-                    "p-1".into(),
-                    SignalKind::Offer.wrap(json!({ "sdp": "v=0" })),
-                )
-                .unwrap(),
+                SignalKind::Offer.message(Relayed {
+                    from: "p-1".into(),
+                    payload: json!({ "sdp": "v=0" }),
+                }),
                 json!({ "type": "offer", "from": "p-1", "payload": { "sdp": "v=0" } }),
             ),
             (
-                ServerMessage::relayed("p-2".into(), SignalKind::Answer.wrap(Value::Null)).unwrap(),
+                SignalKind::Answer.message(Relayed {
+                    from: "p-2".into(),
+                    payload: Value::Null,
+                }),
                 json!({ "type": "answer", "from": "p-2", "payload": null }),
             ),
             (
-                ServerMessage::relayed(
-                    "p-2".into(),
-                    SignalKind::Ice.wrap(json!({ "candidate": "c1" })),
-                )
-                .unwrap(),
+                SignalKind::Ice.message(Relayed {
+                    from: "p-2".into(),
+                    payload: json!({ "candidate": "c1" }),
+                }),
                 json!({ "type": "ice", "from": "p-2", "payload": { "candidate": "c1" } }),
             ),
             (ServerMessage::Left, json!({ "type": "left" })),
@@ -357,6 +332,5 @@ mod tests {
         for (message, before) in cases {
             assert_eq!(message.to_text(), before.to_string());
         }
-        assert_eq!(ServerMessage::relayed("p".into(), json!("x")), None);
     }
 }

@@ -108,8 +108,8 @@ async fn connection(state: Arc<VideoState>, call: String, user: String, socket: 
         let incoming = tokio::select! {
             message = rx.next() => message,
             signal = session.next_signal() => {
-                let Some(signal) = signal else { break };
-                if tx.send(text(&signal)).await.is_err() {
+                let Some(frame) = signal else { break };
+                if tx.send(Message::Text(frame.get().into())).await.is_err() {
                     break;
                 }
                 continue;
@@ -153,7 +153,9 @@ pub async fn router(kit: &mut Kit, node: &str) -> Result<Router, String> {
             skipped = report.skipped.len(),
             "video calls recovered"
         ),
-        Err(e) => tracing::warn!(error = %e, "no calls recovered: redis unavailable"),
+        Err(e) => {
+            tracing::warn!(error = %crate::error::chain(&e), "no calls recovered: redis unavailable")
+        }
     }
     let sockets = Gauge::default();
     kit.registry.register(

@@ -2,9 +2,14 @@
 //! participant once joined, the signals addressed to it), handling each client
 //! message and answering what to send.
 
-use secureconnect_callstate::{CallHub, RejoinToken, Signal, SignalReceiver};
+use std::sync::Arc;
 
-use super::messages::{participants, ClientMessage, ErrorCode, Relay, ServerMessage, SignalKind};
+use secureconnect_callstate::{CallHub, RejoinToken, Signal, SignalReceiver};
+use serde_json::value::RawValue;
+
+use super::messages::{
+    participants, ClientMessage, ErrorCode, Relay, Relayed, ServerMessage, SignalKind,
+};
 
 /// What the connection does after a client message.
 #[derive(Debug, PartialEq)]
@@ -123,10 +128,22 @@ impl Session {
     }
 
     fn relay(&self, me: String, kind: SignalKind, relay: Relay) -> Reply {
+        // The recipients' frame, written once for all of them: the hub keeps text, not
+        // a parsed tree, however long the slowest reader takes.
+        let frame = kind.message(Relayed {
+            from: me.clone(),
+            payload: relay.payload,
+        });
+        let Ok(payload) = RawValue::from_string(frame.to_text()) else {
+            return Reply::Send(ServerMessage::error(
+                ErrorCode::RelayFailed,
+                "the signal could not be encoded",
+            ));
+        };
         let signal = Signal {
             from: me,
             to: relay.to,
-            payload: kind.wrap(relay.payload),
+            payload: Arc::from(payload),
         };
         match self.hub.relay(&self.call, signal) {
             Ok(_) => Reply::Nothing,
@@ -134,18 +151,13 @@ impl Session {
         }
     }
 
-    /// The next signal for this participant, as a message to send; `None` when the call
-    /// is gone. Pending until the participant joined or rejoined.
-    pub async fn next_signal(&mut self) -> Option<ServerMessage> {
+    /// The next signal for this participant, as the text frame to send; `None` when the
+    /// call is gone. Pending until the participant joined or rejoined.
+    pub async fn next_signal(&mut self) -> Option<Arc<RawValue>> {
         let Some(signals) = self.signals.as_mut() else {
             return std::future::pending().await;
         };
-        loop {
-            let signal = signals.recv().await?;
-            if let Some(message) = ServerMessage::relayed(signal.from, signal.payload) {
-                return Some(message);
-            }
-        }
+        Some(signals.recv().await?.payload)
     }
 }
 
@@ -157,7 +169,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::video::messages::Relayed;
 
     async fn hub() -> CallHub {
         let hub = CallHub::new("node-a", None, &mut Registry::default()).unwrap();
@@ -203,11 +214,14 @@ mod tests {
         let offer = json!({ "type": "offer", "payload": { "sdp": "v=0" } }).to_string();
         assert_eq!(alice.handle_text(&offer).await, Reply::Nothing);
         assert_eq!(
-            bob.next_signal().await,
-            Some(ServerMessage::Offer(Relayed {
-                from: participant_id.clone(),
-                payload: json!({ "sdp": "v=0" })
-            }))
+            bob.next_signal().await.map(|frame| frame.get().to_owned()),
+            Some(
+                ServerMessage::Offer(Relayed {
+                    from: participant_id.clone(),
+                    payload: json!({ "sdp": "v=0" })
+                })
+                .to_text()
+            )
         );
         assert_eq!(
             alice.handle_text(r#"{"type":"leave"}"#).await,

@@ -2,7 +2,9 @@
 //! [`CallHub::relay`] and [`SignalReceiver`], one bounded broadcast channel per call.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde_json::value::RawValue;
 
 use tokio::sync::broadcast;
 
@@ -13,16 +15,27 @@ use crate::error::Error;
 const SIGNALS: usize = 256;
 
 /// A signaling message between participants of a call.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Signal {
     /// The sender.
     pub from: String,
     /// The recipient, or `None` for every other participant.
     pub to: Option<String>,
-    /// The message as the client sent it (an SDP offer or answer, an ICE candidate…),
-    /// relayed as it is.
-    pub payload: serde_json::Value,
+    /// What to deliver (an SDP offer or answer, an ICE candidate…, usually the whole
+    /// frame the recipients get), as JSON text: built once by the sender's side, shared
+    /// by every recipient, never re-parsed. Text rather than a `serde_json::Value`
+    /// because a parsed tree can take a hundred times its text's size, and a call
+    /// buffers up to 256 signals for its slowest reader.
+    pub payload: Arc<RawValue>,
 }
+
+impl PartialEq for Signal {
+    fn eq(&self, other: &Self) -> bool {
+        self.from == other.from && self.to == other.to && self.payload.get() == other.payload.get()
+    }
+}
+
+impl Eq for Signal {}
 
 /// The broadcast channel of each call that has subscribers.
 #[derive(Debug, Default)]

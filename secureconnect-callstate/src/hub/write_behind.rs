@@ -5,10 +5,12 @@
 use std::sync::{PoisonError, Weak};
 use std::time::Duration;
 
+use secureconnect_redis_fallback::Health;
 use tokio::sync::mpsc;
 
 use super::replicator::{AfterPut, AfterWrite, Op, Replicator, Written};
 use super::Inner;
+use crate::error::Chain;
 use crate::redis_store::RedisCallStore;
 use crate::store::CallStore;
 
@@ -49,18 +51,23 @@ pub(super) async fn run(weak: Weak<Inner>, mut rx: mpsc::Receiver<Op>) {
                 if let Some(redis) = &inner.redis {
                     if Replicator::heartbeat_due(*health.borrow()) {
                         if let Err(e) = redis.heartbeat().await {
-                            tracing::debug!(error = %e, "call-state heartbeat failed");
+                            tracing::debug!(error = %Chain(&e), "call-state heartbeat failed");
                         }
                     }
                 }
             }
         }
         let Some(inner) = weak.upgrade() else { return };
-        let due = inner.replicator().write_back_due(*health.borrow());
-        if let Some(ended) = due {
-            // Everything queued so far is covered by the full write-back.
+        let now = *health.borrow();
+        if inner.replicator().needs_write_back() && now == Health::Healthy {
+            // Everything queued so far is covered by the full write-back. Drain first,
+            // then take the calls that ended: a call ending in between is then either
+            // in this write-back's list or still queued, never dropped from both.
             while rx.try_recv().is_ok() {}
-            write_back(&inner, ended).await;
+            let due = inner.replicator().write_back_due(now);
+            if let Some(ended) = due {
+                write_back(&inner, ended).await;
+            }
         }
     }
 }
@@ -88,7 +95,7 @@ async fn apply(inner: &Inner, op: Op) {
             inner.memory.remove(&call);
         }
         (AfterWrite::Failed { report: true }, Err(e)) => {
-            tracing::error!(call = %call, error = %e, "writing call state to redis failed");
+            tracing::error!(call = %call, error = %Chain(&e), "writing call state to redis failed");
         }
         _ => {}
     }
@@ -112,7 +119,7 @@ async fn write_back(inner: &Inner, ended: Vec<String>) {
             }
             (AfterPut::Abort, result) => {
                 if let Err(e) = result {
-                    tracing::warn!(error = %e, "full write-back interrupted; will retry");
+                    tracing::warn!(error = %Chain(&e), "full write-back interrupted; will retry");
                 }
                 return;
             }

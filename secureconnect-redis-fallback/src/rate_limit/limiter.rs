@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use super::config::{Policy, Quota, RateLimiterConfig};
 use super::decision::{Decision, Source, SOURCES};
 use super::metrics::RateLimitMetrics;
+use crate::error::Chain;
 use crate::RedisClient;
 
 /// GCRA in one atomic step. KEYS[1]: the key. ARGV[1]: emission interval (µs),
@@ -137,7 +138,7 @@ impl RateLimiter {
                 if error.is_command_error() {
                     tracing::error!(
                         target: "secureconnect_redis_fallback",
-                        limiter = %inner.name, %error, "rate-limit script failed; deciding locally"
+                        limiter = %inner.name, error = %Chain(&error), "rate-limit script failed; deciding locally"
                     );
                 }
                 None
