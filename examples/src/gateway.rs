@@ -7,7 +7,8 @@
 //! | `/v1/storage/*` | storage | `blobs/*` (signed URLs are the credential) |
 //! | `/v1/calls*` | video (WebSocket included) | |
 //!
-//! Bodies stream both ways. An upstream that does not answer within
+//! Bodies stream both ways; a body over 2 MiB declared to the auth or video service is
+//! answered 413 without forwarding it (storage uploads are not limited here). An upstream that does not answer within
 //! `UPSTREAM_TIMEOUT_MS` gives 504, one that cannot be reached 502, both with a JSON body
 //! naming the service. Requests are limited per client address and per user by
 //! secureconnect-redis-fallback's `RateLimitLayer` (`RATE_LIMIT_CLIENT_PER_MINUTE`,
@@ -135,6 +136,31 @@ async fn forward(state: &GatewayState, peer: SocketAddr, mut request: Request) -
         ("video", &state.upstreams.video)
     };
 
+    // JSON APIs take bodies up to axum's default limit. A larger declared body is
+    // refused here: forwarded, the upstream would answer 413 and close mid-upload, and
+    // the reset could reach the gateway before the answer does (a 502 instead of 413).
+    // The body is read and dropped first (up to a bound), so that the client reads the
+    // answer rather than a reset. Storage uploads (signed URLs) keep streaming.
+    if service != "storage" && declared_length(&request).is_some_and(|n| n > JSON_BODY_LIMIT) {
+        let drained = tokio::time::timeout(state.timeout, drain(request.into_body())).await;
+        let mut response = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_request",
+            format!(
+                "request bodies to the {service} service are limited to {JSON_BODY_LIMIT} bytes"
+            ),
+        )
+        .into_response();
+        if !matches!(drained, Ok(true)) {
+            // Part of the body is still unread: the connection cannot carry another
+            // request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return response;
+    }
+
     let upgrade = request.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let path_and_query = request
@@ -191,6 +217,39 @@ async fn forward(state: &GatewayState, peer: SocketAddr, mut request: Request) -
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     Response::from_parts(parts, Body::new(body))
+}
+
+/// The largest body the JSON services take: axum's default body limit.
+const JSON_BODY_LIMIT: u64 = 2 * 1024 * 1024;
+
+/// Reads and drops a refused body, up to `DRAIN_LIMIT` bytes: whether it ended.
+async fn drain(mut body: Body) -> bool {
+    use http_body_util::BodyExt;
+    let mut read = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return false };
+        if let Some(data) = frame.data_ref() {
+            read += data.len() as u64;
+            if read > DRAIN_LIMIT {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// How much of a refused body the gateway reads before closing the connection instead.
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// The body length the client declared in `Content-Length`, if it did.
+fn declared_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
