@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use self::metrics::Metrics;
-use self::replicator::{Op, Replicator};
+use self::replicator::{Event, Op, Replicator};
 use self::signals::Channels;
 pub use self::signals::{Signal, SignalReceiver};
 use crate::error::{check_id, Error};
@@ -57,7 +57,9 @@ struct Inner {
 /// Every change is applied in memory first, so signaling goes on while Redis is away.
 /// Changes are queued (bounded) for a background writer; if Redis fails or the queue
 /// overflows, the hub marks itself dirty and, once Redis is healthy, writes every call
-/// back in full and ends in Redis the calls that ended meanwhile.
+/// back in full: it ends in Redis every call of this node's set that memory no longer
+/// holds (and every call that ended meanwhile), then puts the calls in memory. An end
+/// is never lost: a call that ended stays due to end in Redis until Redis confirms it.
 ///
 /// The hub has nothing to configure: the timing is the store's
 /// ([`RedisCallStoreConfig`](crate::RedisCallStoreConfig)).
@@ -109,9 +111,9 @@ impl CallHub {
         if self.inner.redis.is_none() {
             return;
         }
-        if self.inner.tx.try_send(op).is_err() {
-            // Redis will get everything in one write-back instead.
-            self.inner.replicator().overflowed();
+        if let Err(mpsc::error::TrySendError::Full(op)) = self.inner.tx.try_send(op) {
+            // Redis will get everything in one write-back instead; an end is kept.
+            let _none = self.inner.replicator().step(Event::Dropped(op));
         }
         self.inner
             .metrics
@@ -226,12 +228,11 @@ impl CallHub {
     /// [`Error::is_not_found`].
     pub async fn leave(&self, call_id: &str, participant_id: &str) -> Result<LeaveOutcome, Error> {
         let outcome = self.inner.memory.leave(call_id, participant_id).await?;
-        if outcome.removed {
-            self.enqueue(Op::Leave(call_id.to_owned(), participant_id.to_owned()));
-        }
         if outcome.call_ended {
             self.inner.channels.close(call_id);
-            self.inner.replicator().call_ended(call_id);
+            self.enqueue(Op::Ended(call_id.to_owned()));
+        } else if outcome.removed {
+            self.enqueue(Op::Leave(call_id.to_owned(), participant_id.to_owned()));
         }
         self.update_gauges();
         Ok(outcome)
@@ -244,7 +245,7 @@ impl CallHub {
     /// [`Error::is_not_found`].
     pub async fn end(&self, call_id: &str) -> Result<(), Error> {
         self.inner.memory.end(call_id).await?;
-        self.enqueue(Op::End(call_id.to_owned()));
+        self.enqueue(Op::Ended(call_id.to_owned()));
         self.update_gauges();
         Ok(())
     }

@@ -1,9 +1,25 @@
-//! The write-behind replicator as a plain state machine: which change to write, when
-//! the hub must write everything back, which calls to drop. No I/O here: the task in
-//! `write_behind` feeds it events (a queued change, the outcome of a write, a health
-//! change) and performs what it answers; the hub reports overflows and ended calls.
+//! The write-behind replicator as a plain state machine: the one owner of what reaches
+//! Redis. No I/O, no clock, no lock here: the hub feeds it the changes it could not
+//! queue ([`Event::Dropped`]); the task in `write_behind` feeds it everything else
+//! (queued changes, the outcome of each write, the client's health, the heartbeat
+//! timer, each step of a full write-back) and performs the [`Action`]s it answers.
+//!
+//! ```text
+//!              a write fails, a change is dropped,
+//!              the client degrades
+//!   Streaming ───────────────────────────────────► Dirty { ended }
+//!       ▲                                               │ healthy: write back
+//!       │  the write-back went through, nothing         │ (end `ended` and the calls
+//!       │  changed meanwhile                            ▼  of this node's set that
+//!       └─────────────────────────────────────── write-back   memory lacks, put the rest)
+//! ```
+//!
+//! While `Dirty`, queued changes are not written one by one (the write-back covers
+//! them), but every call that ended is kept in `ended` until Redis confirms it is gone:
+//! an end can never be lost, whether its own write failed, it waited behind a write
+//! that failed, or the queue was full.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 use secureconnect_redis_fallback::Health;
 
@@ -11,19 +27,24 @@ use crate::error::{Error, ErrorKind};
 use crate::model::Participant;
 
 /// A change to write behind to Redis.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Op {
+    /// A call was created.
     Create(String),
+    /// A participant joined a call.
     Join(String, Participant),
+    /// A participant left a call that goes on.
     Leave(String, String),
-    End(String),
+    /// A call ended in memory (`end()`, or its last participant left): it must end in
+    /// Redis too.
+    Ended(String),
 }
 
 impl Op {
     /// The call it changes.
     pub(super) fn call(&self) -> &str {
         match self {
-            Self::Create(call) | Self::Join(call, _) | Self::Leave(call, _) | Self::End(call) => {
+            Self::Create(call) | Self::Join(call, _) | Self::Leave(call, _) | Self::Ended(call) => {
                 call
             }
         }
@@ -33,18 +54,21 @@ impl Op {
 /// How a write to Redis went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Written {
+    /// Done.
     Done,
     /// No such call in Redis.
     NotFound,
-    /// Another node owns the call now.
+    /// Another node owns the call now (or this node never held it).
     NotOwner,
     /// Redis is unavailable or refused the command.
     Failed {
+        /// Redis is unavailable (rather than refusing the command).
         unavailable: bool,
     },
 }
 
 impl Written {
+    /// How a store call went, from its result.
     pub(super) fn of<T>(result: &Result<T, Error>) -> Self {
         match result {
             Ok(_) => Self::Done,
@@ -59,253 +83,294 @@ impl Written {
     }
 }
 
-/// What to do after a change was written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum AfterWrite {
-    /// Nothing more.
-    Keep,
-    /// Another node owns the call: drop it from memory.
-    DropLocal,
-    /// The write failed and the hub is now marked for a full write-back; `report`:
-    /// log it (Redis refused the command rather than being unavailable).
-    Failed { report: bool },
+/// What the replicator is told.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Event {
+    /// The next change in the queue.
+    Queued(Op),
+    /// The hub could not queue this change (the queue is full).
+    Dropped(Op),
+    /// The change answered by the last [`Action::Write`] was written, or not.
+    Written(Written),
+    /// The client's health is now this (at start and on every change).
+    Health(Health),
+    /// The heartbeat timer fired.
+    Heartbeat,
+    /// During a write-back: the calls of this node's set in Redis that memory does
+    /// not hold.
+    Scanned(Vec<String>),
+    /// During a write-back: a call to end was ended in Redis, or not.
+    EndWritten(String, Written),
+    /// During a write-back: a call to end is in memory again; the put covers it.
+    Superseded(String),
+    /// During a write-back: a call in memory was put, or not.
+    PutWritten(String, Written),
+    /// During a write-back: a read failed (the scan of this node's set).
+    ReadFailed,
+    /// Every call in memory was put; `health_moved`: the client's health changed
+    /// while the write-back ran (Redis may have lost what was written).
+    PutsDone {
+        /// The client's health changed meanwhile.
+        health_moved: bool,
+    },
 }
 
-/// What to do after a call was put back during a full write-back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum AfterPut {
-    /// Put the next call.
-    Next,
-    /// Another node owns the call: drop it from memory, then put the next call.
-    DropLocal,
-    /// Stop; the write-back runs again later.
-    Abort,
+/// What the replicator asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Action {
+    /// Write this change, then report [`Event::Written`].
+    Write(Op),
+    /// Another node owns this call: drop it from memory.
+    DropLocal(String),
+    /// Refresh the lease and the calls' TTLs.
+    Heartbeat,
+    /// Write everything back: drain the queue (feeding each change as
+    /// [`Event::Queued`]), scan this node's set ([`Event::Scanned`]), end the calls
+    /// answered by [`Action::End`], put every call in memory ([`Event::PutWritten`]),
+    /// then report [`Event::PutsDone`].
+    WriteBack,
+    /// End these calls in Redis (unless memory holds them again), each reported by
+    /// [`Event::EndWritten`] or [`Event::Superseded`].
+    End(Vec<String>),
+    /// Stop the write-back: the rest stays queued for the next attempt.
+    Stop,
 }
 
-/// The replication state of a hub: whether Redis misses changes (dirty, so a full
-/// write-back is due once Redis is healthy) and which calls ended meanwhile.
-#[derive(Debug, Default)]
+/// The progress of a full write-back while dirty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Pass {
+    /// Due as soon as the client is healthy (on any event).
+    Ready,
+    /// Running; `stale`: something changed meanwhile that it may not cover, so another
+    /// one is due after it.
+    Running {
+        /// Another write-back is due after this one.
+        stale: bool,
+    },
+    /// The last attempt failed: wait for the next health change or heartbeat.
+    Failed,
+}
+
+/// The replication state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum State {
+    /// Every change is written as it comes.
+    Streaming,
+    /// Redis misses changes: a full write-back is due once the client is healthy.
+    Dirty {
+        /// Calls that ended in memory and are not yet known to be gone from Redis.
+        ended: BTreeSet<String>,
+        /// Where the write-back stands.
+        pass: Pass,
+    },
+}
+
+/// The write in flight in [`State::Streaming`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct InFlight {
+    call: String,
+    ended: bool,
+}
+
+/// A hub's replication to Redis. Feed it with [`Replicator::step`].
+#[derive(Debug)]
 pub(super) struct Replicator {
-    dirty: bool,
-    ended_while_dirty: HashSet<String>,
+    state: State,
+    health: Health,
+    in_flight: Option<InFlight>,
+}
+
+impl Default for Replicator {
+    fn default() -> Self {
+        Self {
+            state: State::Streaming,
+            health: Health::Healthy,
+            in_flight: None,
+        }
+    }
 }
 
 impl Replicator {
-    /// Whether changes are waiting for a full write-back.
+    /// The state.
+    #[cfg(test)]
+    pub(super) fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Whether Redis misses changes (a full write-back is due or running).
     pub(super) fn needs_write_back(&self) -> bool {
-        self.dirty
+        matches!(self.state, State::Dirty { .. })
     }
 
-    /// The hub could not queue a change: Redis gets everything in one write-back.
-    pub(super) fn overflowed(&mut self) {
-        self.dirty = true;
-    }
-
-    /// A call ended in memory (its last participant left).
-    pub(super) fn call_ended(&mut self, call: &str) {
-        if self.dirty {
-            self.ended_while_dirty.insert(call.to_owned());
-        }
-    }
-
-    /// The client's health changed; `health` is its value now. Redis may come back
-    /// empty (a restart without persistence), with or without writes failing
-    /// meanwhile: once degraded, everything is written back.
-    pub(super) fn health_changed(&mut self, health: Health) {
-        if health == Health::Degraded {
-            self.dirty = true;
-        }
-    }
-
-    /// The next queued change: the change to write now, or `None` when a full
-    /// write-back is due anyway (then a call that `in_memory` no longer holds is
-    /// remembered, to be ended in Redis).
-    pub(super) fn queued(&mut self, op: Op, in_memory: impl FnOnce(&str) -> bool) -> Option<Op> {
-        if !self.dirty {
-            return Some(op);
-        }
-        if let Op::End(call) | Op::Leave(call, _) = &op {
-            if !in_memory(call) {
-                self.ended_while_dirty.insert(call.clone());
+    /// Goes dirty (or stays), remembering `ended` if given; a running write-back is
+    /// marked stale.
+    fn dirty(&mut self, ended: Option<String>, pass: Pass) {
+        match &mut self.state {
+            State::Streaming => {
+                self.state = State::Dirty {
+                    ended: ended.into_iter().collect(),
+                    pass,
+                };
             }
-        }
-        None
-    }
-
-    /// A queued change was written.
-    pub(super) fn written(&mut self, written: Written) -> AfterWrite {
-        match written {
-            Written::Done | Written::NotFound => AfterWrite::Keep,
-            Written::NotOwner => AfterWrite::DropLocal,
-            Written::Failed { unavailable } => {
-                self.dirty = true;
-                AfterWrite::Failed {
-                    report: !unavailable,
+            State::Dirty {
+                ended: set,
+                pass: p,
+            } => {
+                set.extend(ended);
+                match p {
+                    Pass::Running { stale } => *stale = true,
+                    // Redis just failed a write: wait for it before writing back.
+                    Pass::Ready if pass == Pass::Failed => *p = Pass::Failed,
+                    Pass::Ready | Pass::Failed => {}
                 }
             }
         }
     }
 
-    /// Whether a full write-back is due now, given the client's health: then the calls
-    /// to end in Redis first (unless memory holds them again), taken out of the state.
-    pub(super) fn write_back_due(&mut self, health: Health) -> Option<Vec<String>> {
-        (self.dirty && health == Health::Healthy).then(|| self.ended_while_dirty.drain().collect())
-    }
-
-    /// During a write-back, a call was ended in Redis: whether to go on.
-    pub(super) fn ended(written: Written) -> bool {
-        !matches!(written, Written::Failed { .. })
-    }
-
-    /// During a write-back, a call was put.
-    pub(super) fn put(written: Written) -> AfterPut {
-        match written {
-            Written::Done => AfterPut::Next,
-            Written::NotOwner => AfterPut::DropLocal,
-            Written::NotFound | Written::Failed { .. } => AfterPut::Abort,
+    /// Starts a write-back if one is due and the client is healthy.
+    fn write_back_if_due(&mut self, retry_failed: bool, actions: &mut Vec<Action>) {
+        if self.health != Health::Healthy {
+            return;
+        }
+        if let State::Dirty { pass, .. } = &mut self.state {
+            let due = match pass {
+                Pass::Ready => true,
+                Pass::Failed => retry_failed,
+                Pass::Running { .. } => false,
+            };
+            if due {
+                *pass = Pass::Running { stale: false };
+                actions.push(Action::WriteBack);
+            }
         }
     }
 
-    /// Every call was put: Redis has everything.
-    pub(super) fn written_back(&mut self) {
-        self.dirty = false;
+    /// The write-back stopped: the rest stays queued.
+    fn fail_pass(&mut self) {
+        if let State::Dirty { pass, .. } = &mut self.state {
+            *pass = Pass::Failed;
+        }
     }
 
-    /// Whether to refresh the lease and the calls' TTLs now.
-    pub(super) fn heartbeat_due(health: Health) -> bool {
-        health == Health::Healthy
+    /// Feeds one event; answers what to do, in order.
+    pub(super) fn step(&mut self, event: Event) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match event {
+            Event::Queued(op) => match &mut self.state {
+                State::Streaming => {
+                    self.in_flight = Some(InFlight {
+                        call: op.call().to_owned(),
+                        ended: matches!(op, Op::Ended(_)),
+                    });
+                    actions.push(Action::Write(op));
+                }
+                State::Dirty { ended, .. } => {
+                    // Covered by the write-back; only an end needs remembering.
+                    if let Op::Ended(call) = op {
+                        ended.insert(call);
+                    }
+                    self.write_back_if_due(false, &mut actions);
+                }
+            },
+            Event::Dropped(op) => {
+                let ended = match op {
+                    Op::Ended(call) => Some(call),
+                    _ => None,
+                };
+                self.dirty(ended, Pass::Ready);
+            }
+            Event::Written(written) => {
+                let Some(InFlight { call, ended }) = self.in_flight.take() else {
+                    return actions;
+                };
+                match written {
+                    Written::Done => {}
+                    // The call is gone from Redis, or held elsewhere: it stays ended.
+                    Written::NotFound | Written::NotOwner if ended => {}
+                    Written::NotOwner => actions.push(Action::DropLocal(call)),
+                    // Redis lacks a call that memory has (expired, or Redis restarted
+                    // empty): put it back.
+                    Written::NotFound => self.dirty(None, Pass::Ready),
+                    // Unavailable: wait for the client's recovery (or the heartbeat).
+                    // Refused: a write-back settles it (a create that meets a call
+                    // with its id: the put keeps it, or finds its real owner).
+                    Written::Failed { unavailable } => {
+                        let pass = if unavailable {
+                            Pass::Failed
+                        } else {
+                            Pass::Ready
+                        };
+                        self.dirty(ended.then_some(call), pass);
+                    }
+                }
+                self.write_back_if_due(false, &mut actions);
+            }
+            Event::Health(health) => {
+                self.health = health;
+                match health {
+                    // Redis may come back empty: once degraded, everything is written
+                    // back, with or without writes failing meanwhile.
+                    Health::Degraded => self.dirty(None, Pass::Ready),
+                    Health::Recovering => {}
+                    Health::Healthy => self.write_back_if_due(true, &mut actions),
+                }
+            }
+            Event::Heartbeat => {
+                if self.health == Health::Healthy {
+                    actions.push(Action::Heartbeat);
+                }
+                self.write_back_if_due(true, &mut actions);
+            }
+            Event::Scanned(orphans) => {
+                if let State::Dirty { ended, .. } = &mut self.state {
+                    ended.extend(orphans);
+                    actions.push(Action::End(ended.iter().cloned().collect()));
+                }
+            }
+            Event::EndWritten(call, written) => match written {
+                Written::Done | Written::NotFound | Written::NotOwner => {
+                    if let State::Dirty { ended, .. } = &mut self.state {
+                        ended.remove(&call);
+                    }
+                }
+                Written::Failed { .. } => {
+                    self.fail_pass();
+                    actions.push(Action::Stop);
+                }
+            },
+            Event::Superseded(call) => {
+                if let State::Dirty { ended, .. } = &mut self.state {
+                    ended.remove(&call);
+                }
+            }
+            Event::PutWritten(call, written) => match written {
+                Written::Done => {}
+                // Adopted by another node, or ended there: not this node's any more.
+                Written::NotOwner | Written::NotFound => actions.push(Action::DropLocal(call)),
+                Written::Failed { .. } => {
+                    self.fail_pass();
+                    actions.push(Action::Stop);
+                }
+            },
+            Event::ReadFailed => self.fail_pass(),
+            Event::PutsDone { health_moved } => {
+                if let State::Dirty { ended, pass } = &mut self.state {
+                    let stale = matches!(pass, Pass::Running { stale: true });
+                    if stale || health_moved || !ended.is_empty() {
+                        *pass = Pass::Ready;
+                        // Health events and queued changes start the next one.
+                        if !health_moved {
+                            self.write_back_if_due(false, &mut actions);
+                        }
+                    } else {
+                        self.state = State::Streaming;
+                    }
+                }
+            }
+        }
+        actions
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn op(call: &str) -> Op {
-        Op::Leave(call.into(), "p1".into())
-    }
-
-    #[test]
-    fn a_clean_replicator_writes_every_change_and_never_writes_back() {
-        let mut r = Replicator::default();
-        assert_eq!(r.queued(op("c"), |_| false), Some(op("c")));
-        assert_eq!(r.written(Written::Done), AfterWrite::Keep);
-        assert_eq!(r.written(Written::NotFound), AfterWrite::Keep);
-        r.call_ended("c");
-        r.health_changed(Health::Recovering);
-        r.health_changed(Health::Healthy);
-        assert!(!r.needs_write_back());
-        assert_eq!(r.write_back_due(Health::Healthy), None);
-    }
-
-    #[test]
-    fn a_call_adopted_elsewhere_is_dropped_locally_without_a_write_back() {
-        let mut r = Replicator::default();
-        assert_eq!(r.written(Written::NotOwner), AfterWrite::DropLocal);
-        assert!(!r.needs_write_back());
-    }
-
-    #[test]
-    fn a_failed_write_marks_for_write_back_and_reports_only_refusals() {
-        let mut r = Replicator::default();
-        assert_eq!(
-            r.written(Written::Failed { unavailable: true }),
-            AfterWrite::Failed { report: false }
-        );
-        assert!(r.needs_write_back());
-        let mut r = Replicator::default();
-        assert_eq!(
-            r.written(Written::Failed { unavailable: false }),
-            AfterWrite::Failed { report: true }
-        );
-        assert!(r.needs_write_back());
-    }
-
-    #[test]
-    fn an_overflow_or_a_degraded_client_marks_for_write_back() {
-        let mut r = Replicator::default();
-        r.overflowed();
-        assert!(r.needs_write_back());
-        let mut r = Replicator::default();
-        r.health_changed(Health::Degraded);
-        assert!(r.needs_write_back());
-    }
-
-    #[test]
-    fn while_dirty_changes_are_not_written_and_ended_calls_are_remembered() {
-        let mut r = Replicator::default();
-        r.overflowed();
-        assert_eq!(r.queued(Op::Create("new".into()), |_| false), None);
-        assert_eq!(r.queued(Op::End("gone".into()), |_| false), None);
-        assert_eq!(r.queued(op("left-empty"), |_| false), None);
-        assert_eq!(r.queued(op("still-busy"), |_| true), None);
-        r.call_ended("last-leave");
-        // Not while degraded or recovering.
-        assert_eq!(r.write_back_due(Health::Degraded), None);
-        assert_eq!(r.write_back_due(Health::Recovering), None);
-        let mut ended = r.write_back_due(Health::Healthy).unwrap_or_default();
-        ended.sort();
-        assert_eq!(ended, ["gone", "last-leave", "left-empty"]);
-        // Taken out: an interrupted write-back does not end them twice.
-        assert_eq!(r.write_back_due(Health::Healthy), Some(Vec::new()));
-        r.written_back();
-        assert!(!r.needs_write_back());
-        assert_eq!(r.write_back_due(Health::Healthy), None);
-    }
-
-    #[test]
-    fn a_write_back_goes_on_past_gone_calls_and_stops_on_failures() {
-        assert!(Replicator::ended(Written::Done));
-        assert!(Replicator::ended(Written::NotFound));
-        assert!(Replicator::ended(Written::NotOwner));
-        assert!(!Replicator::ended(Written::Failed { unavailable: true }));
-        assert_eq!(Replicator::put(Written::Done), AfterPut::Next);
-        assert_eq!(Replicator::put(Written::NotOwner), AfterPut::DropLocal);
-        assert_eq!(
-            Replicator::put(Written::Failed { unavailable: false }),
-            AfterPut::Abort
-        );
-        // An interrupted write-back leaves the hub dirty: it runs again.
-        let mut r = Replicator::default();
-        r.overflowed();
-        assert!(r.write_back_due(Health::Healthy).is_some());
-        assert!(r.needs_write_back());
-    }
-
-    #[test]
-    fn a_call_ending_during_a_write_back_is_kept_for_the_next_one() {
-        let mut r = Replicator::default();
-        r.overflowed();
-        assert_eq!(r.write_back_due(Health::Healthy), Some(Vec::new()));
-        r.call_ended("late");
-        // This write-back is interrupted; the next one ends the call.
-        assert_eq!(
-            r.write_back_due(Health::Healthy),
-            Some(vec!["late".to_owned()])
-        );
-    }
-
-    #[test]
-    fn heartbeats_only_while_healthy() {
-        assert!(Replicator::heartbeat_due(Health::Healthy));
-        assert!(!Replicator::heartbeat_due(Health::Recovering));
-        assert!(!Replicator::heartbeat_due(Health::Degraded));
-    }
-
-    #[test]
-    fn written_classifies_errors_by_kind() {
-        assert_eq!(Written::of(&Ok::<(), Error>(())), Written::Done);
-        assert_eq!(
-            Written::of::<()>(&Err(Error::not_found("c"))),
-            Written::NotFound
-        );
-        assert_eq!(
-            Written::of::<()>(&Err(Error::not_owner("c"))),
-            Written::NotOwner
-        );
-        assert_eq!(
-            Written::of::<()>(&Err(Error::corrupt("c", "x".into()))),
-            Written::Failed { unavailable: false }
-        );
-    }
-}
+mod tests;

@@ -1,21 +1,22 @@
 //! The write-behind task: feeds the [`Replicator`] the queued changes, the outcomes of
-//! writes and the client's health, and performs what it answers (write a change, drop
-//! a call adopted elsewhere, heartbeat, full write-back).
+//! writes, the client's health (its `watch` channel) and the heartbeat timer, and
+//! performs what it answers (write a change, drop a call adopted elsewhere, heartbeat,
+//! full write-back). It decides nothing itself.
 
 use std::sync::{PoisonError, Weak};
 use std::time::Duration;
 
 use secureconnect_redis_fallback::Health;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::replicator::{AfterPut, AfterWrite, Op, Replicator, Written};
+use super::replicator::{Action, Event, Op, Replicator, Written};
 use super::Inner;
-use crate::error::Chain;
+use crate::error::{Chain, Error};
 use crate::redis_store::RedisCallStore;
 use crate::store::CallStore;
 
-/// Applies queued changes to Redis; on failure the hub is marked dirty and, once Redis
-/// is healthy again, every call is written back.
+/// Applies queued changes to Redis, as the [`Replicator`] decides: one by one while
+/// streaming, in one full write-back once Redis is healthy after a failure.
 pub(super) async fn run(weak: Weak<Inner>, mut rx: mpsc::Receiver<Op>) {
     let Some(mut health) = weak
         .upgrade()
@@ -27,48 +28,28 @@ pub(super) async fn run(weak: Weak<Inner>, mut rx: mpsc::Receiver<Op>) {
         .upgrade()
         .and_then(|i| i.redis.as_ref().map(RedisCallStore::lease_ttl))
         .unwrap_or(Duration::from_secs(15));
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
     // The lease and call TTLs are refreshed three times per lease period.
     let mut heartbeat = tokio::time::interval((lease / 3).max(Duration::from_millis(50)));
+    let start = *health.borrow_and_update();
+    let mut pending = Event::Health(start);
     loop {
-        tokio::select! {
-            op = rx.recv() => {
-                let Some(op) = op else { return };
-                let Some(inner) = weak.upgrade() else { return };
-                apply(&inner, op).await;
-                inner.metrics.write_behind_depth.set(rx.len() as i64);
-            }
+        {
+            let Some(inner) = weak.upgrade() else { return };
+            let actions = inner.replicator().step(pending);
+            perform(&inner, actions, &mut rx, &mut health).await;
+            inner.metrics.write_behind_depth.set(rx.len() as i64);
+        }
+        pending = tokio::select! {
+            op = rx.recv() => match op {
+                Some(op) => Event::Queued(op),
+                None => return,
+            },
             changed = health.changed() => {
                 if changed.is_err() { return; }
-                let now = *health.borrow();
-                if let Some(inner) = weak.upgrade() {
-                    inner.replicator().health_changed(now);
-                }
+                Event::Health(*health.borrow_and_update())
             }
-            _ = tick.tick() => {}
-            _ = heartbeat.tick() => {
-                let Some(inner) = weak.upgrade() else { return };
-                if let Some(redis) = &inner.redis {
-                    if Replicator::heartbeat_due(*health.borrow()) {
-                        if let Err(e) = redis.heartbeat().await {
-                            tracing::debug!(error = %Chain(&e), "call-state heartbeat failed");
-                        }
-                    }
-                }
-            }
-        }
-        let Some(inner) = weak.upgrade() else { return };
-        let now = *health.borrow();
-        if inner.replicator().needs_write_back() && now == Health::Healthy {
-            // Everything queued so far is covered by the full write-back. Drain first,
-            // then take the calls that ended: a call ending in between is then either
-            // in this write-back's list or still queued, never dropped from both.
-            while rx.try_recv().is_ok() {}
-            let due = inner.replicator().write_back_due(now);
-            if let Some(ended) = due {
-                write_back(&inner, ended).await;
-            }
-        }
+            _ = heartbeat.tick() => Event::Heartbeat,
+        };
     }
 }
 
@@ -76,58 +57,137 @@ fn in_memory(inner: &Inner, call: &str) -> bool {
     inner.memory.with_call(call, |_| Ok(())).is_ok()
 }
 
-async fn apply(inner: &Inner, op: Op) {
+/// Performs `actions` and whatever the replicator answers to their outcomes.
+async fn perform(
+    inner: &Inner,
+    actions: Vec<Action>,
+    rx: &mut mpsc::Receiver<Op>,
+    health: &mut watch::Receiver<Health>,
+) {
     let Some(redis) = &inner.redis else { return };
-    let Some(op) = inner.replicator().queued(op, |call| in_memory(inner, call)) else {
-        return;
-    };
+    let mut todo = std::collections::VecDeque::from(actions);
+    while let Some(action) = todo.pop_front() {
+        match action {
+            Action::Write(op) => {
+                let written = write(redis, op).await;
+                todo.extend(inner.replicator().step(Event::Written(written)));
+            }
+            Action::DropLocal(call) => drop_local(inner, &call),
+            Action::Heartbeat => {
+                if let Err(e) = redis.heartbeat().await {
+                    tracing::debug!(error = %Chain(&e), "call-state heartbeat failed");
+                }
+            }
+            Action::WriteBack => {
+                todo.extend(write_back(inner, redis, rx, health).await);
+            }
+            // Only answered within a write-back.
+            Action::End(_) | Action::Stop => {}
+        }
+    }
+}
+
+/// Writes one change; logs a refusal (an outage is the client's to report).
+async fn write(redis: &RedisCallStore, op: Op) -> Written {
     let call = op.call().to_owned();
     let result = match op {
         Op::Create(call) => redis.create(&call).await.map(drop),
         Op::Join(call, participant) => redis.join(&call, participant).await.map(drop),
         Op::Leave(call, participant) => redis.leave(&call, &participant).await.map(drop),
-        Op::End(call) => redis.end(&call).await,
+        Op::Ended(call) => redis.end(&call).await,
     };
-    let after = inner.replicator().written(Written::of(&result));
-    match (after, result) {
-        (AfterWrite::DropLocal, _) => {
-            tracing::warn!(call = %call, "another node owns this call now: dropping it here");
-            inner.memory.remove(&call);
+    report(&call, &result, "writing call state to redis failed");
+    Written::of(&result)
+}
+
+fn report<T>(call: &str, result: &Result<T, Error>, what: &'static str) {
+    if let Err(e) = result {
+        if !(e.is_unavailable() || e.is_not_found() || e.is_not_owner()) {
+            tracing::error!(call = %call, error = %Chain(e), "{what}");
         }
-        (AfterWrite::Failed { report: true }, Err(e)) => {
-            tracing::error!(call = %call, error = %Chain(&e), "writing call state to redis failed");
-        }
-        _ => {}
     }
 }
 
-/// Ends in Redis the calls that ended meanwhile, then puts every call.
-async fn write_back(inner: &Inner, ended: Vec<String>) {
-    let Some(redis) = &inner.redis else { return };
-    for call in ended {
-        if !in_memory(inner, &call) && !Replicator::ended(Written::of(&redis.end(&call).await)) {
-            return;
+fn drop_local(inner: &Inner, call: &str) {
+    tracing::warn!(call = %call, "another node owns this call now: dropping it here");
+    inner.memory.remove(call);
+}
+
+/// One full write-back: drains the queue into the replicator, ends in Redis the calls
+/// that ended (remembered, or in this node's set but not in memory), then puts every
+/// call in memory. Answers the replicator's last actions.
+async fn write_back(
+    inner: &Inner,
+    redis: &RedisCallStore,
+    rx: &mut mpsc::Receiver<Op>,
+    health: &mut watch::Receiver<Health>,
+) -> Vec<Action> {
+    // Everything queued so far is covered; the replicator keeps the ends.
+    while let Ok(op) = rx.try_recv() {
+        let _covered = inner.replicator().step(Event::Queued(op));
+    }
+    let scanned = match redis.scan_node(redis.node()).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %Chain(&e), "full write-back interrupted; will retry");
+            return inner.replicator().step(Event::ReadFailed);
+        }
+    };
+    let orphans = scanned
+        .into_iter()
+        .filter(|call| !in_memory(inner, call))
+        .collect();
+    let to_end = inner.replicator().step(Event::Scanned(orphans));
+    for action in to_end {
+        let Action::End(calls) = action else { continue };
+        for call in calls {
+            let event = if in_memory(inner, &call) {
+                Event::Superseded(call)
+            } else {
+                let result = redis.end(&call).await;
+                report(&call, &result, "ending a call in redis failed");
+                Event::EndWritten(call, Written::of(&result))
+            };
+            if stopped(inner, event) {
+                return Vec::new();
+            }
         }
     }
     for call in inner.memory.snapshot() {
         let result = redis.put(&call).await;
-        match (Replicator::put(Written::of(&result)), result) {
-            (AfterPut::Next, _) => {}
-            (AfterPut::DropLocal, _) => {
-                tracing::warn!(call = %call.id, "another node owns this call now: dropping it here");
-                inner.memory.remove(&call.id);
-            }
-            (AfterPut::Abort, result) => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %Chain(&e), "full write-back interrupted; will retry");
+        report(&call.id, &result, "writing a call back to redis failed");
+        let answer = inner
+            .replicator()
+            .step(Event::PutWritten(call.id.clone(), Written::of(&result)));
+        for action in answer {
+            match action {
+                Action::DropLocal(id) => drop_local(inner, &id),
+                Action::Stop => {
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %Chain(e), "full write-back interrupted; will retry");
+                    }
+                    return Vec::new();
                 }
-                return;
+                _ => {}
             }
         }
     }
-    inner.replicator().written_back();
-    inner.metrics.write_backs.inc();
-    tracing::info!("call state written back to redis in full");
+    let health_moved = health.has_changed().unwrap_or(false);
+    let next = inner.replicator().step(Event::PutsDone { health_moved });
+    if !inner.replicator().needs_write_back() {
+        inner.metrics.write_backs.inc();
+        tracing::info!("call state written back to redis in full");
+    }
+    next
+}
+
+/// Feeds a write-back step; whether the replicator stopped the write-back.
+fn stopped(inner: &Inner, event: Event) -> bool {
+    let stop = inner.replicator().step(event).contains(&Action::Stop);
+    if stop {
+        tracing::warn!("full write-back interrupted; will retry");
+    }
+    stop
 }
 
 impl Inner {

@@ -107,7 +107,7 @@ impl RedisCallStore {
         Ok(report)
     }
 
-    pub(super) async fn scan_node(&self, node: &str) -> Result<Vec<String>, Error> {
+    pub(crate) async fn scan_node(&self, node: &str) -> Result<Vec<String>, Error> {
         let mut ids = Vec::new();
         let mut cursor = 0u64;
         loop {
