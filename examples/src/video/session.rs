@@ -353,4 +353,51 @@ mod tests {
             Reply::Send(ServerMessage::Rejoined { .. })
         ));
     }
+
+    #[tokio::test]
+    async fn only_the_latest_connection_of_a_participant_marks_it_awaiting_when_it_closes() {
+        let hub = hub().await;
+        let connections = Connections::default();
+        let session =
+            |user: &str| Session::new(hub.clone(), "c", user).with_connections(connections.clone());
+        let state = |me: &str| hub.get("c").unwrap().participants[me].state;
+        let mut first = session("alice");
+        let Reply::Send(ServerMessage::Joined {
+            participant_id: me,
+            rejoin_token,
+            ..
+        }) = first.handle_text(r#"{"type":"join"}"#).await
+        else {
+            panic!("joined")
+        };
+        // The client reconnects before its first socket is found dead.
+        let mut second = session("alice");
+        let rejoin = json!({ "type": "rejoin", "participant_id": me, "token": rejoin_token });
+        assert!(matches!(
+            second.handle_text(&rejoin.to_string()).await,
+            Reply::Send(ServerMessage::Rejoined { .. })
+        ));
+        first.disconnected();
+        assert_eq!(
+            state(&me),
+            ParticipantState::Connected,
+            "the newer one holds it"
+        );
+        second.disconnected();
+        assert_eq!(state(&me), ParticipantState::AwaitingRejoin);
+        // A participant that left is not marked.
+        let mut bob = session("bob");
+        let Reply::Send(ServerMessage::Joined { participant_id, .. }) =
+            bob.handle_text(r#"{"type":"join"}"#).await
+        else {
+            panic!("joined")
+        };
+        bob.handle_text(r#"{"type":"leave"}"#).await;
+        bob.disconnected();
+        assert!(!hub
+            .get("c")
+            .unwrap()
+            .participants
+            .contains_key(&participant_id));
+    }
 }
