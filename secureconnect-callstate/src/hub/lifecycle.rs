@@ -100,7 +100,8 @@ impl CallHub {
     /// participant, with [`end`](Self::end), or after
     /// [`empty_call_ttl`](Self::empty_call_ttl) without participants; the user may
     /// then create another. (Creators are known to this hub only: calls recovered
-    /// after a restart count for nobody.)
+    /// after a restart, and calls made with [`create`](Self::create), count for
+    /// nobody.)
     ///
     /// # Errors
     ///

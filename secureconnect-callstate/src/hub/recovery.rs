@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::CallHub;
+use super::{CallHub, Inner};
 use crate::error::{Chain, Error};
 use crate::model::ParticipantState;
 use crate::redis_store::RecoveryReport;
@@ -115,7 +115,7 @@ impl CallHub {
     /// Whether a background recovery is under way: calls from before a restart may
     /// still come back.
     pub fn is_recovering(&self) -> bool {
-        *self.inner.lifecycle.recovery.borrow() == Recovery::Running
+        self.inner.recovery_pending()
     }
 
     /// Waits up to `timeout` for a background recovery to finish; whether none is under
@@ -124,5 +124,14 @@ impl CallHub {
         let mut rx = self.inner.lifecycle.recovery.subscribe();
         let done = tokio::time::timeout(timeout, rx.wait_for(|s| *s != Recovery::Running)).await;
         matches!(done, Ok(Ok(_))) || !self.is_recovering()
+    }
+}
+
+impl Inner {
+    /// Whether a background recovery is under way: calls this node owns in Redis may
+    /// not be in memory yet, so nothing may treat "in Redis, not in memory" as ended
+    /// until it is done (a full write-back, for one).
+    pub(super) fn recovery_pending(&self) -> bool {
+        *self.lifecycle.recovery.borrow() == Recovery::Running
     }
 }
