@@ -65,6 +65,14 @@ pub struct Config {
     pub audit_file: Option<PathBuf>,
     /// `VIDEO_NODE_ID` (default `video-1`): stable across restarts so calls recover.
     pub video_node: String,
+    /// `REJOIN_GRACE_SECS` (default 60): how long a video participant whose connection
+    /// dropped (or who was recovered after a restart) keeps its place.
+    pub rejoin_grace: Duration,
+    /// `CALL_EMPTY_TTL_SECS` (default 300): how long a call without participants lives.
+    pub call_empty_ttl: Duration,
+    /// `CALLS_PER_USER_MAX` (default 20): open calls one user may have created; beyond,
+    /// `POST /v1/calls` answers 429.
+    pub calls_per_user_max: usize,
     /// `RATE_LIMIT_PER_MINUTE` per authenticated user (default 600).
     pub rate_limit: u32,
     /// `RATE_LIMIT_CLIENT_PER_MINUTE` per client address (default 1200).
@@ -126,6 +134,17 @@ impl Config {
             )?,
             audit_file: var("AUDIT_FILE")?.map(PathBuf::from),
             video_node: var("VIDEO_NODE_ID")?.unwrap_or_else(|| "video-1".into()),
+            rejoin_grace: Duration::from_secs(parsed(
+                "REJOIN_GRACE_SECS",
+                60,
+                "a whole number of seconds",
+            )?),
+            call_empty_ttl: Duration::from_secs(parsed(
+                "CALL_EMPTY_TTL_SECS",
+                300,
+                "a whole number of seconds",
+            )?),
+            calls_per_user_max: parsed("CALLS_PER_USER_MAX", 20, "a whole number")?,
             rate_limit: parsed("RATE_LIMIT_PER_MINUTE", 600, "a whole number")?,
             rate_limit_client: parsed("RATE_LIMIT_CLIENT_PER_MINUTE", 1200, "a whole number")?,
             rate_limit_policy: policy,
@@ -153,6 +172,15 @@ impl Config {
             return Err(ConfigError(
                 "RATE_LIMIT_PER_MINUTE and RATE_LIMIT_CLIENT_PER_MINUTE must be at least 1".into(),
             ));
+        }
+        for (name, zero) in [
+            ("REJOIN_GRACE_SECS", config.rejoin_grace.is_zero()),
+            ("CALL_EMPTY_TTL_SECS", config.call_empty_ttl.is_zero()),
+            ("CALLS_PER_USER_MAX", config.calls_per_user_max == 0),
+        ] {
+            if zero {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
         }
         config
             .trusted_proxies

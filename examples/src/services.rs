@@ -58,7 +58,7 @@ pub async fn build(
     let app = match kind {
         ServiceKind::Auth => auth::router(&kit),
         ServiceKind::Storage => storage::router(&kit, config, jwt_secret)?,
-        ServiceKind::Video => video::router(&mut kit, &config.video_node).await?,
+        ServiceKind::Video => video::router(&mut kit, config)?,
         ServiceKind::Gateway => gateway::router(
             &mut kit,
             config,

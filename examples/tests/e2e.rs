@@ -340,6 +340,29 @@ async fn a_call_survives_kill_9_of_the_video_service() {
         "{state}"
     );
 
+    // Bob presenting Alice's participant and token is refused, and nothing changes.
+    let mut mallory = ws(&system, &call_id, &bob.token).await;
+    send(
+        &mut mallory,
+        serde_json::json!({ "type": "rejoin", "participant_id": pa, "token": ta }),
+    )
+    .await;
+    assert_eq!(recv(&mut mallory).await["code"], "bad_token");
+    let state = json(
+        c.get(format!("{g}/v1/calls/{call_id}"))
+            .bearer_auth(&alice.token),
+    )
+    .await;
+    assert!(
+        state["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "awaiting_rejoin"),
+        "a refused rejoin leaves the participant awaiting: {state}"
+    );
+    drop(mallory);
+
     let mut a = ws(&system, &call_id, &alice.token).await;
     send(
         &mut a,

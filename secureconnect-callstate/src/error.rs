@@ -29,6 +29,13 @@ pub enum ErrorKind {
     Redis,
     /// An entry in Redis could not be read.
     Corrupt,
+    /// The user has as many open calls as the hub allows
+    /// ([`CallHubConfig::calls_per_user`](crate::CallHubConfig::calls_per_user)): end
+    /// one first.
+    TooManyCalls,
+    /// The hub is still recovering its calls from Redis (Redis was unreachable at
+    /// start): the call may come back; retry shortly.
+    Recovering,
 }
 
 /// Why a call-state operation failed: its [`kind`](Error::kind), the call and
@@ -118,6 +125,18 @@ impl Error {
         e
     }
 
+    pub(crate) fn too_many_calls(user: &str, limit: usize) -> Self {
+        let mut e = Self::new(ErrorKind::TooManyCalls);
+        e.inner.detail = Some(format!(
+            "user {user:?} has {limit} open calls, the most allowed"
+        ));
+        e
+    }
+
+    pub(crate) fn recovering(call: &str) -> Self {
+        Self::new(ErrorKind::Recovering).call_id(call)
+    }
+
     pub(crate) fn corrupt(call: &str, reason: String) -> Self {
         let mut e = Self::new(ErrorKind::Corrupt).call_id(call);
         e.inner.source = Some(Box::new(Corruption(reason)));
@@ -174,6 +193,16 @@ impl Error {
     /// Whether an entry in Redis could not be read.
     pub fn is_corrupt(&self) -> bool {
         self.inner.kind == ErrorKind::Corrupt
+    }
+
+    /// Whether the user has as many open calls as allowed.
+    pub fn is_too_many_calls(&self) -> bool {
+        self.inner.kind == ErrorKind::TooManyCalls
+    }
+
+    /// Whether the hub is still recovering its calls from Redis: retry shortly.
+    pub fn is_recovering(&self) -> bool {
+        self.inner.kind == ErrorKind::Recovering
     }
 
     /// The call concerned, when there is one.
@@ -261,6 +290,11 @@ impl fmt::Display for Error {
             ErrorKind::Unavailable => f.write_str("redis unavailable for call state"),
             ErrorKind::Redis => f.write_str("redis refused a call-state command"),
             ErrorKind::Corrupt => write!(f, "corrupt entry for call {call:?}"),
+            ErrorKind::TooManyCalls => write!(f, "too many open calls: {detail}"),
+            ErrorKind::Recovering => write!(
+                f,
+                "calls are still being recovered from redis; retry call {call:?} shortly"
+            ),
         }
     }
 }

@@ -16,7 +16,9 @@
 //!   entry is skipped and reported, the others recover.
 //! - [`MemoryCallStore`]: the same semantics in one process.
 //! - [`CallHub`]: what a signaling service holds — memory authoritative, Redis written
-//!   behind, full write-back after an outage, rejoin tokens, signal relay.
+//!   behind, full write-back after an outage, recovery retried until Redis answers,
+//!   rejoin tokens, expiry of dropped participants and empty calls, a cap on open calls
+//!   per user ([`CallHubConfig`]), signal relay.
 //!
 //! Every operation fails with the one [`Error`]: branch on its predicates
 //! ([`Error::is_unavailable`]: Redis is unavailable, take the in-memory path;
@@ -25,16 +27,17 @@
 //! ```no_run
 //! # async fn f(redis: secureconnect_redis_fallback::RedisClient) -> Result<(), secureconnect_callstate::Error> {
 //! use prometheus_client::registry::Registry;
-//! use secureconnect_callstate::{CallHub, RedisCallStore, RedisCallStoreConfig};
+//! use secureconnect_callstate::{CallHub, CallHubConfig, RedisCallStore, RedisCallStoreConfig};
 //!
 //! let mut registry = Registry::default();
 //! let store = RedisCallStore::new(redis, "video-1", RedisCallStoreConfig::default())?;
-//! let hub = CallHub::new("video-1", Some(store), &mut registry)?;
-//! hub.recover().await?;                       // calls from before a restart
-//! hub.create("call-7").await?;
+//! let hub = CallHub::new("video-1", Some(store), CallHubConfig::default(), &mut registry)?;
+//! hub.recover_in_background();                // calls from before a restart
+//! hub.create_for("call-7", "user-1").await?;  // at most 20 open calls per user
 //! let (me, token) = hub.join("call-7", "user-1").await?;
-//! // … after a restart, the client presents `token`:
-//! hub.rejoin("call-7", &me, &token)?;
+//! hub.disconnect("call-7", &me)?;             // the socket closed without a leave
+//! // … within the grace period (or after a restart), the client presents `token`:
+//! hub.rejoin("call-7", &me, "user-1", &token).await?;
 //! # Ok(()) }
 //! ```
 
@@ -49,7 +52,7 @@ mod redis_store;
 mod store;
 
 pub use error::{Error, ErrorKind};
-pub use hub::{CallHub, Signal, SignalReceiver};
+pub use hub::{CallHub, CallHubConfig, Signal, SignalReceiver};
 pub use memory_store::MemoryCallStore;
 pub use model::{CallState, Participant, ParticipantState, RejoinToken, SCHEMA_VERSION};
 pub use redis_store::{RecoveryReport, RedisCallStore, RedisCallStoreConfig, Skipped};

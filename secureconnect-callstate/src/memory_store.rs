@@ -55,6 +55,15 @@ impl MemoryCallStore {
         f(call)
     }
 
+    /// The ids of the calls without participants.
+    pub(crate) fn empty_calls(&self) -> Vec<String> {
+        self.calls()
+            .values()
+            .filter(|c| c.participants.is_empty())
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
     /// Number of calls and of participants.
     pub fn counts(&self) -> (usize, usize) {
         let calls = self.calls();

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use secureconnect_callstate::{
-    CallHub, CallStore, Participant, ParticipantState, RedisCallStore, RedisCallStoreConfig,
-    RejoinToken, Skipped,
+    CallHub, CallHubConfig, CallStore, Participant, ParticipantState, RedisCallStore,
+    RedisCallStoreConfig, RejoinToken, Skipped,
 };
 use secureconnect_redis_fallback::testing::{RedisServer, Reply};
 use secureconnect_redis_fallback::{Health, RedisClient, RedisClientConfig};
@@ -72,7 +72,13 @@ async fn a_restarted_node_recovers_every_participant_awaiting_rejoin() {
 
     let mut registry = Registry::default();
     let after = store(&server, "video-1", RedisCallStoreConfig::default()).await;
-    let hub = CallHub::new("video-1", Some(after.clone()), &mut registry).unwrap();
+    let hub = CallHub::new(
+        "video-1",
+        Some(after.clone()),
+        CallHubConfig::default(),
+        &mut registry,
+    )
+    .unwrap();
     let report = hub.recover().await.unwrap();
     assert_eq!(report.calls.len(), 3);
     assert!(report.skipped.is_empty());
@@ -96,17 +102,25 @@ async fn a_restarted_node_recovers_every_participant_awaiting_rejoin() {
     let (call, participant_id, token) = &tokens[0];
     let wrong = RejoinToken::from_client("guess");
     assert!(matches!(
-        hub.rejoin(call, participant_id, &wrong),
+        hub.rejoin(call, participant_id, &format!("user-{participant_id}"), &wrong).await,
         Err(e) if e.is_bad_token()
     ));
     assert!(
         matches!(
-            hub.rejoin(call, participant_id, &tokens[1].2),
+            hub.rejoin(call, participant_id, &format!("user-{participant_id}"), &tokens[1].2).await,
             Err(e) if e.is_bad_token()
         ),
         "another participant's token is refused"
     );
-    let back = hub.rejoin(call, participant_id, token).unwrap();
+    let back = hub
+        .rejoin(
+            call,
+            participant_id,
+            &format!("user-{participant_id}"),
+            token,
+        )
+        .await
+        .unwrap();
     assert_eq!(back.state, ParticipantState::Connected);
     // Those who do not come back within the grace period are removed.
     assert_eq!(hub.expire_awaiting(Duration::ZERO).await, 11);
@@ -295,6 +309,7 @@ async fn corrupted_entries_are_skipped_counted_and_the_rest_recovers() {
     let hub = CallHub::new(
         "node-a",
         Some(store(&server, "node-a", RedisCallStoreConfig::default()).await),
+        CallHubConfig::default(),
         &mut registry,
     )
     .unwrap();
@@ -340,7 +355,13 @@ async fn redis_killed_mid_call_then_state_is_written_back() {
     let s = store(&server, "node-a", RedisCallStoreConfig::default()).await;
     let redis = s.redis().clone();
     let mut registry = Registry::default();
-    let hub = CallHub::new("node-a", Some(s.clone()), &mut registry).unwrap();
+    let hub = CallHub::new(
+        "node-a",
+        Some(s.clone()),
+        CallHubConfig::default(),
+        &mut registry,
+    )
+    .unwrap();
     hub.create("live").await.unwrap();
     let (p1, _) = hub.join("live", "alice").await.unwrap();
     let (_p2, _) = hub.join("live", "bob").await.unwrap();
@@ -392,7 +413,7 @@ async fn redis_killed_mid_call_then_state_is_written_back() {
 #[tokio::test]
 async fn signals_reach_the_addressed_participants() {
     let mut registry = Registry::default();
-    let hub = CallHub::new("node-a", None, &mut registry).unwrap();
+    let hub = CallHub::new("node-a", None, CallHubConfig::default(), &mut registry).unwrap();
     hub.create("c").await.unwrap();
     let (a, _) = hub.join("c", "alice").await.unwrap();
     let (b, _) = hub.join("c", "bob").await.unwrap();
@@ -439,7 +460,13 @@ async fn a_redis_restarted_empty_gets_the_calls_back_even_without_changes_meanwh
     let s = store(&server, "node-a", RedisCallStoreConfig::default()).await;
     let redis = s.redis().clone();
     let mut registry = Registry::default();
-    let hub = CallHub::new("node-a", Some(s.clone()), &mut registry).unwrap();
+    let hub = CallHub::new(
+        "node-a",
+        Some(s.clone()),
+        CallHubConfig::default(),
+        &mut registry,
+    )
+    .unwrap();
     hub.create("quiet").await.unwrap();
     hub.join("quiet", "alice").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;

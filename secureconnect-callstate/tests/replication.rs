@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use secureconnect_callstate::{CallHub, CallStore, RedisCallStore, RedisCallStoreConfig};
+use secureconnect_callstate::{
+    CallHub, CallHubConfig, CallStore, RedisCallStore, RedisCallStoreConfig,
+};
 use secureconnect_redis_fallback::testing::{FaultProxy, ProxyMode, RedisServer};
 use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
 
@@ -33,7 +35,13 @@ async fn store(url: String, node: &str) -> RedisCallStore {
 }
 
 fn hub(store: &RedisCallStore) -> CallHub {
-    CallHub::new(store.node(), Some(store.clone()), &mut Registry::default()).unwrap()
+    CallHub::new(
+        store.node(),
+        Some(store.clone()),
+        CallHubConfig::default(),
+        &mut Registry::default(),
+    )
+    .unwrap()
 }
 
 fn proxied(server: &RedisServer) -> impl std::future::Future<Output = std::io::Result<FaultProxy>> {

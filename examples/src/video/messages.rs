@@ -124,6 +124,9 @@ pub enum ErrorCode {
     RejoinFailed,
     /// Relaying failed (the sender is no longer in the call, …).
     RelayFailed,
+    /// The service is still recovering its calls after a restart: retry the rejoin
+    /// shortly.
+    Recovering,
     /// Not expected now: join or rejoin first, once.
     Unexpected,
 }
@@ -323,6 +326,10 @@ mod tests {
             (
                 ServerMessage::error(ErrorCode::RelayFailed, "m"),
                 json!({ "type": "error", "code": "relay_failed", "message": "m" }),
+            ),
+            (
+                ServerMessage::error(ErrorCode::Recovering, "m"),
+                json!({ "type": "error", "code": "recovering", "message": "m" }),
             ),
             (
                 ServerMessage::error(ErrorCode::Unexpected, "m"),

@@ -2,8 +2,8 @@
 //!
 //! | route | |
 //! |---|---|
-//! | `POST /v1/calls` | → 201 `{"call_id"}` |
-//! | `GET /v1/calls/{id}` | participants and their state |
+//! | `POST /v1/calls` | → 201 `{"call_id"}`; 429 `{"error":"too_many_calls","message"}` beyond `CALLS_PER_USER_MAX` open calls of the user |
+//! | `GET /v1/calls/{id}` | participants and their state (`connected`, `awaiting_rejoin`); 404 once the call ended, 503 `recovering` while calls from before a restart may still come back |
 //! | `GET /v1/calls/{id}/ws` | WebSocket signaling (token in `Authorization` or `?access_token=`) |
 //!
 //! The WebSocket speaks JSON text frames:
@@ -11,13 +11,23 @@
 //! | client sends | server answers |
 //! |---|---|
 //! | `{"type":"join"}` | `{"type":"joined","participant_id","rejoin_token","participants":[…]}` |
-//! | `{"type":"rejoin","participant_id","token"}` | `{"type":"rejoined",…}` or `{"type":"error","code":"bad_token"}` |
+//! | `{"type":"rejoin","participant_id","token"}` | `{"type":"rejoined",…}`, or `{"type":"error","code":"bad_token"}`, or `"code":"recovering"` (retry shortly) |
 //! | `{"type":"offer"\|"answer"\|"ice","to"?,"payload"}` | relayed to `to` (or everyone else) as `{"type","from","payload"}` |
 //! | `{"type":"leave"}` | `{"type":"left"}` |
 //!
 //! Membership persists in Redis: after a restart (even `kill -9`) the calls come back
-//! with every participant awaiting rejoin; participants not back within 60 s are
-//! removed.
+//! with every participant awaiting rejoin — recovery is retried in the background until
+//! Redis answers, so Redis may be unreachable at start. A WebSocket that closes without
+//! `leave` leaves its participant awaiting rejoin too. Settings (environment):
+//!
+//! | variable | default | |
+//! |---|---|---|
+//! | `REJOIN_GRACE_SECS` | 60 | a participant awaiting rejoin that is not back within this is removed |
+//! | `CALL_EMPTY_TTL_SECS` | 300 | a call without participants ends after this |
+//! | `CALLS_PER_USER_MAX` | 20 | open calls one user may have created; beyond, `POST /v1/calls` answers 429 |
+//!
+//! A malformed or zero value stops the service at start with a message naming the
+//! variable.
 //!
 //! The messages are the enums of [`messages`]; each connection is a
 //! [`Session`], which handles them.
@@ -36,37 +46,70 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use prometheus_client::metrics::gauge::Gauge;
-use secureconnect_callstate::{CallHub, ErrorKind, RedisCallStore, RedisCallStoreConfig};
+use secureconnect_callstate::{
+    CallHub, CallHubConfig, ErrorKind, RedisCallStore, RedisCallStoreConfig,
+};
 use serde_json::json;
 
 use self::messages::{participants, ServerMessage};
-use self::session::{Reply, Session};
+use self::session::{Connections, Reply, Session};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::kit::Kit;
 use crate::token::User;
 
-const REJOIN_GRACE: Duration = Duration::from_secs(60);
+/// How long a WebSocket upgrade for a call not (yet) in memory waits for a recovery
+/// under way.
+const RECOVERY_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct VideoState {
     hub: CallHub,
     sockets: Gauge,
+    connections: Connections,
 }
 
 fn call_error(e: &secureconnect_callstate::Error) -> ApiError {
     match e.kind() {
         ErrorKind::NotFound => ApiError::not_found("no such call"),
         ErrorKind::InvalidId => ApiError::bad_request("invalid_id", e.to_string()),
+        ErrorKind::TooManyCalls => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_calls",
+            e.to_string(),
+        ),
+        ErrorKind::Recovering => recovering(),
         _ => ApiError::internal(e.to_string()),
+    }
+}
+
+fn recovering() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "recovering",
+        "calls are still being recovered; retry shortly",
+    )
+}
+
+/// 404 for a call that is not here, or 503 `recovering` while it may still come back.
+async fn missing_call(hub: &CallHub) -> ApiError {
+    if hub.is_recovering() && !hub.wait_for_recovery(RECOVERY_WAIT).await {
+        recovering()
+    } else {
+        ApiError::not_found("no such call")
     }
 }
 
 async fn create_call(
     State(state): State<Arc<VideoState>>,
-    User(_): User,
+    User(claims): User,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let id = format!("call-{}", uuid::Uuid::new_v4().simple());
-    state.hub.create(&id).await.map_err(|e| call_error(&e))?;
+    state
+        .hub
+        .create_for(&id, &claims.sub)
+        .await
+        .map_err(|e| call_error(&e))?;
     Ok((StatusCode::CREATED, Json(json!({ "call_id": id }))))
 }
 
@@ -75,8 +118,13 @@ async fn get_call(
     User(_): User,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let participants =
-        participants(&state.hub, &id).ok_or_else(|| ApiError::not_found("no such call"))?;
+    let participants = match participants(&state.hub, &id) {
+        Some(found) => found,
+        None => {
+            let missing = missing_call(&state.hub).await;
+            participants(&state.hub, &id).ok_or(missing)?
+        }
+    };
     Ok(Json(json!({ "call_id": id, "participants": participants })))
 }
 
@@ -87,7 +135,10 @@ async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     if state.hub.get(&id).is_none() {
-        return Err(ApiError::not_found("no such call"));
+        let missing = missing_call(&state.hub).await;
+        if state.hub.get(&id).is_none() {
+            return Err(missing);
+        }
     }
     Ok(upgrade
         .max_message_size(64 * 1024)
@@ -103,7 +154,8 @@ fn text(message: &ServerMessage) -> Message {
 async fn connection(state: Arc<VideoState>, call: String, user: String, socket: WebSocket) {
     state.sockets.inc();
     let (mut tx, mut rx) = socket.split();
-    let mut session = Session::new(state.hub.clone(), call, user);
+    let mut session =
+        Session::new(state.hub.clone(), call, user).with_connections(state.connections.clone());
     loop {
         let incoming = tokio::select! {
             message = rx.next() => message,
@@ -134,47 +186,39 @@ async fn connection(state: Arc<VideoState>, call: String, user: String, socket: 
             }
         }
     }
+    // Closed without a leave: the participant awaits rejoin for the grace period.
+    session.disconnected();
     state.sockets.dec();
 }
 
-/// The video service's routes; recovers the calls this node owned.
+/// The video service's routes; recovers the calls this node owned, in the background
+/// until Redis answers.
 ///
 /// # Errors
 ///
-/// A message for a malformed node id.
-pub async fn router(kit: &mut Kit, node: &str) -> Result<Router, String> {
+/// A message for a malformed node id or setting.
+pub fn router(kit: &mut Kit, config: &Config) -> Result<Router, String> {
+    let node = config.video_node.as_str();
     let store = RedisCallStore::new(kit.redis.clone(), node, RedisCallStoreConfig::default())
         .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
-    let hub = CallHub::new(node, Some(store), &mut kit.registry)
-        .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
-    match hub.recover().await {
-        Ok(report) => tracing::info!(
-            calls = report.calls.len(),
-            skipped = report.skipped.len(),
-            "video calls recovered"
-        ),
-        Err(e) => {
-            tracing::warn!(error = %crate::error::chain(&e), "no calls recovered: redis unavailable")
-        }
-    }
+    let hub_config = CallHubConfig::default()
+        .rejoin_grace(config.rejoin_grace)
+        .empty_call_ttl(config.call_empty_ttl)
+        .calls_per_user(config.calls_per_user_max);
+    let hub = CallHub::new(node, Some(store), hub_config, &mut kit.registry)
+        .map_err(|e| format!("video settings: {}", crate::error::chain(&e)))?;
+    hub.recover_in_background();
     let sockets = Gauge::default();
     kit.registry.register(
         "websocket_connections",
         "Open signaling WebSocket connections",
         sockets.clone(),
     );
-    let expiring = hub.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
-        loop {
-            tick.tick().await;
-            let removed = expiring.expire_awaiting(REJOIN_GRACE).await;
-            if removed > 0 {
-                tracing::info!(removed, "participants that did not rejoin were removed");
-            }
-        }
+    let state = Arc::new(VideoState {
+        hub,
+        sockets,
+        connections: Connections::default(),
     });
-    let state = Arc::new(VideoState { hub, sockets });
     Ok(Router::new()
         .route("/v1/calls", post(create_call))
         .route("/v1/calls/{id}", get(get_call))

@@ -2,7 +2,8 @@
 //! participant once joined, the signals addressed to it), handling each client
 //! message and answering what to send.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use secureconnect_callstate::{CallHub, RejoinToken, Signal, SignalReceiver};
 use serde_json::value::RawValue;
@@ -22,11 +23,47 @@ pub enum Reply {
     Close(ServerMessage),
 }
 
+/// Which connection of each participant is the current one, shared by the sessions of
+/// a service: a connection that closes marks its participant awaiting rejoin only if no
+/// newer connection (a rejoin from the same client, before the old socket was found
+/// dead) took the participant over.
+#[derive(Clone, Debug, Default)]
+pub struct Connections(Arc<Mutex<ConnectionTable>>);
+
+#[derive(Debug, Default)]
+struct ConnectionTable {
+    next: u64,
+    current: HashMap<(String, String), u64>,
+}
+
+impl Connections {
+    fn attach(&self, call: &str, participant: &str) -> u64 {
+        let mut table = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        table.next += 1;
+        let id = table.next;
+        table
+            .current
+            .insert((call.to_owned(), participant.to_owned()), id);
+        id
+    }
+
+    /// Runs `f` if connection `id` is still the participant's current one.
+    fn detach(&self, call: &str, participant: &str, id: u64, f: impl FnOnce()) {
+        let mut table = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (call.to_owned(), participant.to_owned());
+        if table.current.get(&key) == Some(&id) {
+            table.current.remove(&key);
+            f();
+        }
+    }
+}
+
 /// One signaling connection: the call it is for, the user behind it, and, once it
 /// joined or rejoined, its participant and the signals addressed to it.
 ///
-/// A dropped connection keeps its place: the client may rejoin with its token within
-/// the grace period.
+/// A dropped connection keeps its place: [`Session::disconnected`] marks the
+/// participant awaiting rejoin, and the client may rejoin with its token within the
+/// grace period.
 #[derive(Debug)]
 pub struct Session {
     hub: CallHub,
@@ -34,6 +71,8 @@ pub struct Session {
     user: String,
     me: Option<String>,
     signals: Option<SignalReceiver>,
+    connections: Connections,
+    connection: u64,
 }
 
 impl Session {
@@ -45,7 +84,34 @@ impl Session {
             user: user.into(),
             me: None,
             signals: None,
+            connections: Connections::default(),
+            connection: 0,
         }
+    }
+
+    /// Shares the service's [`Connections`], so that only a participant's latest
+    /// connection marks it awaiting rejoin when it closes.
+    #[must_use]
+    pub fn with_connections(mut self, connections: Connections) -> Self {
+        self.connections = connections;
+        self
+    }
+
+    /// The connection closed: unless the participant left (or a newer connection took
+    /// it over), it awaits rejoin for the hub's grace period.
+    pub fn disconnected(&mut self) {
+        let Some(me) = self.me.take() else { return };
+        self.signals = None;
+        let (hub, call) = (&self.hub, &self.call);
+        self.connections.detach(call, &me, self.connection, || {
+            if let Err(e) = hub.disconnect(call, &me) {
+                tracing::debug!(call = %call, participant = %me, error = %e, "disconnect");
+            }
+        });
+    }
+
+    fn attach(&mut self, me: &str) {
+        self.connection = self.connections.attach(&self.call, me);
     }
 
     /// The participant, once joined or rejoined.
@@ -74,10 +140,13 @@ impl Session {
                     token,
                 },
                 None,
-            ) => self.rejoin(
-                participant_id.unwrap_or_default(),
-                &RejoinToken::from_client(token.unwrap_or_default()),
-            ),
+            ) => {
+                self.rejoin(
+                    participant_id.unwrap_or_default(),
+                    &RejoinToken::from_client(token.unwrap_or_default()),
+                )
+                .await
+            }
             (ClientMessage::Offer(relay), Some(me)) => {
                 return self.relay(me, SignalKind::Offer, relay)
             }
@@ -87,6 +156,7 @@ impl Session {
             (ClientMessage::Ice(relay), Some(me)) => return self.relay(me, SignalKind::Ice, relay),
             (ClientMessage::Leave, Some(me)) => {
                 let _ = self.hub.leave(&self.call, &me).await;
+                self.me = None;
                 return Reply::Close(ServerMessage::Left);
             }
             _ => ServerMessage::error(ErrorCode::Unexpected, "join or rejoin first, once"),
@@ -98,6 +168,7 @@ impl Session {
         match self.hub.join(&self.call, &self.user).await {
             Ok((me, token)) => {
                 self.signals = self.hub.subscribe(&self.call, &me).ok();
+                self.attach(&me);
                 self.me = Some(me.clone());
                 ServerMessage::Joined {
                     participant_id: me,
@@ -109,20 +180,25 @@ impl Session {
         }
     }
 
-    fn rejoin(&mut self, me: String, token: &RejoinToken) -> ServerMessage {
-        match self.hub.rejoin(&self.call, &me, token) {
-            Ok(p) if p.user_id == self.user => {
+    async fn rejoin(&mut self, me: String, token: &RejoinToken) -> ServerMessage {
+        // The hub checks the user and the token before it changes anything.
+        match self.hub.rejoin(&self.call, &me, &self.user, token).await {
+            Ok(_) => {
                 self.signals = self.hub.subscribe(&self.call, &me).ok();
+                self.attach(&me);
                 self.me = Some(me.clone());
                 ServerMessage::Rejoined {
                     participant_id: me,
                     participants: participants(&self.hub, &self.call),
                 }
             }
-            Ok(_) => ServerMessage::error(ErrorCode::BadToken, "wrong rejoin token"),
             Err(e) if e.is_bad_token() => {
                 ServerMessage::error(ErrorCode::BadToken, "wrong rejoin token")
             }
+            Err(e) if e.is_recovering() => ServerMessage::error(
+                ErrorCode::Recovering,
+                "calls are still being recovered; retry shortly",
+            ),
             Err(e) => ServerMessage::error(ErrorCode::RejoinFailed, e.to_string()),
         }
     }
@@ -166,12 +242,19 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use prometheus_client::registry::Registry;
+    use secureconnect_callstate::{CallHubConfig, ParticipantState};
     use serde_json::json;
 
     use super::*;
 
     async fn hub() -> CallHub {
-        let hub = CallHub::new("node-a", None, &mut Registry::default()).unwrap();
+        let hub = CallHub::new(
+            "node-a",
+            None,
+            CallHubConfig::default(),
+            &mut Registry::default(),
+        )
+        .unwrap();
         hub.create("c").await.unwrap();
         hub
     }
@@ -247,6 +330,7 @@ mod tests {
             Some(ErrorCode::RejoinFailed)
         );
         let (me, token) = hub.join("c", "alice").await.unwrap();
+        hub.disconnect("c", &me).unwrap();
         let wrong = json!({ "type": "rejoin", "participant_id": me, "token": "guess" });
         assert_eq!(
             error_code(&s.handle_text(&wrong.to_string()).await),
@@ -259,9 +343,61 @@ mod tests {
             Some(ErrorCode::BadToken),
             "another user's token"
         );
+        assert_eq!(
+            hub.get("c").unwrap().participants[&me].state,
+            ParticipantState::AwaitingRejoin,
+            "a refused rejoin changes nothing"
+        );
         assert!(matches!(
             s.handle_text(&right.to_string()).await,
             Reply::Send(ServerMessage::Rejoined { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn only_the_latest_connection_of_a_participant_marks_it_awaiting_when_it_closes() {
+        let hub = hub().await;
+        let connections = Connections::default();
+        let session =
+            |user: &str| Session::new(hub.clone(), "c", user).with_connections(connections.clone());
+        let state = |me: &str| hub.get("c").unwrap().participants[me].state;
+        let mut first = session("alice");
+        let Reply::Send(ServerMessage::Joined {
+            participant_id: me,
+            rejoin_token,
+            ..
+        }) = first.handle_text(r#"{"type":"join"}"#).await
+        else {
+            panic!("joined")
+        };
+        // The client reconnects before its first socket is found dead.
+        let mut second = session("alice");
+        let rejoin = json!({ "type": "rejoin", "participant_id": me, "token": rejoin_token });
+        assert!(matches!(
+            second.handle_text(&rejoin.to_string()).await,
+            Reply::Send(ServerMessage::Rejoined { .. })
+        ));
+        first.disconnected();
+        assert_eq!(
+            state(&me),
+            ParticipantState::Connected,
+            "the newer one holds it"
+        );
+        second.disconnected();
+        assert_eq!(state(&me), ParticipantState::AwaitingRejoin);
+        // A participant that left is not marked.
+        let mut bob = session("bob");
+        let Reply::Send(ServerMessage::Joined { participant_id, .. }) =
+            bob.handle_text(r#"{"type":"join"}"#).await
+        else {
+            panic!("joined")
+        };
+        bob.handle_text(r#"{"type":"leave"}"#).await;
+        bob.disconnected();
+        assert!(!hub
+            .get("c")
+            .unwrap()
+            .participants
+            .contains_key(&participant_id));
     }
 }

@@ -2,18 +2,23 @@
 //! in `signals`, the write-behind replication in `replicator` (the state machine) and
 //! `write_behind` (the task that drives it), the metrics in `metrics`.
 
+mod config;
+mod lifecycle;
 mod metrics;
+mod recovery;
 mod replicator;
 mod signals;
 mod write_behind;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
+pub use self::config::CallHubConfig;
+use self::lifecycle::Lifecycle;
 use self::metrics::Metrics;
 use self::replicator::{Event, Op, Replicator};
 use self::signals::Channels;
@@ -21,7 +26,7 @@ pub use self::signals::{Signal, SignalReceiver};
 use crate::error::{check_id, Error};
 use crate::memory_store::MemoryCallStore;
 use crate::model::{now_ms, CallState, Participant, ParticipantState, RejoinToken};
-use crate::redis_store::{RecoveryReport, RedisCallStore};
+use crate::redis_store::RedisCallStore;
 use crate::store::{CallStore, LeaveOutcome};
 
 /// How many changes may wait for Redis before the hub falls back to a full write-back.
@@ -36,6 +41,7 @@ struct Inner {
     awaiting: Mutex<HashMap<(String, String), Instant>>,
     channels: Channels,
     metrics: Metrics,
+    lifecycle: Lifecycle,
 }
 
 /// A signaling hub's view of calls: in-memory state that is authoritative, written
@@ -43,12 +49,17 @@ struct Inner {
 /// returns after an outage.
 ///
 /// A WebSocket signaling service keeps one [`CallHub`]: on `join` it hands the
-/// participant a [`RejoinToken`]; after a restart, [`CallHub::recover`] brings back the
-/// calls this node owned with every participant [awaiting
-/// rejoin](crate::ParticipantState::AwaitingRejoin); a participant that reconnects
-/// and presents its token gets its place back ([`CallHub::rejoin`]); those that do not
-/// within a grace period are removed ([`CallHub::expire_awaiting`]). Messages between
-/// participants (offers, answers, ICE candidates) go through [`CallHub::relay`] and
+/// participant a [`RejoinToken`]; when the participant's connection closes without a
+/// leave it calls [`CallHub::disconnect`], and the participant awaits
+/// rejoin ([`ParticipantState::AwaitingRejoin`](crate::ParticipantState::AwaitingRejoin));
+/// after a restart, [`CallHub::recover_in_background`] brings back the calls this node
+/// owned with every participant awaiting rejoin. A participant that reconnects and
+/// presents its token gets its place back ([`CallHub::rejoin`]); those that do not
+/// within [`CallHubConfig::rejoin_grace`] are removed, and a call left without
+/// participants for [`CallHubConfig::empty_call_ttl`] ends, both by a background
+/// sweep. [`CallHub::create_for`] holds each user to
+/// [`CallHubConfig::calls_per_user`] open calls. Messages between participants
+/// (offers, answers, ICE candidates) go through [`CallHub::relay`] and
 /// [`CallHub::subscribe`].
 ///
 /// With Redis, the hub refreshes this node's lease and its calls' TTLs three times per
@@ -61,7 +72,7 @@ struct Inner {
 /// holds (and every call that ended meanwhile), then puts the calls in memory. An end
 /// is never lost: a call that ended stays due to end in Redis until Redis confirms it.
 ///
-/// The hub has nothing to configure: the timing is the store's
+/// The expiry is configured by [`CallHubConfig`]; the Redis timing is the store's
 /// ([`RedisCallStoreConfig`](crate::RedisCallStoreConfig)).
 ///
 /// Cheap to clone.
@@ -71,20 +82,23 @@ pub struct CallHub {
 }
 
 impl CallHub {
-    /// A hub for node `node`, persisting to `redis` when given (else memory only); its
-    /// metrics go to `registry`. Must be called inside a Tokio runtime: it starts the
-    /// write-behind task.
+    /// A hub for node `node`, persisting to `redis` when given (else memory only),
+    /// expiring as `config` says; its metrics go to `registry`. Must be called inside a
+    /// Tokio runtime: it starts the expiry sweep and the write-behind task.
     ///
     /// # Errors
     ///
-    /// [`Error::is_invalid_id`] for an unusable node id.
+    /// [`Error::is_invalid_id`] for an unusable node id, [`Error::is_invalid_config`]
+    /// for a zero setting.
     pub fn new(
         node: impl Into<String>,
         redis: Option<RedisCallStore>,
+        config: CallHubConfig,
         registry: &mut Registry,
     ) -> Result<Self, Error> {
         let node = node.into();
         check_id(&node)?;
+        config.validate()?;
         let (tx, rx) = mpsc::channel(WRITE_BEHIND);
         let inner = Arc::new(Inner {
             memory: MemoryCallStore::new(node),
@@ -94,7 +108,9 @@ impl CallHub {
             awaiting: Mutex::new(HashMap::new()),
             channels: Channels::default(),
             metrics: Metrics::register(registry),
+            lifecycle: Lifecycle::new(config),
         });
+        lifecycle::start(&inner);
         if inner.redis.is_some() {
             tokio::spawn(write_behind::run(Arc::downgrade(&inner), rx));
         }
@@ -119,42 +135,6 @@ impl CallHub {
             .metrics
             .write_behind_depth
             .set((WRITE_BEHIND - self.inner.tx.capacity()) as i64);
-    }
-
-    /// Loads the calls this node owned before a restart, every participant awaiting
-    /// rejoin. Without Redis there is nothing to recover.
-    ///
-    /// # Errors
-    ///
-    /// When Redis is unavailable ([`Error::is_unavailable`]) or refuses a command.
-    pub async fn recover(&self) -> Result<RecoveryReport, Error> {
-        let Some(redis) = &self.inner.redis else {
-            return Ok(RecoveryReport::default());
-        };
-        let report = redis.recover().await?;
-        let now = Instant::now();
-        let mut awaiting = self
-            .inner
-            .awaiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for call in &report.calls {
-            for id in call.participants.keys() {
-                awaiting.insert((call.id.clone(), id.clone()), now);
-            }
-            self.inner.memory.insert(call.clone());
-        }
-        drop(awaiting);
-        self.inner.metrics.recovered(&report);
-        self.update_gauges();
-        tracing::info!(
-            recovered = report.calls.len(),
-            skipped = report.skipped.len(),
-            dangling = report.dangling_removed,
-            seconds = report.duration.as_secs_f64(),
-            "calls recovered from redis"
-        );
-        Ok(report)
     }
 
     /// Creates a call served by this node.
@@ -189,36 +169,6 @@ impl CallHub {
         self.enqueue(Op::Join(call_id.to_owned(), participant));
         self.update_gauges();
         Ok((id, token))
-    }
-
-    /// Gives a participant its place back after a restart if `token` is right.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::is_bad_token`], [`Error::is_no_participant`], [`Error::is_not_found`].
-    pub fn rejoin(
-        &self,
-        call_id: &str,
-        participant_id: &str,
-        token: &RejoinToken,
-    ) -> Result<Participant, Error> {
-        let participant = self.inner.memory.with_call(call_id, |call| {
-            let p = call
-                .participants
-                .get_mut(participant_id)
-                .ok_or_else(|| Error::no_participant(call_id, participant_id))?;
-            if !token.matches(&p.token_hash) {
-                return Err(Error::bad_token(call_id, participant_id));
-            }
-            p.state = ParticipantState::Connected;
-            Ok(p.clone())
-        })?;
-        self.inner
-            .awaiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&(call_id.to_owned(), participant_id.to_owned()));
-        Ok(participant)
     }
 
     /// Removes a participant; the call ends with its last participant.
@@ -258,33 +208,6 @@ impl CallHub {
     /// Every call this node serves.
     pub fn calls(&self) -> Vec<CallState> {
         self.inner.memory.snapshot()
-    }
-
-    /// Removes the participants still awaiting rejoin after `grace`; returns how many.
-    pub async fn expire_awaiting(&self, grace: Duration) -> usize {
-        let expired: Vec<(String, String)> = {
-            let mut awaiting = self
-                .inner
-                .awaiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let expired: Vec<_> = awaiting
-                .iter()
-                .filter(|(_, since)| since.elapsed() >= grace)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in &expired {
-                awaiting.remove(key);
-            }
-            expired
-        };
-        let mut removed = 0;
-        for (call, participant) in expired {
-            if matches!(self.leave(&call, &participant).await, Ok(o) if o.removed) {
-                removed += 1;
-            }
-        }
-        removed
     }
 
     /// Whether changes are waiting for a full write-back to Redis.

@@ -133,10 +133,16 @@ async fn write_back(
             return inner.replicator().step(Event::ReadFailed);
         }
     };
-    let orphans = scanned
-        .into_iter()
-        .filter(|call| !in_memory(inner, call))
-        .collect();
+    // A call in the set but not in memory ended here, once a recovery has loaded every
+    // call of this node; before that it may be one still to recover, never to end.
+    let orphans = if inner.recovered() {
+        scanned
+            .into_iter()
+            .filter(|call| !in_memory(inner, call))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let to_end = inner.replicator().step(Event::Scanned(orphans));
     for action in to_end {
         let Action::End(calls) = action else { continue };

@@ -1,0 +1,144 @@
+//! Recovery of the calls this node owned before a restart: one attempt
+//! ([`CallHub::recover`]) or attempts in the background until one succeeds
+//! ([`CallHub::recover_in_background`]), for when Redis is unreachable at start.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{CallHub, Inner};
+use crate::error::{Chain, Error};
+use crate::model::ParticipantState;
+use crate::redis_store::RecoveryReport;
+
+/// The first pause between two recovery attempts; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Where the hub's recovery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Recovery {
+    /// None was started.
+    Idle,
+    /// Attempts in the background until one succeeds.
+    Running,
+    /// Done: every call this node owned is in memory.
+    Done,
+}
+
+impl CallHub {
+    /// Loads the calls this node owned before a restart, every participant awaiting
+    /// rejoin (and removed if it does not rejoin within
+    /// [`rejoin_grace`](Self::rejoin_grace)). One attempt; without Redis there is
+    /// nothing to recover. [`recover_in_background`](Self::recover_in_background)
+    /// retries until it succeeds.
+    ///
+    /// # Errors
+    ///
+    /// When Redis is unavailable ([`Error::is_unavailable`]) or refuses a command.
+    pub async fn recover(&self) -> Result<RecoveryReport, Error> {
+        let Some(redis) = &self.inner.redis else {
+            return Ok(RecoveryReport::default());
+        };
+        let report = redis.recover().await?;
+        let now = Instant::now();
+        for call in &report.calls {
+            let mut call = call.clone();
+            for p in call.participants.values_mut() {
+                p.state = ParticipantState::AwaitingRejoin;
+            }
+            self.inner.memory.insert(call);
+        }
+        {
+            let mut awaiting = self.inner.awaiting();
+            for call in &report.calls {
+                for id in call.participants.keys() {
+                    awaiting.insert((call.id.clone(), id.clone()), now);
+                }
+            }
+        }
+        self.inner.lifecycle.recovery.send_replace(Recovery::Done);
+        self.inner.metrics.recovered(&report);
+        self.update_gauges();
+        tracing::info!(
+            recovered = report.calls.len(),
+            skipped = report.skipped.len(),
+            dangling = report.dangling_removed,
+            seconds = report.duration.as_secs_f64(),
+            "calls recovered from redis"
+        );
+        Ok(report)
+    }
+
+    /// Recovers in the background, attempt after attempt (100 ms apart, doubling up to
+    /// 2 s), until an attempt succeeds: Redis may be unreachable at start (restarted
+    /// together with this service) and come back later. Meanwhile
+    /// [`is_recovering`](Self::is_recovering) is true and a
+    /// [`rejoin`](Self::rejoin) of a call not yet back waits for it briefly, then
+    /// fails with [`Error::is_recovering`]. Does nothing without Redis or when a
+    /// recovery is already under way or done. Must be called inside a Tokio runtime.
+    pub fn recover_in_background(&self) {
+        if self.inner.redis.is_none() {
+            return;
+        }
+        let started = self.inner.lifecycle.recovery.send_if_modified(|state| {
+            let idle = *state == Recovery::Idle;
+            if idle {
+                *state = Recovery::Running;
+            }
+            idle
+        });
+        if !started {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut backoff = FIRST_BACKOFF;
+            for attempt in 1u32.. {
+                let Some(inner) = weak.upgrade() else { return };
+                let hub = CallHub { inner };
+                match hub.recover().await {
+                    Ok(_) => return,
+                    Err(e) => tracing::warn!(
+                        attempt,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        error = %Chain(&e),
+                        "recovering calls from redis failed; retrying"
+                    ),
+                }
+                drop(hub);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        });
+    }
+
+    /// Whether a background recovery is under way: calls from before a restart may
+    /// still come back.
+    pub fn is_recovering(&self) -> bool {
+        self.inner.recovery_pending()
+    }
+
+    /// Waits up to `timeout` for a background recovery to finish; whether none is under
+    /// way now.
+    pub async fn wait_for_recovery(&self, timeout: Duration) -> bool {
+        let mut rx = self.inner.lifecycle.recovery.subscribe();
+        let done = tokio::time::timeout(timeout, rx.wait_for(|s| *s != Recovery::Running)).await;
+        matches!(done, Ok(Ok(_))) || !self.is_recovering()
+    }
+}
+
+impl Inner {
+    /// Whether a background recovery is under way: calls this node owns in Redis may
+    /// not be in memory yet, so nothing may treat "in Redis, not in memory" as ended
+    /// until it is done (a full write-back, for one).
+    pub(super) fn recovery_pending(&self) -> bool {
+        *self.lifecycle.recovery.borrow() == Recovery::Running
+    }
+
+    /// Whether a recovery has completed in this process: every call this node owned in
+    /// Redis was loaded, so a call in its set that memory lacks has ended here. Before
+    /// that (never recovered, or still recovering), such a call may be one to recover.
+    pub(super) fn recovered(&self) -> bool {
+        *self.lifecycle.recovery.borrow() == Recovery::Done
+    }
+}
