@@ -143,8 +143,13 @@ async fn connection(state: Arc<VideoState>, call: String, user: String, socket: 
 ///
 /// A message for a malformed node id.
 pub async fn router(kit: &mut Kit, node: &str) -> Result<Router, String> {
-    let store = RedisCallStore::new(kit.redis.clone(), node, RedisCallStoreConfig::default())
-        .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
+    let store = RedisCallStore::new(
+        kit.redis.clone(),
+        node,
+        RedisCallStoreConfig::default(),
+        &mut kit.registry,
+    )
+    .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
     let hub = CallHub::new(node, Some(store), &mut kit.registry)
         .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
     match hub.recover().await {

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use secureconnect_redis_fallback::redis::{self, Value};
 
-use super::scripts::{call_key, lease_key, node_calls_key, participants_key};
-use super::RedisCallStore;
-use crate::error::{check_id, Error};
+use super::scripts::{lease_key, node_calls_key, owned_by_this_id};
+use super::{script_reply, RedisCallStore};
+use crate::error::{check_id, Chain, Error};
 use crate::model::{CallState, Participant, SCHEMA_VERSION};
 
 /// Why a call was not recovered. More reasons may be added.
@@ -48,10 +48,14 @@ pub struct RecoveryReport {
 }
 
 impl RedisCallStore {
-    /// Reads back the calls this node owned: `SSCAN` of its set, pipelined `HGETALL`s
-    /// in batches. Corrupt entries are skipped and reported, set members whose call
-    /// expired are removed, calls another node adopted are let go. `KEYS` is never
-    /// used. Takes the lease.
+    /// Reads back and takes over the calls this node owned: `SSCAN` of its set, then
+    /// one pipeline per [`recovery_batch`](Self::recovery_batch) calls of a script that
+    /// bumps each call's epoch (recording it in the call's fence) and reads it, so a
+    /// process still holding the old epoch (the same node id: a rolling update, a
+    /// paused process that resumes) is fenced out: its later writes are refused
+    /// ([`Error::is_not_owner`]). Corrupt entries are skipped and reported, set members
+    /// whose call expired are removed, calls another node adopted are let go. `KEYS`
+    /// is never used. Takes the lease.
     ///
     /// # Errors
     ///
@@ -66,12 +70,16 @@ impl RedisCallStore {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             for id in batch {
-                pipe.cmd("HGETALL").arg(call_key(id));
-                pipe.cmd("HGETALL").arg(participants_key(id));
+                let mut script = self.inner.scripts.recover.on_call(id);
+                script
+                    .arg(&self.inner.node)
+                    .arg(SCHEMA_VERSION)
+                    .arg(self.fence_ttl_ms());
+                pipe.add_command(script);
             }
-            let values: Vec<Value> = self.inner.redis.query_pipeline(&pipe).await?;
-            for (id, pair) in batch.iter().zip(values.chunks(2)) {
-                match parse_call(id, &pair[0], pair.get(1).unwrap_or(&Value::Nil)) {
+            let values = self.exec(&pipe).await?;
+            for (id, value) in batch.iter().zip(values) {
+                match parse_recovered(id, value) {
                     Parsed::Call(call) if call.owner == self.inner.node => {
                         self.set_epoch(&call.id, Some(call.epoch));
                         report.calls.push(call);
@@ -129,8 +137,11 @@ impl RedisCallStore {
     }
 
     /// Adopts the calls of `dead_node` once its lease has lapsed: each call's owner
-    /// becomes this node and its epoch is bumped, so the dead node's late writes are
-    /// refused. Returns the adopted calls' ids.
+    /// becomes this node and its epoch is bumped (and recorded in the call's fence), so
+    /// the dead node's late writes are refused, its `put` included, even after the
+    /// call ends or expires. Per batch of calls, one round trip: each call is added to
+    /// this node's set, adopted by a script, then removed from the dead node's set.
+    /// Returns the adopted calls' ids.
     ///
     /// # Errors
     ///
@@ -146,26 +157,65 @@ impl RedisCallStore {
         if alive == 1 {
             return Err(Error::lease_alive(dead_node));
         }
+        let mine = node_calls_key(&self.inner.node);
+        let theirs = node_calls_key(dead_node);
         let mut adopted = Vec::new();
-        for id in self.scan_node(dead_node).await? {
-            let mut invocation = self.inner.scripts.adopt.prepare_invoke();
-            invocation
-                .key(call_key(&id))
-                .key(participants_key(&id))
-                .arg(&self.inner.node)
-                .arg(dead_node)
-                .arg(self.ttl_ms());
-            let reply: Vec<i64> = self.inner.redis.invoke_script(&invocation).await?;
-            if reply.first() == Some(&1) {
-                self.set_epoch(&id, reply.get(1).map(|e| (*e).max(0) as u64));
-                self.node_set(true, &id).await?;
-                adopted.push(id.clone());
+        let ids = self.scan_node(dead_node).await?;
+        for batch in ids.chunks(self.inner.config.recovery_batch.max(1)) {
+            // One round trip: into this node's set first, then the scripts, then out
+            // of the dead node's set; a crash at any point leaves each call in a set.
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            pipe.cmd("SADD").arg(&mine).arg(batch).ignore();
+            for id in batch {
+                let mut script = self.inner.scripts.adopt.on_call(id);
+                script
+                    .arg(&self.inner.node)
+                    .arg(dead_node)
+                    .arg(self.ttl_ms())
+                    .arg(self.fence_ttl_ms());
+                pipe.add_command(script);
             }
-            let mut cmd = redis::cmd("SREM");
-            cmd.arg(node_calls_key(dead_node)).arg(&id);
-            self.inner.redis.query::<i64>(&cmd).await?;
+            pipe.cmd("SREM").arg(&theirs).arg(batch).ignore();
+            let values = self.exec(&pipe).await?;
+            let mut not_ours = Vec::new();
+            for (id, value) in batch.iter().zip(values) {
+                match script_reply(id, value) {
+                    Ok(reply) if reply.first() == Some(&1) => {
+                        self.set_epoch(id, reply.get(1).map(|e| (*e).max(0) as u64));
+                        adopted.push(id.clone());
+                    }
+                    Ok(reply) if owned_by_this_id(&reply) => {}
+                    Ok(_) => not_ours.push(id.clone()),
+                    Err(e) => {
+                        tracing::warn!(call = %id, error = %Chain(&e), "could not adopt a call; left for recovery to report");
+                    }
+                }
+            }
+            if !not_ours.is_empty() {
+                let mut cmd = redis::cmd("SREM");
+                cmd.arg(&mine).arg(&not_ours);
+                self.inner.redis.query::<i64>(&cmd).await?;
+            }
         }
         Ok(adopted)
+    }
+}
+
+/// Reads the reply of the recovery script for one call.
+fn parse_recovered(id: &str, value: Value) -> Parsed {
+    match value {
+        Value::Array(items) => match items.as_slice() {
+            [Value::Int(1), call, participants] => parse_call(id, call, participants),
+            [Value::Int(0)] => Parsed::Missing,
+            [Value::Int(-4), what] => Parsed::Corrupt(format!(
+                "wrong key type ({})",
+                redis::from_redis_value_ref::<String>(what).unwrap_or_default()
+            )),
+            other => Parsed::Corrupt(format!("unexpected recovery reply {other:?}")),
+        },
+        Value::ServerError(e) => Parsed::Corrupt(format!("recovery script failed ({e})")),
+        other => Parsed::Corrupt(format!("unexpected recovery reply {other:?}")),
     }
 }
 
