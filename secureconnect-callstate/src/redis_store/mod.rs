@@ -183,8 +183,8 @@ impl RedisCallStore {
     /// Runs a pipeline built with `ignore_errors` (each script's failure is its own
     /// reply); after a `NOSCRIPT` (Redis restarted, or its script cache was flushed)
     /// loads the scripts and runs it once more. Every command in these pipelines may
-    /// run twice: set updates are idempotent, and a script that ran bumps nothing a
-    /// second time that fencing relies on (epochs and versions only grow).
+    /// then run twice: set updates are idempotent, and a script that ran before the
+    /// `NOSCRIPT` only bumps its epoch or version once more (they only grow).
     async fn exec(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, Error> {
         let values: Vec<Value> = self.inner.redis.query_pipeline(pipe).await?;
         let noscript = values

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use secureconnect_redis_fallback::redis::{self, Value};
 
-use super::scripts::{lease_key, node_calls_key, owned_by_this_id};
+use super::scripts::{call_key, lease_key, node_calls_key, owned_by_this_id, participants_key};
 use super::{script_reply, RedisCallStore};
 use crate::error::{check_id, Chain, Error};
 use crate::model::{CallState, Participant, SCHEMA_VERSION};
@@ -49,10 +49,10 @@ pub struct RecoveryReport {
 
 impl RedisCallStore {
     /// Reads back and takes over the calls this node owned: `SSCAN` of its set, then
-    /// one pipeline per [`recovery_batch`](Self::recovery_batch) calls of a script that
-    /// bumps each call's epoch (recording it in the call's fence) and reads it, so a
-    /// process still holding the old epoch (the same node id: a rolling update, a
-    /// paused process that resumes) is fenced out: its later writes are refused
+    /// one pipeline per [`recovery_batch`](Self::recovery_batch) calls of, for each
+    /// call, a small script that bumps its epoch, then two `HGETALL`s. A process still
+    /// holding the old epoch (the same node id: a rolling update, a paused process
+    /// that resumes) is fenced out: its later writes are refused
     /// ([`Error::is_not_owner`]). Corrupt entries are skipped and reported, set members
     /// whose call expired are removed, calls another node adopted are let go. `KEYS`
     /// is never used. Takes the lease.
@@ -66,44 +66,31 @@ impl RedisCallStore {
         self.heartbeat().await?;
         let ids = self.scan_node(&self.inner.node).await?;
         let mut dangling = Vec::new();
-        for batch in ids.chunks(self.inner.config.recovery_batch.max(1)) {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for id in batch {
-                let mut script = self.inner.scripts.recover.on_call(id);
-                script
-                    .arg(&self.inner.node)
-                    .arg(SCHEMA_VERSION)
-                    .arg(self.fence_ttl_ms());
-                pipe.add_command(script);
-            }
-            let values = self.exec(&pipe).await?;
-            for (id, value) in batch.iter().zip(values) {
-                match parse_recovered(id, value) {
-                    Parsed::Call(call) if call.owner == self.inner.node => {
-                        self.set_epoch(&call.id, Some(call.epoch));
-                        report.calls.push(call);
-                    }
-                    Parsed::Call(call) => {
-                        dangling.push(call.id.clone());
-                        report.skipped.push(Skipped::Foreign {
-                            call: call.id,
-                            owner: call.owner,
-                        });
-                    }
-                    Parsed::Missing => {
-                        dangling.push(id.clone());
-                        report.dangling_removed += 1;
-                    }
-                    Parsed::Corrupt(reason) => {
-                        tracing::warn!(call = %id, %reason, "skipping a corrupt call entry at recovery");
-                        report.skipped.push(Skipped::Corrupt {
-                            call: id.clone(),
-                            reason,
-                        });
-                    }
+        let batches: Vec<&[String]> = ids
+            .chunks(self.inner.config.recovery_batch.max(1))
+            .collect();
+        let mut values = match batches.first() {
+            Some(batch) => self.exec(&self.recovery_pipeline(batch)).await?,
+            None => Vec::new(),
+        };
+        for (k, batch) in batches.iter().enumerate() {
+            // The next batch is sent before this one is read, so Redis runs it while
+            // this one is parsed.
+            let next = batches.get(k + 1).map(|b| self.recovery_pipeline(b));
+            let fetch = async {
+                match &next {
+                    Some(pipe) => self.exec(pipe).await,
+                    None => Ok(Vec::new()),
                 }
-            }
+            };
+            let current = std::mem::take(&mut values);
+            let read = async {
+                // Let the connection send the next batch first.
+                tokio::task::yield_now().await;
+                self.take_batch(batch, &current, &mut report, &mut dangling);
+            };
+            let (fetched, ()) = tokio::join!(fetch, read);
+            values = fetched?;
         }
         for chunk in dangling.chunks(500) {
             let mut cmd = redis::cmd("SREM");
@@ -113,6 +100,60 @@ impl RedisCallStore {
         self.heartbeat().await?;
         report.duration = started.elapsed();
         Ok(report)
+    }
+
+    /// Per call: the take-over first (the reads after it see the new epoch, and only
+    /// this process may write the call from then on), then the call and its
+    /// participants.
+    fn recovery_pipeline(&self, batch: &[String]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for id in batch {
+            let mut script = self.inner.scripts.recover.on_call_hash(id);
+            script.arg(&self.inner.node).arg(SCHEMA_VERSION);
+            pipe.add_command(script);
+            pipe.cmd("HGETALL").arg(call_key(id));
+            pipe.cmd("HGETALL").arg(participants_key(id));
+        }
+        pipe
+    }
+
+    /// Reads a batch's replies into the report (three per call: the script's, whose
+    /// failures show in the reads too, the call, its participants).
+    fn take_batch(
+        &self,
+        batch: &[String],
+        values: &[Value],
+        report: &mut RecoveryReport,
+        dangling: &mut Vec<String>,
+    ) {
+        for (id, replies) in batch.iter().zip(values.chunks(3)) {
+            let call = replies.get(1).unwrap_or(&Value::Nil);
+            match parse_call(id, call, replies.get(2).unwrap_or(&Value::Nil)) {
+                Parsed::Call(call) if call.owner == self.inner.node => {
+                    self.set_epoch(&call.id, Some(call.epoch));
+                    report.calls.push(call);
+                }
+                Parsed::Call(call) => {
+                    dangling.push(call.id.clone());
+                    report.skipped.push(Skipped::Foreign {
+                        call: call.id,
+                        owner: call.owner,
+                    });
+                }
+                Parsed::Missing => {
+                    dangling.push(id.clone());
+                    report.dangling_removed += 1;
+                }
+                Parsed::Corrupt(reason) => {
+                    tracing::warn!(call = %id, %reason, "skipping a corrupt call entry at recovery");
+                    report.skipped.push(Skipped::Corrupt {
+                        call: id.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
     }
 
     pub(super) async fn scan_node(&self, node: &str) -> Result<Vec<String>, Error> {
@@ -199,23 +240,6 @@ impl RedisCallStore {
             }
         }
         Ok(adopted)
-    }
-}
-
-/// Reads the reply of the recovery script for one call.
-fn parse_recovered(id: &str, value: Value) -> Parsed {
-    match value {
-        Value::Array(items) => match items.as_slice() {
-            [Value::Int(1), call, participants] => parse_call(id, call, participants),
-            [Value::Int(0)] => Parsed::Missing,
-            [Value::Int(-4), what] => Parsed::Corrupt(format!(
-                "wrong key type ({})",
-                redis::from_redis_value_ref::<String>(what).unwrap_or_default()
-            )),
-            other => Parsed::Corrupt(format!("unexpected recovery reply {other:?}")),
-        },
-        Value::ServerError(e) => Parsed::Corrupt(format!("recovery script failed ({e})")),
-        other => Parsed::Corrupt(format!("unexpected recovery reply {other:?}")),
     }
 }
 
