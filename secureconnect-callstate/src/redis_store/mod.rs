@@ -1,14 +1,16 @@
-//! The call store in Redis: [`RedisCallStore`], its construction and timing, the
-//! per-call operations (each one Lua script, pipelined with the node-set update) and
-//! the full `put`. The heartbeat is in `heartbeat`, recovery and adoption in
-//! `recovery`, the keys and scripts in `scripts`.
+//! The call store in Redis: [`RedisCallStore`], its construction and timing, how a
+//! script is run (pipelined with the node-set update, loaded again after `NOSCRIPT`)
+//! and the full `put`. The [`CallStore`](crate::CallStore) operations are in `calls`,
+//! the heartbeat in `heartbeat`, recovery and adoption in `recovery`, the keys and
+//! scripts in `scripts`.
 
+mod calls;
 mod config;
 mod heartbeat;
 mod recovery;
 mod scripts;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -19,14 +21,10 @@ use secureconnect_redis_fallback::redis::{self, Value};
 use secureconnect_redis_fallback::RedisClient;
 
 pub use self::config::RedisCallStoreConfig;
-use self::recovery::{parse_call, Parsed};
 pub use self::recovery::{RecoveryReport, Skipped};
-use self::scripts::{
-    call_key, node_calls_key, owned_by_this_id, participants_key, status, Scripts,
-};
+use self::scripts::{node_calls_key, owned_by_this_id, status, Scripts};
 use crate::error::{check_id, Error};
-use crate::model::{now_ms, CallState, Participant, SCHEMA_VERSION};
-use crate::store::{CallStore, LeaveOutcome};
+use crate::model::{CallState, Participant, SCHEMA_VERSION};
 
 /// At most this many calls whose `end` failed keep their epoch for a retry.
 const ENDING_MAX: usize = 65_536;
@@ -228,12 +226,14 @@ impl RedisCallStore {
     }
 
     /// Drops `call` from this node's set, after the call ended or was found to be
-    /// another node's. A failure leaves a member that recovery drops.
-    async fn srem(&self, call: &str) -> Result<(), Error> {
+    /// another node's. Best effort: the write it follows is done, and a member left
+    /// behind is dropped by recovery (its call is gone or another node's).
+    async fn srem(&self, call: &str) {
         let mut cmd = redis::cmd("SREM");
         cmd.arg(node_calls_key(&self.inner.node)).arg(call);
-        self.inner.redis.query::<i64>(&cmd).await?;
-        Ok(())
+        if let Err(e) = self.inner.redis.query::<i64>(&cmd).await {
+            tracing::debug!(call, error = %crate::error::Chain(&e), "could not drop a call from the node's set");
+        }
     }
 
     /// After a refused write: forget the call, and drop it from this node's set unless
@@ -241,9 +241,7 @@ impl RedisCallStore {
     async fn refused(&self, call: &str, reply: &[i64]) {
         self.set_epoch(call, None);
         if !owned_by_this_id(reply) {
-            if let Err(e) = self.srem(call).await {
-                tracing::debug!(call, error = %crate::error::Chain(&e), "could not drop a lost call from the node's set");
-            }
+            self.srem(call).await;
         }
     }
 
@@ -310,138 +308,6 @@ fn script_reply(call: &str, value: Value) -> Result<Vec<i64>, Error> {
     }
 }
 
-fn participant_json(p: &Participant) -> String {
+pub(super) fn participant_json(p: &Participant) -> String {
     serde_json::to_string(p).unwrap_or_default()
-}
-
-impl CallStore for RedisCallStore {
-    async fn create(&self, call_id: &str) -> Result<CallState, Error> {
-        check_id(call_id)?;
-        let created = now_ms();
-        let mut script = self.inner.scripts.create.on_call(call_id);
-        script
-            .arg(&self.inner.node)
-            .arg(self.ttl_ms())
-            .arg(created)
-            .arg(SCHEMA_VERSION);
-        let reply = self.run(call_id, Some(self.sadd(call_id)), script).await?;
-        if let Err(e) = status(&reply, call_id) {
-            if !owned_by_this_id(&reply) {
-                if let Err(e) = self.srem(call_id).await {
-                    tracing::debug!(call = call_id, error = %crate::error::Chain(&e), "could not drop a refused call from the node's set");
-                }
-            }
-            return Err(e);
-        }
-        self.set_epoch(call_id, Some(1));
-        Ok(CallState {
-            id: call_id.to_owned(),
-            owner: self.inner.node.clone(),
-            epoch: 1,
-            version: 1,
-            created_at_ms: created,
-            participants: BTreeMap::new(),
-        })
-    }
-
-    async fn join(&self, call_id: &str, participant: Participant) -> Result<u64, Error> {
-        check_id(call_id)?;
-        check_id(&participant.id)?;
-        let epoch = self.epoch(call_id)?;
-        let mut script = self.inner.scripts.join.on_call(call_id);
-        script
-            .arg(&self.inner.node)
-            .arg(epoch)
-            .arg(&participant.id)
-            .arg(participant_json(&participant))
-            .arg(self.ttl_ms());
-        let reply = self.run(call_id, None, script).await?;
-        if reply.first() == Some(&-1) {
-            self.set_epoch(call_id, None);
-        }
-        status(&reply, call_id)?;
-        Ok(reply.get(1).copied().unwrap_or(0).max(0) as u64)
-    }
-
-    async fn leave(&self, call_id: &str, participant_id: &str) -> Result<LeaveOutcome, Error> {
-        check_id(call_id)?;
-        let epoch = self.epoch(call_id)?;
-        let mut script = self.inner.scripts.leave.on_call(call_id);
-        script
-            .arg(&self.inner.node)
-            .arg(epoch)
-            .arg(participant_id)
-            .arg(self.fence_ttl_ms());
-        let reply = self.run(call_id, None, script).await?;
-        if reply.first() == Some(&-1) {
-            self.set_epoch(call_id, None);
-        }
-        status(&reply, call_id)?;
-        let outcome = LeaveOutcome {
-            version: reply.get(1).copied().unwrap_or(0).max(0) as u64,
-            removed: reply.get(2) == Some(&1),
-            call_ended: reply.get(3) == Some(&1),
-        };
-        if outcome.call_ended {
-            self.set_epoch(call_id, None);
-            self.srem(call_id).await?;
-        }
-        Ok(outcome)
-    }
-
-    async fn get(&self, call_id: &str) -> Result<Option<CallState>, Error> {
-        check_id(call_id)?;
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        pipe.cmd("HGETALL").arg(call_key(call_id));
-        pipe.cmd("HGETALL").arg(participants_key(call_id));
-        let values: Vec<Value> = self.inner.redis.query_pipeline(&pipe).await?;
-        match parse_call(
-            call_id,
-            values.first().unwrap_or(&Value::Nil),
-            values.get(1).unwrap_or(&Value::Nil),
-        ) {
-            Parsed::Call(call) => Ok(Some(call)),
-            Parsed::Missing => Ok(None),
-            Parsed::Corrupt(reason) => Err(Error::corrupt(call_id, reason)),
-        }
-    }
-
-    async fn list_node_calls(&self) -> Result<Vec<String>, Error> {
-        self.scan_node(&self.inner.node).await
-    }
-
-    /// Ends the call and leaves its tombstone (see
-    /// [`RedisCallStoreConfig::fence_ttl`]). The call stops being refreshed by the
-    /// heartbeat at once, even when the write fails; its epoch is kept for a retry of
-    /// `end`.
-    async fn end(&self, call_id: &str) -> Result<(), Error> {
-        check_id(call_id)?;
-        let epoch = {
-            let mut held = self.held();
-            let epoch = held
-                .live
-                .remove(call_id)
-                .or_else(|| held.ending.get(call_id).copied())
-                .ok_or_else(|| Error::not_owner(call_id))?;
-            if held.ending.len() >= ENDING_MAX && !held.ending.contains_key(call_id) {
-                if let Some(oldest) = held.ending.keys().next().cloned() {
-                    held.ending.remove(&oldest);
-                }
-            }
-            held.ending.insert(call_id.to_owned(), epoch);
-            epoch
-        };
-        let mut script = self.inner.scripts.end.on_call(call_id);
-        script
-            .arg(&self.inner.node)
-            .arg(epoch)
-            .arg(self.fence_ttl_ms());
-        let reply = self.run(call_id, None, script).await?;
-        self.held().ending.remove(call_id);
-        if reply.first() != Some(&-1) || !owned_by_this_id(&reply) {
-            self.srem(call_id).await?;
-        }
-        status(&reply, call_id)
-    }
 }
