@@ -109,9 +109,9 @@ impl CallStore for RedisCallStore {
     }
 
     /// Ends the call and leaves its tombstone (see
-    /// [`RedisCallStoreConfig::fence_ttl`](crate::RedisCallStoreConfig::fence_ttl)). The call stops being refreshed by the
-    /// heartbeat at once, even when the write fails; its epoch is kept for a retry of
-    /// `end`.
+    /// [`fence_ttl`](crate::RedisCallStoreConfig::fence_ttl)). The call stops being
+    /// refreshed by the heartbeat at once, even when the write fails; its epoch is
+    /// kept for a retry of `end`.
     async fn end(&self, call_id: &str) -> Result<(), Error> {
         check_id(call_id)?;
         let epoch = {
