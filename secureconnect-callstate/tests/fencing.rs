@@ -441,3 +441,21 @@ async fn a_heartbeat_over_20000_calls_goes_in_chunks_and_failures_are_counted() 
     assert!(s.heartbeat().await.is_err());
     assert!(metrics(&registry).contains("call_heartbeat_failures_total 2"));
 }
+
+#[tokio::test]
+async fn scripts_are_loaded_again_after_redis_forgets_them() {
+    let mut server = RedisServer::start().unwrap();
+    let a = store(&server, "node-a").await;
+    let b = store(&server, "node-b").await;
+    a.create("c").await.unwrap();
+    for step in 0..4 {
+        server.command(&["SCRIPT", "FLUSH"]).unwrap();
+        match step {
+            0 => drop(a.join("c", participant("p1")).await.unwrap()),
+            1 => assert_eq!(b.adopt("node-a").await.unwrap(), ["c"]),
+            2 => assert_eq!(b.recover().await.unwrap().calls.len(), 1),
+            _ => b.end("c").await.unwrap(),
+        }
+    }
+    assert_eq!(b.get("c").await.unwrap(), None);
+}
