@@ -191,11 +191,19 @@ impl RedisCallStore {
         if !noscript {
             return Ok(values);
         }
+        self.load_scripts().await?;
+        Ok(self.inner.redis.query_pipeline(pipe).await?)
+    }
+
+    /// Loads every script: before the batches of `recover` and `adopt`, so that
+    /// none of them meets a `NOSCRIPT` after some of its scripts ran (only a
+    /// `SCRIPT FLUSH` from another client in between could make one run again).
+    async fn load_scripts(&self) -> Result<(), Error> {
         self.inner
             .redis
             .query_pipeline::<()>(&self.inner.scripts.load())
             .await?;
-        Ok(self.inner.redis.query_pipeline(pipe).await?)
+        Ok(())
     }
 
     /// Runs one script invocation (after `before`, in the same round trip) and reads

@@ -65,6 +65,9 @@ impl RedisCallStore {
         let mut report = RecoveryReport::default();
         self.heartbeat().await?;
         let ids = self.scan_node(&self.inner.node).await?;
+        if !ids.is_empty() {
+            self.load_scripts().await?;
+        }
         let mut dangling = Vec::new();
         let batches: Vec<&[String]> = ids
             .chunks(self.inner.config.recovery_batch.max(1))
@@ -202,6 +205,9 @@ impl RedisCallStore {
         let theirs = node_calls_key(dead_node);
         let mut adopted = Vec::new();
         let ids = self.scan_node(dead_node).await?;
+        if !ids.is_empty() {
+            self.load_scripts().await?;
+        }
         for batch in ids.chunks(self.inner.config.recovery_batch.max(1)) {
             // One round trip: into this node's set first, then the scripts, then out
             // of the dead node's set; a crash at any point leaves each call in a set.
