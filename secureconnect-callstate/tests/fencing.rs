@@ -112,6 +112,10 @@ async fn a_second_process_with_the_same_node_id_fences_out_the_first_by_recoveri
     );
     refused("leave", old.leave("c", "p1").await.unwrap_err());
     refused("put", old.put(&stale).await.unwrap_err());
+    // Nor by writing back what it reads now: the fence is the epoch it holds.
+    let read = call(&old, "c").await;
+    assert_eq!(read.epoch, 2);
+    refused("put of a fresh read", old.put(&read).await.unwrap_err());
     refused("end", old.end("c").await.unwrap_err());
 
     let now = call(&new, "c").await;

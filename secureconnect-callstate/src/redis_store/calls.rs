@@ -8,7 +8,7 @@ use secureconnect_redis_fallback::redis::{self, Value};
 
 use super::recovery::{parse_call, Parsed};
 use super::scripts::{call_key, owned_by_this_id, participants_key, status};
-use super::{participant_json, RedisCallStore, ENDING_MAX};
+use super::{participant_json, Held, RedisCallStore};
 use crate::error::{check_id, Error};
 use crate::model::{now_ms, CallState, Participant, SCHEMA_VERSION};
 use crate::store::{CallStore, LeaveOutcome};
@@ -54,7 +54,7 @@ impl CallStore for RedisCallStore {
             .arg(self.ttl_ms());
         let reply = self.run(call_id, None, script).await?;
         if reply.first() == Some(&-1) {
-            self.set_epoch(call_id, None);
+            self.lose(call_id, epoch);
         }
         status(&reply, call_id)?;
         Ok(reply.get(1).copied().unwrap_or(0).max(0) as u64)
@@ -71,7 +71,7 @@ impl CallStore for RedisCallStore {
             .arg(self.fence_ttl_ms());
         let reply = self.run(call_id, None, script).await?;
         if reply.first() == Some(&-1) {
-            self.set_epoch(call_id, None);
+            self.lose(call_id, epoch);
         }
         status(&reply, call_id)?;
         let outcome = LeaveOutcome {
@@ -121,12 +121,7 @@ impl CallStore for RedisCallStore {
                 .remove(call_id)
                 .or_else(|| held.ending.get(call_id).copied())
                 .ok_or_else(|| Error::not_owner(call_id))?;
-            if held.ending.len() >= ENDING_MAX && !held.ending.contains_key(call_id) {
-                if let Some(oldest) = held.ending.keys().next().cloned() {
-                    held.ending.remove(&oldest);
-                }
-            }
-            held.ending.insert(call_id.to_owned(), epoch);
+            Held::remember(&mut held.ending, call_id, epoch);
             epoch
         };
         let mut script = self.inner.scripts.end.on_call(call_id);
@@ -135,7 +130,11 @@ impl CallStore for RedisCallStore {
             .arg(epoch)
             .arg(self.fence_ttl_ms());
         let reply = self.run(call_id, None, script).await?;
-        self.held().ending.remove(call_id);
+        if reply.first() == Some(&-1) {
+            self.lose(call_id, epoch);
+        } else {
+            self.held().ending.remove(call_id);
+        }
         if reply.first() != Some(&-1) || !owned_by_this_id(&reply) {
             self.srem(call_id).await;
         }

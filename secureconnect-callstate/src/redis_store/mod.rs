@@ -26,8 +26,9 @@ use self::scripts::{node_calls_key, owned_by_this_id, status, Scripts};
 use crate::error::{check_id, Error};
 use crate::model::{CallState, Participant, SCHEMA_VERSION};
 
-/// At most this many calls whose `end` failed keep their epoch for a retry.
-const ENDING_MAX: usize = 65_536;
+/// At most this many calls are remembered whose `end` failed (their epoch kept for a
+/// retry), and as many that this node lost (their stale epoch kept for `put`).
+const REMEMBERED_MAX: usize = 65_536;
 
 #[derive(Debug)]
 struct Inner {
@@ -41,12 +42,27 @@ struct Inner {
     heartbeat_failing: AtomicBool,
 }
 
-/// The epoch this node holds for each call it serves, and for the calls whose `end`
-/// has not reached Redis yet (kept for a retry, no longer refreshed by the heartbeat).
+/// The epoch this node holds for each call it serves (`live`, refreshed by the
+/// heartbeat); for the calls whose `end` has not reached Redis yet (`ending`, kept for
+/// a retry); and for the calls a write found lost (`lost`: the stale epoch is what a
+/// later `put` of the call carries, so it stays refused).
 #[derive(Debug, Default)]
 struct Held {
     live: HashMap<String, u64>,
     ending: HashMap<String, u64>,
+    lost: HashMap<String, u64>,
+}
+
+impl Held {
+    /// Remembers `epoch` for `call` in `map`, bounded (an arbitrary entry goes).
+    fn remember(map: &mut HashMap<String, u64>, call: &str, epoch: u64) {
+        if map.len() >= REMEMBERED_MAX && !map.contains_key(call) {
+            if let Some(any) = map.keys().next().cloned() {
+                map.remove(&any);
+            }
+        }
+        map.insert(call.to_owned(), epoch);
+    }
 }
 
 /// The call store in Redis, for one node. Cheap to clone.
@@ -170,6 +186,7 @@ impl RedisCallStore {
         held.ending.remove(call);
         match epoch {
             Some(e) => {
+                held.lost.remove(call);
                 held.live.insert(call.to_owned(), e);
             }
             None => {
@@ -244,10 +261,19 @@ impl RedisCallStore {
         }
     }
 
-    /// After a refused write: forget the call, and drop it from this node's set unless
+    /// A write carrying `epoch` was refused: the call is lost to this node (no longer
+    /// refreshed nor written), and `epoch` is what a later `put` of it carries.
+    fn lose(&self, call: &str, epoch: u64) {
+        let mut held = self.held();
+        held.live.remove(call);
+        held.ending.remove(call);
+        Held::remember(&mut held.lost, call, epoch);
+    }
+
+    /// After a refused `put`: lose the call, and drop it from this node's set unless
     /// a process with this node's id owns it (the set is shared by the id).
-    async fn refused(&self, call: &str, reply: &[i64]) {
-        self.set_epoch(call, None);
+    async fn refused(&self, call: &str, epoch: u64, reply: &[i64]) {
+        self.lose(call, epoch);
         if !owned_by_this_id(reply) {
             self.srem(call).await;
         }
@@ -261,14 +287,28 @@ impl RedisCallStore {
     /// version in Redis never go down. The call is added to this node's set in the same
     /// round trip, before the script.
     ///
+    /// The epoch written is the one this store holds for the call (from `create`,
+    /// `recover`, `adopt` or an earlier `put`; or the one a refused write carried),
+    /// and `call.epoch` only for a call it never held (created while Redis was away): a
+    /// process cannot pass the fence by reading the call's current epoch and writing
+    /// it back.
+    ///
     /// # Errors
     ///
     /// [`Error::is_not_owner`] as above (drop the call locally); Redis errors.
     pub async fn put(&self, call: &CallState) -> Result<u64, Error> {
+        let epoch = {
+            let held = self.held();
+            held.live
+                .get(&call.id)
+                .or_else(|| held.lost.get(&call.id))
+                .copied()
+                .unwrap_or(call.epoch)
+        };
         let mut script = self.inner.scripts.put.on_call(&call.id);
         script
             .arg(&self.inner.node)
-            .arg(call.epoch)
+            .arg(epoch)
             .arg(call.version)
             .arg(call.created_at_ms)
             .arg(SCHEMA_VERSION)
@@ -281,11 +321,11 @@ impl RedisCallStore {
             .await?;
         if let Err(e) = status(&reply, &call.id) {
             if e.is_not_owner() {
-                self.refused(&call.id, &reply).await;
+                self.refused(&call.id, epoch, &reply).await;
             }
             return Err(e);
         }
-        self.set_epoch(&call.id, Some(call.epoch));
+        self.set_epoch(&call.id, Some(epoch));
         Ok(reply.get(1).map_or(call.version, |v| (*v).max(0) as u64))
     }
 
