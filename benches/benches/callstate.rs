@@ -102,7 +102,13 @@ fn recovery(c: &mut Criterion) {
         )
         .await
         .unwrap();
-        let store = RedisCallStore::new(redis, "bench", RedisCallStoreConfig::default()).unwrap();
+        let store = RedisCallStore::new(
+            redis,
+            "bench",
+            RedisCallStoreConfig::default(),
+            &mut Registry::default(),
+        )
+        .unwrap();
         (conn, store)
     });
     let check = rt.block_on(store.recover()).unwrap();

@@ -9,11 +9,13 @@ use std::fmt;
 pub enum ErrorKind {
     /// No such call (never created, ended, or expired).
     NotFound,
-    /// A call with this id exists already.
+    /// A call with this id exists already, or ended (or was taken over) recently: an
+    /// id is not used twice within the store's fence TTL.
     AlreadyExists,
-    /// This node does not own the call (another node adopted it): its write is
-    /// refused; drop the call locally. Also: another node's calls cannot be adopted
-    /// while its lease is alive.
+    /// This node does not own the call (another node adopted it, another process with
+    /// the same node id recovered it, or it ended elsewhere): its write is refused;
+    /// drop the call locally. Also: another node's calls cannot be adopted while its
+    /// lease is alive.
     NotOwner,
     /// The rejoin token does not match.
     BadToken,
@@ -135,6 +137,16 @@ impl Error {
 
     pub(crate) fn recovering(call: &str) -> Self {
         Self::new(ErrorKind::Recovering).call_id(call)
+    }
+
+    /// A script or command on `call` failed with this reply (wrong key type, …).
+    pub(crate) fn refused(
+        call: &str,
+        reply: secureconnect_redis_fallback::redis::ServerError,
+    ) -> Self {
+        let mut e = Self::new(ErrorKind::Redis).call_id(call);
+        e.inner.source = Some(Box::new(reply));
+        e
     }
 
     pub(crate) fn corrupt(call: &str, reason: String) -> Self {

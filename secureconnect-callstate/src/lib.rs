@@ -6,14 +6,16 @@
 //!
 //! - [`RedisCallStore`]: each call is a hash `sc:call:{<id>}` and a hash of
 //!   participants `sc:call:{<id>}:p` sharing one hash tag, so one Lua script changes a
-//!   call atomically on a single Redis or a Redis Cluster. Join and leave bump the
-//!   version and check the owner and its fencing epoch: a node that lost a call cannot
-//!   overwrite it. Each node keeps a set of the calls it owns and a lease refreshed by
-//!   [`RedisCallStore::heartbeat`]; call keys expire unless refreshed, so abandoned calls
-//!   go away, and another node may [`adopt`](RedisCallStore::adopt) the calls of a node
-//!   whose lease lapsed. [`RedisCallStore::recover`] reads the node's own set with
-//!   `SSCAN` and the calls with pipelined `HGETALL`; `KEYS` is never used; a corrupt
-//!   entry is skipped and reported, the others recover.
+//!   call atomically on a single Redis or a Redis Cluster. Every write checks the
+//!   owner and its fencing epoch, which only grows (bumped by adoption and recovery):
+//!   a node or an old process that lost a call cannot overwrite it, and a call that
+//!   ended is never written back (a tombstone `sc:call:{<id>}:t`). Each node keeps a
+//!   set of the calls it owns and a lease refreshed by [`RedisCallStore::heartbeat`];
+//!   call keys expire unless refreshed, so abandoned calls go away, and another node
+//!   may [`adopt`](RedisCallStore::adopt) the calls of a node whose lease lapsed.
+//!   [`RedisCallStore::recover`] reads the node's own set with `SSCAN` and takes the
+//!   calls over with pipelined scripts; `KEYS` is never used; a corrupt entry is
+//!   skipped and reported, the others recover.
 //! - [`MemoryCallStore`]: the same semantics in one process.
 //! - [`CallHub`]: what a signaling service holds — memory authoritative, Redis written
 //!   behind, full write-back after an outage, recovery retried until Redis answers,
@@ -30,7 +32,7 @@
 //! use secureconnect_callstate::{CallHub, CallHubConfig, RedisCallStore, RedisCallStoreConfig};
 //!
 //! let mut registry = Registry::default();
-//! let store = RedisCallStore::new(redis, "video-1", RedisCallStoreConfig::default())?;
+//! let store = RedisCallStore::new(redis, "video-1", RedisCallStoreConfig::default(), &mut registry)?;
 //! let hub = CallHub::new("video-1", Some(store), CallHubConfig::default(), &mut registry)?;
 //! hub.recover_in_background();                // calls from before a restart
 //! hub.create_for("call-7", "user-1").await?;  // at most 20 open calls per user

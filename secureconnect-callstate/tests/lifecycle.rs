@@ -41,7 +41,15 @@ async fn redis_store(server: &RedisServer, node: &str) -> RedisCallStore {
     )
     .await
     .unwrap();
-    RedisCallStore::new(client, node, RedisCallStoreConfig::default()).unwrap()
+    // Fences of ended calls (which keep an id from being created again) expire soon
+    // here, so that Redis can be seen to return to empty.
+    RedisCallStore::new(
+        client,
+        node,
+        RedisCallStoreConfig::default().fence_ttl(Duration::from_secs(2)),
+        &mut Registry::default(),
+    )
+    .unwrap()
 }
 
 fn state_of(hub: &CallHub, call: &str, participant: &str) -> Option<ParticipantState> {

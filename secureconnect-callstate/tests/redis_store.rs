@@ -23,7 +23,7 @@ async fn client(server: &RedisServer) -> RedisClient {
 }
 
 async fn store(server: &RedisServer, node: &str, config: RedisCallStoreConfig) -> RedisCallStore {
-    RedisCallStore::new(client(server).await, node, config).unwrap()
+    RedisCallStore::new(client(server).await, node, config, &mut Registry::default()).unwrap()
 }
 
 fn participant(id: &str, token: &RejoinToken) -> Participant {

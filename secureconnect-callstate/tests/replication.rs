@@ -31,7 +31,7 @@ fn config() -> RedisCallStoreConfig {
 }
 
 async fn store(url: String, node: &str) -> RedisCallStore {
-    RedisCallStore::new(client(url).await, node, config()).unwrap()
+    RedisCallStore::new(client(url).await, node, config(), &mut Registry::default()).unwrap()
 }
 
 fn hub(store: &RedisCallStore) -> CallHub {
@@ -148,7 +148,7 @@ async fn an_end_queued_behind_a_write_that_times_out_is_not_drained_away() {
     let redis = RedisClient::connect(slow, &mut Registry::default())
         .await
         .unwrap();
-    let a = RedisCallStore::new(redis, "node-a", config()).unwrap();
+    let a = RedisCallStore::new(redis, "node-a", config(), &mut Registry::default()).unwrap();
     let hub = hub(&a);
     hub.create("c").await.unwrap();
     hub.join("c", "alice").await.unwrap();
@@ -254,7 +254,6 @@ async fn a_partitioned_owner_does_not_overwrite_a_call_adopted_elsewhere() {
 }
 
 #[tokio::test]
-#[ignore = "needs store fencing (epoch-checked PUT)"]
 async fn a_partitioned_owner_does_not_resurrect_a_call_ended_elsewhere() {
     let (server, proxy, hub, b) = partition().await;
     b.end("c").await.unwrap();

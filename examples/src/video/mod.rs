@@ -199,8 +199,13 @@ async fn connection(state: Arc<VideoState>, call: String, user: String, socket: 
 /// A message for a malformed node id or setting.
 pub fn router(kit: &mut Kit, config: &Config) -> Result<Router, String> {
     let node = config.video_node.as_str();
-    let store = RedisCallStore::new(kit.redis.clone(), node, RedisCallStoreConfig::default())
-        .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
+    let store = RedisCallStore::new(
+        kit.redis.clone(),
+        node,
+        RedisCallStoreConfig::default(),
+        &mut kit.registry,
+    )
+    .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
     let hub_config = CallHubConfig::default()
         .rejoin_grace(config.rejoin_grace)
         .empty_call_ttl(config.call_empty_ttl)

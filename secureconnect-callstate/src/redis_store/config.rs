@@ -1,10 +1,10 @@
-//! [`RedisCallStoreConfig`]: the timing of a [`RedisCallStore`](crate::RedisCallStore).
+//! [`RedisCallStoreConfig`]: the timing and batching of a [`RedisCallStore`](crate::RedisCallStore).
 
 use std::time::Duration;
 
 use crate::error::Error;
 
-/// The timing of a [`RedisCallStore`](crate::RedisCallStore), validated by
+/// The timing and batching of a [`RedisCallStore`](crate::RedisCallStore), validated by
 /// [`RedisCallStore::new`](crate::RedisCallStore::new).
 ///
 /// The values in force are read on the store, by getters of the same names
@@ -14,10 +14,11 @@ use crate::error::Error;
 /// ```no_run
 /// # fn f(redis: secureconnect_redis_fallback::RedisClient) -> Result<(), secureconnect_callstate::Error> {
 /// use std::time::Duration;
+/// use prometheus_client::registry::Registry;
 /// use secureconnect_callstate::{RedisCallStore, RedisCallStoreConfig};
 ///
 /// let config = RedisCallStoreConfig::default().lease_ttl(Duration::from_secs(5));
-/// let store = RedisCallStore::new(redis, "video-1", config)?;
+/// let store = RedisCallStore::new(redis, "video-1", config, &mut Registry::default())?;
 /// assert_eq!(store.call_ttl(), Duration::from_secs(60));
 /// assert_eq!(store.lease_ttl(), Duration::from_secs(5));
 /// # Ok(()) }
@@ -27,6 +28,8 @@ pub struct RedisCallStoreConfig {
     pub(super) call_ttl: Duration,
     pub(super) lease_ttl: Duration,
     pub(super) recovery_batch: usize,
+    pub(super) heartbeat_batch: usize,
+    pub(super) fence_ttl: Duration,
 }
 
 impl Default for RedisCallStoreConfig {
@@ -35,6 +38,8 @@ impl Default for RedisCallStoreConfig {
             call_ttl: Duration::from_secs(60),
             lease_ttl: Duration::from_secs(15),
             recovery_batch: 500,
+            heartbeat_batch: 500,
+            fence_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -63,6 +68,28 @@ impl RedisCallStoreConfig {
         self
     }
 
+    /// Calls refreshed per pipeline by a heartbeat (default 500, at least 1): a
+    /// heartbeat sends one pipeline per this many calls, each within the client's call
+    /// deadline, so it never grows with the number of calls.
+    #[must_use]
+    pub fn heartbeat_batch(mut self, calls: usize) -> Self {
+        self.heartbeat_batch = calls;
+        self
+    }
+
+    /// How long a call's fence outlives it (default 1 h, at least 1 ms). The fence
+    /// (`sc:call:{<id>}:t`) records the highest epoch and version issued for the call
+    /// and whether it ended: written when a call ends, is adopted or is recovered, and
+    /// refreshed by the heartbeat while the call lives. Until it expires, a process
+    /// that missed the end or the take-over (a partitioned node, an old process with
+    /// the same node id) cannot write the call back, and the id cannot be created
+    /// again.
+    #[must_use]
+    pub fn fence_ttl(mut self, ttl: Duration) -> Self {
+        self.fence_ttl = ttl;
+        self
+    }
+
     /// Checks the values; called once by [`RedisCallStore::new`](crate::RedisCallStore::new).
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.call_ttl.as_millis() == 0 {
@@ -73,6 +100,12 @@ impl RedisCallStoreConfig {
         }
         if self.recovery_batch == 0 {
             return Err(Error::invalid_config("recovery_batch must be at least 1"));
+        }
+        if self.heartbeat_batch == 0 {
+            return Err(Error::invalid_config("heartbeat_batch must be at least 1"));
+        }
+        if self.fence_ttl.as_millis() == 0 {
+            return Err(Error::invalid_config("fence_ttl must be at least 1 ms"));
         }
         Ok(())
     }
@@ -89,6 +122,8 @@ mod tests {
             RedisCallStoreConfig::default().call_ttl(Duration::from_micros(999)),
             RedisCallStoreConfig::default().lease_ttl(Duration::ZERO),
             RedisCallStoreConfig::default().recovery_batch(0),
+            RedisCallStoreConfig::default().heartbeat_batch(0),
+            RedisCallStoreConfig::default().fence_ttl(Duration::ZERO),
         ] {
             assert!(config.validate().is_err_and(|e| e.is_invalid_config()));
         }

@@ -1,25 +1,34 @@
-//! The call store in Redis: [`RedisCallStore`], its construction and timing, the
-//! per-call operations (each one Lua script), the heartbeat and the full `put`.
-//! Recovery and adoption are in `recovery`, the keys and scripts in `scripts`.
+//! The call store in Redis: [`RedisCallStore`], its construction and timing, how a
+//! script is run (pipelined with the node-set update, loaded again after `NOSCRIPT`)
+//! and the full `put`. The [`CallStore`](crate::CallStore) operations are in `calls`,
+//! the heartbeat in `heartbeat`, recovery and adoption in `recovery`, the keys and
+//! scripts in `scripts`.
 
+mod calls;
 mod config;
+mod heartbeat;
 mod recovery;
 mod scripts;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use secureconnect_redis_fallback::redis::{self, Value};
 use secureconnect_redis_fallback::RedisClient;
 
 pub use self::config::RedisCallStoreConfig;
-use self::recovery::{parse_call, Parsed};
 pub use self::recovery::{RecoveryReport, Skipped};
-use self::scripts::{call_key, node_calls_key, participants_key, status, Scripts};
+use self::scripts::{node_calls_key, owned_by_this_id, status, Scripts};
 use crate::error::{check_id, Error};
-use crate::model::{now_ms, CallState, Participant, SCHEMA_VERSION};
-use crate::store::{CallStore, LeaveOutcome};
+use crate::model::{CallState, Participant, SCHEMA_VERSION};
+
+/// At most this many calls are remembered whose `end` failed (their epoch kept for a
+/// retry), and as many that this node lost (their stale epoch kept for `put`).
+const REMEMBERED_MAX: usize = 65_536;
 
 #[derive(Debug)]
 struct Inner {
@@ -27,17 +36,44 @@ struct Inner {
     node: String,
     config: RedisCallStoreConfig,
     scripts: Scripts,
-    /// The epoch this node holds for each call it owns.
-    epochs: Mutex<HashMap<String, u64>>,
+    held: Mutex<Held>,
+    heartbeat_failures: Counter,
+    /// Whether the last heartbeat failed (a warning is logged on each change to true).
+    heartbeat_failing: AtomicBool,
+}
+
+/// The epoch this node holds for each call it serves (`live`, refreshed by the
+/// heartbeat); for the calls whose `end` has not reached Redis yet (`ending`, kept for
+/// a retry); and for the calls a write found lost (`lost`: the stale epoch is what a
+/// later `put` of the call carries, so it stays refused).
+#[derive(Debug, Default)]
+struct Held {
+    live: HashMap<String, u64>,
+    ending: HashMap<String, u64>,
+    lost: HashMap<String, u64>,
+}
+
+impl Held {
+    /// Remembers `epoch` for `call` in `map`, bounded (an arbitrary entry goes).
+    fn remember(map: &mut HashMap<String, u64>, call: &str, epoch: u64) {
+        if map.len() >= REMEMBERED_MAX && !map.contains_key(call) {
+            if let Some(any) = map.keys().next().cloned() {
+                map.remove(&any);
+            }
+        }
+        map.insert(call.to_owned(), epoch);
+    }
 }
 
 /// The call store in Redis, for one node. Cheap to clone.
 ///
 /// ```no_run
 /// # async fn f(redis: secureconnect_redis_fallback::RedisClient) -> Result<(), secureconnect_callstate::Error> {
+/// use prometheus_client::registry::Registry;
 /// use secureconnect_callstate::{CallStore, RedisCallStore, RedisCallStoreConfig};
 ///
-/// let store = RedisCallStore::new(redis, "video-1", RedisCallStoreConfig::default())?;
+/// let mut registry = Registry::default();
+/// let store = RedisCallStore::new(redis, "video-1", RedisCallStoreConfig::default(), &mut registry)?;
 /// let report = store.recover().await?; // the calls this node owned before a restart
 /// store.heartbeat().await?;            // every few seconds, from a task
 /// # Ok(()) }
@@ -48,8 +84,8 @@ pub struct RedisCallStore {
 }
 
 impl RedisCallStore {
-    /// The store of node `node` (its calls, its lease). It registers no metrics: the
-    /// [`CallHub`](crate::CallHub) does.
+    /// The store of node `node` (its calls, its lease). Its metric,
+    /// `call_heartbeat_failures_total`, goes to `registry`.
     ///
     /// # Errors
     ///
@@ -59,17 +95,26 @@ impl RedisCallStore {
         redis: RedisClient,
         node: impl Into<String>,
         config: RedisCallStoreConfig,
+        registry: &mut Registry,
     ) -> Result<Self, Error> {
         let node = node.into();
         check_id(&node)?;
         config.validate()?;
+        let heartbeat_failures = Counter::default();
+        registry.register(
+            "call_heartbeat_failures",
+            "Heartbeats (this node's lease and its calls' TTLs) that failed",
+            heartbeat_failures.clone(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 redis,
                 node,
                 config,
                 scripts: Scripts::new(),
-                epochs: Mutex::new(HashMap::new()),
+                held: Mutex::new(Held::default()),
+                heartbeat_failures,
+                heartbeat_failing: AtomicBool::new(false),
             }),
         })
     }
@@ -97,6 +142,17 @@ impl RedisCallStore {
         self.inner.config.recovery_batch
     }
 
+    /// Calls refreshed per pipeline by a heartbeat
+    /// ([`RedisCallStoreConfig::heartbeat_batch`]).
+    pub fn heartbeat_batch(&self) -> usize {
+        self.inner.config.heartbeat_batch
+    }
+
+    /// How long a call's fence outlives it ([`RedisCallStoreConfig::fence_ttl`]).
+    pub fn fence_ttl(&self) -> Duration {
+        self.inner.config.fence_ttl
+    }
+
     /// The client.
     pub fn redis(&self) -> &RedisClient {
         &self.inner.redis
@@ -106,100 +162,170 @@ impl RedisCallStore {
         self.inner.config.call_ttl.as_millis() as u64
     }
 
-    fn epoch(&self, call: &str) -> Result<u64, Error> {
+    fn fence_ttl_ms(&self) -> u64 {
+        self.inner.config.fence_ttl.as_millis() as u64
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
         self.inner
-            .epochs
+            .held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn epoch(&self, call: &str) -> Result<u64, Error> {
+        self.held()
+            .live
             .get(call)
             .copied()
             .ok_or_else(|| Error::not_owner(call))
     }
 
     fn set_epoch(&self, call: &str, epoch: Option<u64>) {
-        let mut epochs = self
-            .inner
-            .epochs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.held();
+        held.ending.remove(call);
         match epoch {
             Some(e) => {
-                epochs.insert(call.to_owned(), e);
+                held.lost.remove(call);
+                held.live.insert(call.to_owned(), e);
             }
             None => {
-                epochs.remove(call);
+                held.live.remove(call);
             }
         }
     }
 
-    async fn node_set(&self, add: bool, call: &str) -> Result<(), Error> {
-        let mut cmd = redis::cmd(if add { "SADD" } else { "SREM" });
-        cmd.arg(node_calls_key(&self.inner.node)).arg(call);
-        self.inner.redis.query::<i64>(&cmd).await?;
-        Ok(())
-    }
-
-    /// Refreshes this node's lease and the TTL of every call it owns (pipelined).
-    ///
-    /// # Errors
-    ///
-    /// When Redis is unavailable ([`Error::is_unavailable`]) or refuses a command.
-    pub async fn heartbeat(&self) -> Result<(), Error> {
-        let calls: Vec<String> = self
-            .inner
-            .epochs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect();
-        let ttl = self.ttl_ms();
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(scripts::lease_key(&self.inner.node))
-            .arg(now_ms())
-            .arg("PX")
-            .arg(self.inner.config.lease_ttl.as_millis() as u64)
-            .ignore();
-        pipe.cmd("PEXPIRE")
-            .arg(node_calls_key(&self.inner.node))
-            .arg(ttl * 2)
-            .ignore();
-        for call in &calls {
-            pipe.cmd("PEXPIRE").arg(call_key(call)).arg(ttl).ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(participants_key(call))
-                .arg(ttl)
-                .ignore();
+    /// Runs a pipeline built with `ignore_errors` (each script's failure is its own
+    /// reply); after a `NOSCRIPT` (Redis restarted, or its script cache was flushed)
+    /// loads the scripts and runs it once more. Every command in these pipelines may
+    /// then run twice: set updates are idempotent, and a script that ran before the
+    /// `NOSCRIPT` only bumps its epoch or version once more (they only grow).
+    async fn exec(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, Error> {
+        let values: Vec<Value> = self.inner.redis.query_pipeline(pipe).await?;
+        let noscript = values
+            .iter()
+            .any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"));
+        if !noscript {
+            return Ok(values);
         }
-        self.inner.redis.query_pipeline::<()>(&pipe).await?;
+        self.load_scripts().await?;
+        Ok(self.inner.redis.query_pipeline(pipe).await?)
+    }
+
+    /// Loads every script: before the batches of `recover` and `adopt`, so that
+    /// none of them meets a `NOSCRIPT` after some of its scripts ran (only a
+    /// `SCRIPT FLUSH` from another client in between could make one run again).
+    async fn load_scripts(&self) -> Result<(), Error> {
+        self.inner
+            .redis
+            .query_pipeline::<()>(&self.inner.scripts.load())
+            .await?;
         Ok(())
     }
 
-    /// Writes a whole call as this node knows it (after Redis was away), unless another
-    /// node owns it now. The version in Redis never goes down.
+    /// Runs one script invocation (after `before`, in the same round trip) and reads
+    /// its integer reply.
+    async fn run(
+        &self,
+        call: &str,
+        before: Option<redis::Cmd>,
+        script: redis::Cmd,
+    ) -> Result<Vec<i64>, Error> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        if let Some(cmd) = before {
+            pipe.add_command(cmd).ignore();
+        }
+        pipe.add_command(script);
+        let values = self.exec(&pipe).await?;
+        script_reply(call, values.into_iter().next().unwrap_or(Value::Nil))
+    }
+
+    /// `SADD` of `call` to this node's set: sent before the script that writes the
+    /// call, in its round trip, so a crash between the two never leaves the call in no
+    /// set (recovery drops members whose call is gone).
+    fn sadd(&self, call: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("SADD");
+        cmd.arg(node_calls_key(&self.inner.node)).arg(call);
+        cmd
+    }
+
+    /// Drops `call` from this node's set, after the call ended or was found to be
+    /// another node's. Best effort: the write it follows is done, and a member left
+    /// behind is dropped by recovery (its call is gone or another node's).
+    async fn srem(&self, call: &str) {
+        let mut cmd = redis::cmd("SREM");
+        cmd.arg(node_calls_key(&self.inner.node)).arg(call);
+        if let Err(e) = self.inner.redis.query::<i64>(&cmd).await {
+            tracing::debug!(call, error = %crate::error::Chain(&e), "could not drop a call from the node's set");
+        }
+    }
+
+    /// A write carrying `epoch` was refused: the call is lost to this node (no longer
+    /// refreshed nor written), and `epoch` is what a later `put` of it carries.
+    fn lose(&self, call: &str, epoch: u64) {
+        let mut held = self.held();
+        held.live.remove(call);
+        held.ending.remove(call);
+        Held::remember(&mut held.lost, call, epoch);
+    }
+
+    /// After a refused `put`: lose the call, and drop it from this node's set unless
+    /// a process with this node's id owns it (the set is shared by the id).
+    async fn refused(&self, call: &str, epoch: u64, reply: &[i64]) {
+        self.lose(call, epoch);
+        if !owned_by_this_id(reply) {
+            self.srem(call).await;
+        }
+    }
+
+    /// Writes a whole call as this node knows it (after Redis was away). Refused
+    /// ([`Error::is_not_owner`]) when another node owns it now, when its epoch in Redis
+    /// is above `call.epoch` (another process with this node id recovered it), or when
+    /// it ended (its fence says so, even after its keys are gone): a call is never
+    /// recreated by a process that missed its end or its take-over. The epoch and the
+    /// version in Redis never go down. The call is added to this node's set in the same
+    /// round trip, before the script.
+    ///
+    /// The epoch written is the one this store holds for the call (from `create`,
+    /// `recover`, `adopt` or an earlier `put`; or the one a refused write carried),
+    /// and `call.epoch` only for a call it never held (created while Redis was away): a
+    /// process cannot pass the fence by reading the call's current epoch and writing
+    /// it back.
     ///
     /// # Errors
     ///
-    /// [`Error::is_not_owner`] if another node adopted it; Redis errors.
+    /// [`Error::is_not_owner`] as above (drop the call locally); Redis errors.
     pub async fn put(&self, call: &CallState) -> Result<u64, Error> {
-        let mut invocation = self.inner.scripts.put.prepare_invoke();
-        invocation
-            .key(call_key(&call.id))
-            .key(participants_key(&call.id))
+        let epoch = {
+            let held = self.held();
+            held.live
+                .get(&call.id)
+                .or_else(|| held.lost.get(&call.id))
+                .copied()
+                .unwrap_or(call.epoch)
+        };
+        let mut script = self.inner.scripts.put.on_call(&call.id);
+        script
             .arg(&self.inner.node)
-            .arg(call.epoch)
+            .arg(epoch)
             .arg(call.version)
             .arg(call.created_at_ms)
             .arg(SCHEMA_VERSION)
             .arg(self.ttl_ms());
         for p in call.participants.values() {
-            invocation.arg(&p.id).arg(participant_json(p));
+            script.arg(&p.id).arg(participant_json(p));
         }
-        let reply: Vec<i64> = self.inner.redis.invoke_script(&invocation).await?;
-        status(&reply, &call.id)?;
-        self.set_epoch(&call.id, Some(call.epoch));
-        self.node_set(true, &call.id).await?;
+        let reply = self
+            .run(&call.id, Some(self.sadd(&call.id)), script)
+            .await?;
+        if let Err(e) = status(&reply, &call.id) {
+            if e.is_not_owner() {
+                self.refused(&call.id, epoch, &reply).await;
+            }
+            return Err(e);
+        }
+        self.set_epoch(&call.id, Some(epoch));
         Ok(reply.get(1).map_or(call.version, |v| (*v).max(0) as u64))
     }
 
@@ -209,114 +335,27 @@ impl RedisCallStore {
     }
 }
 
-fn participant_json(p: &Participant) -> String {
-    serde_json::to_string(p).unwrap_or_default()
+/// A script's reply: its integers, or the error it failed with.
+fn script_reply(call: &str, value: Value) -> Result<Vec<i64>, Error> {
+    match value {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::Int(i) => Ok(i),
+                other => Err(Error::corrupt(
+                    call,
+                    format!("unexpected script reply {other:?}"),
+                )),
+            })
+            .collect(),
+        Value::ServerError(e) => Err(Error::refused(call, e)),
+        other => Err(Error::corrupt(
+            call,
+            format!("unexpected script reply {other:?}"),
+        )),
+    }
 }
 
-impl CallStore for RedisCallStore {
-    async fn create(&self, call_id: &str) -> Result<CallState, Error> {
-        check_id(call_id)?;
-        let created = now_ms();
-        let mut invocation = self.inner.scripts.create.prepare_invoke();
-        invocation
-            .key(call_key(call_id))
-            .key(participants_key(call_id))
-            .arg(&self.inner.node)
-            .arg(self.ttl_ms())
-            .arg(created)
-            .arg(SCHEMA_VERSION);
-        let reply: Vec<i64> = self.inner.redis.invoke_script(&invocation).await?;
-        status(&reply, call_id)?;
-        self.set_epoch(call_id, Some(1));
-        self.node_set(true, call_id).await?;
-        Ok(CallState {
-            id: call_id.to_owned(),
-            owner: self.inner.node.clone(),
-            epoch: 1,
-            version: 1,
-            created_at_ms: created,
-            participants: BTreeMap::new(),
-        })
-    }
-
-    async fn join(&self, call_id: &str, participant: Participant) -> Result<u64, Error> {
-        check_id(call_id)?;
-        check_id(&participant.id)?;
-        let epoch = self.epoch(call_id)?;
-        let mut invocation = self.inner.scripts.join.prepare_invoke();
-        invocation
-            .key(call_key(call_id))
-            .key(participants_key(call_id))
-            .arg(&self.inner.node)
-            .arg(epoch)
-            .arg(&participant.id)
-            .arg(participant_json(&participant))
-            .arg(self.ttl_ms());
-        let reply: Vec<i64> = self.inner.redis.invoke_script(&invocation).await?;
-        if reply.first() == Some(&-1) {
-            self.set_epoch(call_id, None);
-        }
-        status(&reply, call_id)?;
-        Ok(reply.get(1).copied().unwrap_or(0).max(0) as u64)
-    }
-
-    async fn leave(&self, call_id: &str, participant_id: &str) -> Result<LeaveOutcome, Error> {
-        check_id(call_id)?;
-        let epoch = self.epoch(call_id)?;
-        let mut invocation = self.inner.scripts.leave.prepare_invoke();
-        invocation
-            .key(call_key(call_id))
-            .key(participants_key(call_id))
-            .arg(&self.inner.node)
-            .arg(epoch)
-            .arg(participant_id);
-        let reply: Vec<i64> = self.inner.redis.invoke_script(&invocation).await?;
-        if reply.first() == Some(&-1) {
-            self.set_epoch(call_id, None);
-        }
-        status(&reply, call_id)?;
-        let outcome = LeaveOutcome {
-            version: reply.get(1).copied().unwrap_or(0).max(0) as u64,
-            removed: reply.get(2) == Some(&1),
-            call_ended: reply.get(3) == Some(&1),
-        };
-        if outcome.call_ended {
-            self.set_epoch(call_id, None);
-            self.node_set(false, call_id).await?;
-        }
-        Ok(outcome)
-    }
-
-    async fn get(&self, call_id: &str) -> Result<Option<CallState>, Error> {
-        check_id(call_id)?;
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        pipe.cmd("HGETALL").arg(call_key(call_id));
-        pipe.cmd("HGETALL").arg(participants_key(call_id));
-        let values: Vec<Value> = self.inner.redis.query_pipeline(&pipe).await?;
-        match parse_call(call_id, &values[0], values.get(1).unwrap_or(&Value::Nil)) {
-            Parsed::Call(call) => Ok(Some(call)),
-            Parsed::Missing => Ok(None),
-            Parsed::Corrupt(reason) => Err(Error::corrupt(call_id, reason)),
-        }
-    }
-
-    async fn list_node_calls(&self) -> Result<Vec<String>, Error> {
-        self.scan_node(&self.inner.node).await
-    }
-
-    async fn end(&self, call_id: &str) -> Result<(), Error> {
-        check_id(call_id)?;
-        let epoch = self.epoch(call_id)?;
-        let mut invocation = self.inner.scripts.end.prepare_invoke();
-        invocation
-            .key(call_key(call_id))
-            .key(participants_key(call_id))
-            .arg(&self.inner.node)
-            .arg(epoch);
-        let reply: Vec<i64> = self.inner.redis.invoke_script(&invocation).await?;
-        self.set_epoch(call_id, None);
-        self.node_set(false, call_id).await?;
-        status(&reply, call_id)
-    }
+pub(super) fn participant_json(p: &Participant) -> String {
+    serde_json::to_string(p).unwrap_or_default()
 }

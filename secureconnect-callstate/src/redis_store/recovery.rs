@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use secureconnect_redis_fallback::redis::{self, Value};
 
-use super::scripts::{call_key, lease_key, node_calls_key, participants_key};
-use super::RedisCallStore;
-use crate::error::{check_id, Error};
+use super::scripts::{call_key, lease_key, node_calls_key, owned_by_this_id, participants_key};
+use super::{script_reply, RedisCallStore};
+use crate::error::{check_id, Chain, Error};
 use crate::model::{CallState, Participant, SCHEMA_VERSION};
 
 /// Why a call was not recovered. More reasons may be added.
@@ -48,10 +48,14 @@ pub struct RecoveryReport {
 }
 
 impl RedisCallStore {
-    /// Reads back the calls this node owned: `SSCAN` of its set, pipelined `HGETALL`s
-    /// in batches. Corrupt entries are skipped and reported, set members whose call
-    /// expired are removed, calls another node adopted are let go. `KEYS` is never
-    /// used. Takes the lease.
+    /// Reads back and takes over the calls this node owned: `SSCAN` of its set, then
+    /// one pipeline per [`recovery_batch`](Self::recovery_batch) calls of, for each
+    /// call, a small script that bumps its epoch, then two `HGETALL`s. A process still
+    /// holding the old epoch (the same node id: a rolling update, a paused process
+    /// that resumes) is fenced out: its later writes are refused
+    /// ([`Error::is_not_owner`]). Corrupt entries are skipped and reported, set members
+    /// whose call expired are removed, calls another node adopted are let go. `KEYS`
+    /// is never used. Takes the lease.
     ///
     /// # Errors
     ///
@@ -61,41 +65,35 @@ impl RedisCallStore {
         let mut report = RecoveryReport::default();
         self.heartbeat().await?;
         let ids = self.scan_node(&self.inner.node).await?;
+        if !ids.is_empty() {
+            self.load_scripts().await?;
+        }
         let mut dangling = Vec::new();
-        for batch in ids.chunks(self.inner.config.recovery_batch.max(1)) {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for id in batch {
-                pipe.cmd("HGETALL").arg(call_key(id));
-                pipe.cmd("HGETALL").arg(participants_key(id));
-            }
-            let values: Vec<Value> = self.inner.redis.query_pipeline(&pipe).await?;
-            for (id, pair) in batch.iter().zip(values.chunks(2)) {
-                match parse_call(id, &pair[0], pair.get(1).unwrap_or(&Value::Nil)) {
-                    Parsed::Call(call) if call.owner == self.inner.node => {
-                        self.set_epoch(&call.id, Some(call.epoch));
-                        report.calls.push(call);
-                    }
-                    Parsed::Call(call) => {
-                        dangling.push(call.id.clone());
-                        report.skipped.push(Skipped::Foreign {
-                            call: call.id,
-                            owner: call.owner,
-                        });
-                    }
-                    Parsed::Missing => {
-                        dangling.push(id.clone());
-                        report.dangling_removed += 1;
-                    }
-                    Parsed::Corrupt(reason) => {
-                        tracing::warn!(call = %id, %reason, "skipping a corrupt call entry at recovery");
-                        report.skipped.push(Skipped::Corrupt {
-                            call: id.clone(),
-                            reason,
-                        });
-                    }
+        let batches: Vec<&[String]> = ids
+            .chunks(self.inner.config.recovery_batch.max(1))
+            .collect();
+        let mut values = match batches.first() {
+            Some(batch) => self.exec(&self.recovery_pipeline(batch)).await?,
+            None => Vec::new(),
+        };
+        for (k, batch) in batches.iter().enumerate() {
+            // The next batch is sent before this one is read, so Redis runs it while
+            // this one is parsed.
+            let next = batches.get(k + 1).map(|b| self.recovery_pipeline(b));
+            let fetch = async {
+                match &next {
+                    Some(pipe) => self.exec(pipe).await,
+                    None => Ok(Vec::new()),
                 }
-            }
+            };
+            let current = std::mem::take(&mut values);
+            let read = async {
+                // Let the connection send the next batch first.
+                tokio::task::yield_now().await;
+                self.take_batch(batch, &current, &mut report, &mut dangling);
+            };
+            let (fetched, ()) = tokio::join!(fetch, read);
+            values = fetched?;
         }
         for chunk in dangling.chunks(500) {
             let mut cmd = redis::cmd("SREM");
@@ -105,6 +103,60 @@ impl RedisCallStore {
         self.heartbeat().await?;
         report.duration = started.elapsed();
         Ok(report)
+    }
+
+    /// Per call: the take-over first (the reads after it see the new epoch, and only
+    /// this process may write the call from then on), then the call and its
+    /// participants.
+    fn recovery_pipeline(&self, batch: &[String]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for id in batch {
+            let mut script = self.inner.scripts.recover.on_call_hash(id);
+            script.arg(&self.inner.node).arg(SCHEMA_VERSION);
+            pipe.add_command(script);
+            pipe.cmd("HGETALL").arg(call_key(id));
+            pipe.cmd("HGETALL").arg(participants_key(id));
+        }
+        pipe
+    }
+
+    /// Reads a batch's replies into the report (three per call: the script's, whose
+    /// failures show in the reads too, the call, its participants).
+    fn take_batch(
+        &self,
+        batch: &[String],
+        values: &[Value],
+        report: &mut RecoveryReport,
+        dangling: &mut Vec<String>,
+    ) {
+        for (id, replies) in batch.iter().zip(values.chunks(3)) {
+            let call = replies.get(1).unwrap_or(&Value::Nil);
+            match parse_call(id, call, replies.get(2).unwrap_or(&Value::Nil)) {
+                Parsed::Call(call) if call.owner == self.inner.node => {
+                    self.set_epoch(&call.id, Some(call.epoch));
+                    report.calls.push(call);
+                }
+                Parsed::Call(call) => {
+                    dangling.push(call.id.clone());
+                    report.skipped.push(Skipped::Foreign {
+                        call: call.id,
+                        owner: call.owner,
+                    });
+                }
+                Parsed::Missing => {
+                    dangling.push(id.clone());
+                    report.dangling_removed += 1;
+                }
+                Parsed::Corrupt(reason) => {
+                    tracing::warn!(call = %id, %reason, "skipping a corrupt call entry at recovery");
+                    report.skipped.push(Skipped::Corrupt {
+                        call: id.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
     }
 
     pub(crate) async fn scan_node(&self, node: &str) -> Result<Vec<String>, Error> {
@@ -129,8 +181,11 @@ impl RedisCallStore {
     }
 
     /// Adopts the calls of `dead_node` once its lease has lapsed: each call's owner
-    /// becomes this node and its epoch is bumped, so the dead node's late writes are
-    /// refused. Returns the adopted calls' ids.
+    /// becomes this node and its epoch is bumped (and recorded in the call's fence), so
+    /// the dead node's late writes are refused, its `put` included, even after the
+    /// call ends or expires. Per batch of calls, one round trip: each call is added to
+    /// this node's set, adopted by a script, then removed from the dead node's set.
+    /// Returns the adopted calls' ids.
     ///
     /// # Errors
     ///
@@ -146,24 +201,49 @@ impl RedisCallStore {
         if alive == 1 {
             return Err(Error::lease_alive(dead_node));
         }
+        let mine = node_calls_key(&self.inner.node);
+        let theirs = node_calls_key(dead_node);
         let mut adopted = Vec::new();
-        for id in self.scan_node(dead_node).await? {
-            let mut invocation = self.inner.scripts.adopt.prepare_invoke();
-            invocation
-                .key(call_key(&id))
-                .key(participants_key(&id))
-                .arg(&self.inner.node)
-                .arg(dead_node)
-                .arg(self.ttl_ms());
-            let reply: Vec<i64> = self.inner.redis.invoke_script(&invocation).await?;
-            if reply.first() == Some(&1) {
-                self.set_epoch(&id, reply.get(1).map(|e| (*e).max(0) as u64));
-                self.node_set(true, &id).await?;
-                adopted.push(id.clone());
+        let ids = self.scan_node(dead_node).await?;
+        if !ids.is_empty() {
+            self.load_scripts().await?;
+        }
+        for batch in ids.chunks(self.inner.config.recovery_batch.max(1)) {
+            // One round trip: into this node's set first, then the scripts, then out
+            // of the dead node's set; a crash at any point leaves each call in a set.
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            pipe.cmd("SADD").arg(&mine).arg(batch).ignore();
+            for id in batch {
+                let mut script = self.inner.scripts.adopt.on_call(id);
+                script
+                    .arg(&self.inner.node)
+                    .arg(dead_node)
+                    .arg(self.ttl_ms())
+                    .arg(self.fence_ttl_ms());
+                pipe.add_command(script);
             }
-            let mut cmd = redis::cmd("SREM");
-            cmd.arg(node_calls_key(dead_node)).arg(&id);
-            self.inner.redis.query::<i64>(&cmd).await?;
+            pipe.cmd("SREM").arg(&theirs).arg(batch).ignore();
+            let values = self.exec(&pipe).await?;
+            let mut not_ours = Vec::new();
+            for (id, value) in batch.iter().zip(values) {
+                match script_reply(id, value) {
+                    Ok(reply) if reply.first() == Some(&1) => {
+                        self.set_epoch(id, reply.get(1).map(|e| (*e).max(0) as u64));
+                        adopted.push(id.clone());
+                    }
+                    Ok(reply) if owned_by_this_id(&reply) => {}
+                    Ok(_) => not_ours.push(id.clone()),
+                    Err(e) => {
+                        tracing::warn!(call = %id, error = %Chain(&e), "could not adopt a call; left for recovery to report");
+                    }
+                }
+            }
+            if !not_ours.is_empty() {
+                let mut cmd = redis::cmd("SREM");
+                cmd.arg(&mine).arg(&not_ours);
+                self.inner.redis.query::<i64>(&cmd).await?;
+            }
         }
         Ok(adopted)
     }

@@ -1,7 +1,18 @@
 //! The key layout and the Lua scripts. Each script touches only the keys of one call
 //! (one hash tag), so it runs on a single Redis and on a Redis Cluster alike. Every
 //! script answers an array whose first element is a status: 1 done, 0 no such call,
-//! -1 not the owner (fencing), -2 exists already.
+//! -1 not the owner (fencing), -2 exists already, -3 ended (a tombstone), -4 a key of
+//! the wrong type. A refusal (-1, -2) carries next whether the call's owner is this
+//! node's id (a newer process with the same id holds it): the node's set then keeps
+//! the call.
+//!
+//! Fencing: every write carries the node and its epoch for the call. The epoch only
+//! grows: `adopt` and `recover` bump it in the script that takes the call over. `adopt`
+//! records it in the call's fence key `sc:call:{<id>}:t` (a hash: `epoch`, `version`,
+//! `ended`), which `end` (and the last `leave`) also write, with a TTL of its own. A
+//! `put` or a `create` checks that key, so a call that ended or was taken over by
+//! another node is never recreated by a process that missed it, even after the call's
+//! own keys are gone.
 
 use secureconnect_redis_fallback::redis;
 
@@ -14,6 +25,9 @@ pub(super) fn call_key(id: &str) -> String {
 pub(super) fn participants_key(id: &str) -> String {
     format!("sc:call:{{{id}}}:p")
 }
+pub(super) fn fence_key(id: &str) -> String {
+    format!("sc:call:{{{id}}}:t")
+}
 pub(super) fn node_calls_key(node: &str) -> String {
     format!("sc:node:{{{node}}}:calls")
 }
@@ -21,26 +35,84 @@ pub(super) fn lease_key(node: &str) -> String {
     format!("sc:node:{{{node}}}:lease")
 }
 
-/// The scripts, loaded once per store.
+/// One script: its source (to load it after `NOSCRIPT`) and its SHA-1.
+pub(super) struct Script {
+    code: String,
+    hash: String,
+}
+
+impl Script {
+    fn new(code: &str) -> Self {
+        Self::fenced("", code)
+    }
+
+    /// A script whose body may call `fence` (the [`FENCE`] prelude).
+    fn fenced(prelude: &str, body: &str) -> Self {
+        let code = format!("{prelude}{body}");
+        let hash = redis::Script::new(&code).get_hash().to_owned();
+        Self { code, hash }
+    }
+
+    /// `EVALSHA` on the call's hash alone (the recovery script).
+    pub(super) fn on_call_hash(&self, call: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.hash).arg(1).arg(call_key(call));
+        cmd
+    }
+
+    /// `EVALSHA` on the three keys of `call` (call, participants, fence), for a
+    /// pipeline; the caller adds the arguments.
+    pub(super) fn on_call(&self, call: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.hash)
+            .arg(3)
+            .arg(call_key(call))
+            .arg(participants_key(call))
+            .arg(fence_key(call));
+        cmd
+    }
+}
+
+/// The scripts of a store.
 pub(super) struct Scripts {
-    pub(super) create: redis::Script,
-    pub(super) join: redis::Script,
-    pub(super) leave: redis::Script,
-    pub(super) end: redis::Script,
-    pub(super) adopt: redis::Script,
-    pub(super) put: redis::Script,
+    pub(super) create: Script,
+    pub(super) join: Script,
+    pub(super) leave: Script,
+    pub(super) end: Script,
+    pub(super) adopt: Script,
+    pub(super) recover: Script,
+    pub(super) put: Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Self {
         Self {
-            create: redis::Script::new(CREATE),
-            join: redis::Script::new(JOIN),
-            leave: redis::Script::new(LEAVE),
-            end: redis::Script::new(END),
-            adopt: redis::Script::new(ADOPT),
-            put: redis::Script::new(PUT),
+            create: Script::new(CREATE),
+            join: Script::new(JOIN),
+            leave: Script::fenced(FENCE, LEAVE),
+            end: Script::fenced(FENCE, END),
+            adopt: Script::fenced(FENCE, ADOPT),
+            recover: Script::new(RECOVER),
+            put: Script::new(PUT),
         }
+    }
+
+    /// `SCRIPT LOAD` of every script, in one pipeline (after a `NOSCRIPT`: Redis
+    /// restarted or its script cache was flushed).
+    pub(super) fn load(&self) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        for script in [
+            &self.create,
+            &self.join,
+            &self.leave,
+            &self.end,
+            &self.adopt,
+            &self.recover,
+            &self.put,
+        ] {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(&script.code).ignore();
+        }
+        pipe
     }
 }
 
@@ -55,7 +127,7 @@ pub(super) fn status(values: &[i64], call: &str) -> Result<(), Error> {
     match values.first() {
         Some(1) => Ok(()),
         Some(0) => Err(Error::not_found(call)),
-        Some(-1) => Err(Error::not_owner(call)),
+        Some(-1 | -3) => Err(Error::not_owner(call)),
         Some(-2) => Err(Error::already_exists(call)),
         _ => Err(Error::corrupt(
             call,
@@ -64,19 +136,48 @@ pub(super) fn status(values: &[i64], call: &str) -> Result<(), Error> {
     }
 }
 
-/// KEYS: call, participants. ARGV: node, ttl_ms, now_ms, schema.
+/// Whether a refused write found the call owned by this node's id (a newer process
+/// with the same id): the node's set keeps the call then.
+pub(super) fn owned_by_this_id(values: &[i64]) -> bool {
+    values.get(1) == Some(&1)
+}
+
+/// Lua prepended to the scripts that record a fence: `fence(epoch, version, ended,
+/// ttl)` keeps in the fence key (KEYS[3]) the highest epoch and version issued, marks
+/// the call ended if asked, and sets the key's TTL.
+const FENCE: &str = r"
+local function fence(epoch, version, ended, ttl)
+  local t = redis.call('HMGET', KEYS[3], 'epoch', 'version')
+  if tonumber(t[1] or '0') > epoch then epoch = tonumber(t[1]) end
+  if tonumber(t[2] or '0') > version then version = tonumber(t[2]) end
+  redis.call('HSET', KEYS[3], 'epoch', epoch, 'version', version)
+  if ended then redis.call('HSET', KEYS[3], 'ended', 1) end
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+";
+
+/// KEYS: call, participants, fence. ARGV: node, ttl_ms, now_ms, schema.
+/// Refused (-2) if the call exists, or ended or was taken over within the fence's TTL.
 const CREATE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return {-2} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.pcall('HGET', KEYS[1], 'owner') == ARGV[1] then return {-2, 1} end
+  return {-2, 0}
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-2, 0} end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', 1, 'version', 1, 'created', ARGV[3], 'schema', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {1, 1, 1}
 ";
 
-/// KEYS: call, participants. ARGV: node, epoch, participant id, participant JSON, ttl_ms.
+/// KEYS: call, participants, fence. ARGV: node, epoch, participant id, participant
+/// JSON, ttl_ms.
 const JOIN: &str = r"
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if not owner then return {0} end
-if owner ~= ARGV[1] or redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then return {-1} end
+local call = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+if not call[1] then return {0} end
+if call[1] ~= ARGV[1] or call[2] ~= ARGV[2] then
+  if call[1] == ARGV[1] then return {-1, 1} end
+  return {-1, 0}
+end
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -84,58 +185,111 @@ redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return {1, version}
 ";
 
-/// KEYS: call, participants. ARGV: node, epoch, participant id.
+/// KEYS: call, participants, fence. ARGV: node, epoch, participant id, fence_ttl_ms.
 /// Answers {1, version, removed, call_ended}. A participant who is not there changes
-/// nothing (a duplicate leave does not bump the version).
+/// nothing (a duplicate leave does not bump the version). The last leave ends the call
+/// and leaves a tombstone.
 const LEAVE: &str = r"
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if not owner then return {0} end
-if owner ~= ARGV[1] or redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then return {-1} end
+local call = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'version')
+if not call[1] then return {0} end
+if call[1] ~= ARGV[1] or call[2] ~= ARGV[2] then
+  if call[1] == ARGV[1] then return {-1, 1} end
+  return {-1, 0}
+end
 if redis.call('HDEL', KEYS[2], ARGV[3]) == 0 then
-  return {1, tonumber(redis.call('HGET', KEYS[1], 'version')), 0, 0}
+  return {1, tonumber(call[3]), 0, 0}
 end
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 if redis.call('HLEN', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[1], KEYS[2])
+  fence(tonumber(call[2]), version, true, ARGV[4])
   return {1, version, 1, 1}
 end
 return {1, version, 1, 0}
 ";
 
-/// KEYS: call, participants. ARGV: node, epoch.
+/// KEYS: call, participants, fence. ARGV: node, epoch, fence_ttl_ms. Leaves a
+/// tombstone, also when the call's keys are gone already (expired, or a Redis that
+/// restarted empty), unless the call was taken over since.
 const END: &str = r"
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if not owner then return {0} end
-if owner ~= ARGV[1] or redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then return {-1} end
+local epoch = tonumber(ARGV[2])
+local call = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'version')
+if not call[1] then
+  if tonumber(redis.call('HGET', KEYS[3], 'epoch') or '0') <= epoch then
+    fence(epoch, 0, true, ARGV[3])
+  end
+  return {0}
+end
+if call[1] ~= ARGV[1] or call[2] ~= ARGV[2] then
+  if call[1] == ARGV[1] then return {-1, 1} end
+  return {-1, 0}
+end
 redis.call('DEL', KEYS[1], KEYS[2])
+fence(epoch, tonumber(call[3] or '0'), true, ARGV[3])
 return {1}
 ";
 
-/// KEYS: call, participants. ARGV: new owner, dead owner, ttl_ms. Answers
-/// {1, epoch, version}.
+/// KEYS: call, participants, fence. ARGV: new owner, dead owner, ttl_ms,
+/// fence_ttl_ms. Answers {1, epoch, version}; the epoch is bumped and recorded.
 const ADOPT: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then return {0} end
-if owner ~= ARGV[2] then return {-1} end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+if owner ~= ARGV[2] then
+  if owner == ARGV[1] then return {-1, 1} end
+  return {-1, 0}
+end
+local floor = tonumber(redis.call('HGET', KEYS[3], 'epoch') or '0')
+local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+if floor > epoch then epoch = floor end
+epoch = epoch + 1
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', epoch)
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+fence(epoch, version, false, ARGV[4])
 return {1, epoch, version}
 ";
 
-/// Writes a whole call back (after Redis was away). KEYS: call, participants.
-/// ARGV: node, epoch, version, created, schema, ttl_ms, then participant id/JSON pairs.
-/// Refused if another node owns the call now; the version never goes down.
+/// Takes a call back at recovery. KEYS: call. ARGV: node, schema. When the call is
+/// this node's (of a known schema, with a numeric epoch), its epoch is bumped, so a
+/// process that still holds the old epoch (the same node id: a rolling update, a
+/// paused process that resumes) is fenced out. Answers the new epoch, or 0 when the
+/// call was not taken (gone, another node's, unreadable). As small as it can be: it
+/// runs once per call at recovery (each `redis.call` costs microseconds), and the
+/// call is read by plain `HGETALL`s after it in the same pipeline. The call's epoch is
+/// never below its fence's (every script that raises the fence raises the call's
+/// epoch with it), so the fence need not be read here.
+const RECOVER: &str = r"
+local call = redis.call('HMGET', KEYS[1], 'owner', 'schema', 'epoch')
+if call[1] ~= ARGV[1] or call[2] ~= ARGV[2] or not tonumber(call[3]) then return 0 end
+return redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+";
+
+/// Writes a whole call back (after Redis was away). KEYS: call, participants, fence.
+/// ARGV: node, epoch, version, created, schema, ttl_ms, then participant id/JSON
+/// pairs. Refused (-1) if another node owns the call now or the call's epoch (or its
+/// fence's) is above the one given; refused (-3) if the call ended (a tombstone). The
+/// epoch and the version never go down.
 const PUT: &str = r"
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and owner ~= ARGV[1] then return {-1} end
+local t = redis.call('HMGET', KEYS[3], 'epoch', 'version', 'ended')
+if t[3] then return {-3, 0} end
+local floor = tonumber(t[1] or '0')
+local current = tonumber(t[2] or '0')
+local call = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'version')
+if call[1] then
+  if call[1] ~= ARGV[1] then return {-1, 0} end
+  if tonumber(call[2] or '0') > floor then floor = tonumber(call[2]) end
+  if tonumber(call[3] or '0') > current then current = tonumber(call[3]) end
+end
+local epoch = tonumber(ARGV[2])
+if floor > epoch then
+  if call[1] then return {-1, 1} end
+  return {-1, 0}
+end
 local version = tonumber(ARGV[3])
-local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if current and current >= version then version = current + 1 end
+if current >= version then version = current + 1 end
 redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', ARGV[2], 'version', version, 'created', ARGV[4], 'schema', ARGV[5])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', epoch, 'version', version, 'created', ARGV[4], 'schema', ARGV[5])
 for i = 7, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
