@@ -450,16 +450,66 @@ async fn a_heartbeat_over_20000_calls_goes_in_chunks_and_failures_are_counted() 
 async fn scripts_are_loaded_again_after_redis_forgets_them() {
     let mut server = RedisServer::start().unwrap();
     let a = store(&server, "node-a").await;
-    let b = store(&server, "node-b").await;
+    let mut b = store(&server, "node-b").await;
     a.create("c").await.unwrap();
     for step in 0..4 {
         server.command(&["SCRIPT", "FLUSH"]).unwrap();
         match step {
             0 => drop(a.join("c", participant("p1")).await.unwrap()),
             1 => assert_eq!(b.adopt("node-a").await.unwrap(), ["c"]),
-            2 => assert_eq!(b.recover().await.unwrap().calls.len(), 1),
+            2 => {
+                // node-b restarted: the new process recovers the call it adopted.
+                b = store(&server, "node-b").await;
+                assert_eq!(b.recover().await.unwrap().calls.len(), 1);
+            }
             _ => b.end("c").await.unwrap(),
         }
     }
     assert_eq!(b.get("c").await.unwrap(), None);
+}
+
+/// A recovery (retried, or run late) leaves alone the calls this process holds already:
+/// it neither takes them over again (their epoch stays) nor reports them; and the epoch
+/// a recovery takes is recorded in the call's fence, so a stale process cannot put the
+/// call back after its keys expire.
+#[tokio::test]
+async fn recovery_leaves_this_process_calls_alone_and_fences_what_it_takes() {
+    let mut server = RedisServer::start().unwrap();
+    let first = store(&server, "node-a").await;
+    first.create("old").await.unwrap();
+    first.join("old", participant("p1")).await.unwrap();
+    let before_old = call(&first, "old").await.epoch;
+
+    // The same node id, restarted: it makes a call of its own, then recovers.
+    let second = store(&server, "node-a").await;
+    second.create("mine").await.unwrap();
+    let mine_epoch = call(&second, "mine").await.epoch;
+    let report = second.recover().await.unwrap();
+    let recovered: Vec<&str> = report.calls.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(recovered, ["old"], "only the calls it did not hold");
+    assert_eq!(
+        call(&second, "mine").await.epoch,
+        mine_epoch,
+        "not taken over again"
+    );
+    let taken = call(&second, "old").await.epoch;
+    assert!(taken > before_old);
+    second.join("mine", participant("p2")).await.unwrap();
+
+    // The fence holds the taken epoch: once the call's keys are gone, the first
+    // process's put (at the old epoch) is refused.
+    let fence = server
+        .command(&["HGET", "sc:call:{old}:t", "epoch"])
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(fence.parse::<u64>().unwrap(), taken);
+    server
+        .command(&["DEL", "sc:call:{old}", "sc:call:{old}:p"])
+        .unwrap();
+    let mut stale = call(&second, "mine").await;
+    stale.id = "old".into();
+    stale.epoch = before_old;
+    let refused = first.put(&stale).await.unwrap_err();
+    assert!(refused.is_not_owner(), "{refused:?}");
 }

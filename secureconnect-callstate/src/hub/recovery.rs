@@ -41,19 +41,27 @@ impl CallHub {
         };
         let report = redis.recover().await?;
         let now = Instant::now();
+        // A call this hub has in memory already (made here while the recovery was
+        // retried) is the current one: it is neither replaced nor marked awaiting.
+        let mut recovered = Vec::new();
         for call in &report.calls {
             let mut call = call.clone();
             for p in call.participants.values_mut() {
                 p.state = ParticipantState::AwaitingRejoin;
             }
-            self.inner.memory.insert(call);
+            let keys: Vec<(String, String)> = call
+                .participants
+                .keys()
+                .map(|p| (call.id.clone(), p.clone()))
+                .collect();
+            if self.inner.memory.insert_if_absent(call) {
+                recovered.extend(keys);
+            }
         }
         {
             let mut awaiting = self.inner.awaiting();
-            for call in &report.calls {
-                for id in call.participants.keys() {
-                    awaiting.insert((call.id.clone(), id.clone()), now);
-                }
+            for key in recovered {
+                awaiting.insert(key, now);
             }
         }
         self.inner.lifecycle.recovery.send_replace(Recovery::Done);

@@ -64,7 +64,13 @@ impl RedisCallStore {
         let started = Instant::now();
         let mut report = RecoveryReport::default();
         self.heartbeat().await?;
-        let ids = self.scan_node(&self.inner.node).await?;
+        let mut ids = self.scan_node(&self.inner.node).await?;
+        // Calls this process holds already (created, or taken over, since it started)
+        // are current here: neither taken over again nor reported.
+        {
+            let held = self.held();
+            ids.retain(|id| !held.live.contains_key(id));
+        }
         if !ids.is_empty() {
             self.load_scripts().await?;
         }
@@ -112,8 +118,11 @@ impl RedisCallStore {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for id in batch {
-            let mut script = self.inner.scripts.recover.on_call_hash(id);
-            script.arg(&self.inner.node).arg(SCHEMA_VERSION);
+            let mut script = self.inner.scripts.recover.on_call(id);
+            script
+                .arg(&self.inner.node)
+                .arg(SCHEMA_VERSION)
+                .arg(self.fence_ttl_ms());
             pipe.add_command(script);
             pipe.cmd("HGETALL").arg(call_key(id));
             pipe.cmd("HGETALL").arg(participants_key(id));

@@ -53,13 +53,6 @@ impl Script {
         Self { code, hash }
     }
 
-    /// `EVALSHA` on the call's hash alone (the recovery script).
-    pub(super) fn on_call_hash(&self, call: &str) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.hash).arg(1).arg(call_key(call));
-        cmd
-    }
-
     /// `EVALSHA` on the three keys of `call` (call, participants, fence), for a
     /// pipeline; the caller adds the arguments.
     pub(super) fn on_call(&self, call: &str) -> redis::Cmd {
@@ -250,19 +243,23 @@ fence(epoch, version, false, ARGV[4])
 return {1, epoch, version}
 ";
 
-/// Takes a call back at recovery. KEYS: call. ARGV: node, schema. When the call is
-/// this node's (of a known schema, with a numeric epoch), its epoch is bumped, so a
-/// process that still holds the old epoch (the same node id: a rolling update, a
-/// paused process that resumes) is fenced out. Answers the new epoch, or 0 when the
-/// call was not taken (gone, another node's, unreadable). As small as it can be: it
-/// runs once per call at recovery (each `redis.call` costs microseconds), and the
-/// call is read by plain `HGETALL`s after it in the same pipeline. The call's epoch is
-/// never below its fence's (every script that raises the fence raises the call's
-/// epoch with it), so the fence need not be read here.
+/// Takes a call back at recovery. KEYS: call, participants, fence. ARGV: node, schema,
+/// fence_ttl_ms. When the call is this node's (of a known schema, with a numeric
+/// epoch), its epoch is bumped and recorded in the fence, so a process that still holds
+/// the old epoch (the same node id: a rolling update, a paused process that resumes)
+/// is fenced out, also after the call's own keys expire. Answers the new epoch, or 0
+/// when the call was not taken (gone, another node's, unreadable). As small as it can
+/// be: it runs once per call at recovery (each `redis.call` costs microseconds), and
+/// the call is read by plain `HGETALL`s after it in the same pipeline. The call's epoch
+/// is never below its fence's (every script that raises the fence raises the call's
+/// epoch with it), so the fence need not be read first.
 const RECOVER: &str = r"
 local call = redis.call('HMGET', KEYS[1], 'owner', 'schema', 'epoch')
 if call[1] ~= ARGV[1] or call[2] ~= ARGV[2] or not tonumber(call[3]) then return 0 end
-return redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[3], 'epoch', epoch)
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return epoch
 ";
 
 /// Writes a whole call back (after Redis was away). KEYS: call, participants, fence.
