@@ -3,7 +3,7 @@
 //! | route | |
 //! |---|---|
 //! | `POST /v1/calls` | → 201 `{"call_id"}`; 429 `{"error":"too_many_calls","message"}` beyond `CALLS_PER_USER_MAX` open calls of the user |
-//! | `GET /v1/calls/{id}` | participants and their state (`connected`, `awaiting_rejoin`); 404 once the call ended, 503 `recovering` while calls from before a restart may still come back |
+//! | `GET /v1/calls/{id}` | participants and their state (`connected`, `awaiting_rejoin`); 404 once the call ended, 503 `recovering` while calls from before a restart may still come back (for at most `REJOIN_GRACE_SECS` after start: without Redis a recovery never ends) |
 //! | `GET /v1/calls/{id}/ws` | WebSocket signaling (token in `Authorization` or `?access_token=`) |
 //!
 //! The WebSocket speaks JSON text frames:

@@ -19,8 +19,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub(super) enum Recovery {
     /// None was started.
     Idle,
-    /// Attempts in the background until one succeeds.
-    Running,
+    /// Attempts in the background, since then, until one succeeds.
+    Running(Instant),
     /// Done: every call this node owned is in memory.
     Done,
 }
@@ -91,7 +91,7 @@ impl CallHub {
         let started = self.inner.lifecycle.recovery.send_if_modified(|state| {
             let idle = *state == Recovery::Idle;
             if idle {
-                *state = Recovery::Running;
+                *state = Recovery::Running(Instant::now());
             }
             idle
         });
@@ -120,33 +120,81 @@ impl CallHub {
         });
     }
 
-    /// Whether a background recovery is under way: calls from before a restart may
-    /// still come back.
+    /// Whether callers should be told to wait for a background recovery: one is under
+    /// way (calls from before a restart may still come back) and began less than
+    /// [`rejoin_grace`](Self::rejoin_grace) ago. Past that, a participant of a call
+    /// still to recover could not have kept its place anyway, and callers get what
+    /// memory says (not found) instead of "retry" for ever — as with no Redis at all,
+    /// where the recovery never ends. The recovery itself goes on.
     pub fn is_recovering(&self) -> bool {
-        self.inner.recovery_pending()
+        match *self.inner.lifecycle.recovery.borrow() {
+            Recovery::Running(since) => since.elapsed() < self.rejoin_grace(),
+            Recovery::Idle | Recovery::Done => false,
+        }
     }
 
     /// Waits up to `timeout` for a background recovery to finish; whether none is under
     /// way now.
     pub async fn wait_for_recovery(&self, timeout: Duration) -> bool {
         let mut rx = self.inner.lifecycle.recovery.subscribe();
-        let done = tokio::time::timeout(timeout, rx.wait_for(|s| *s != Recovery::Running)).await;
+        let done =
+            tokio::time::timeout(timeout, rx.wait_for(|s| !matches!(s, Recovery::Running(_))))
+                .await;
         matches!(done, Ok(Ok(_))) || !self.is_recovering()
     }
 }
 
 impl Inner {
-    /// Whether a background recovery is under way: calls this node owns in Redis may
-    /// not be in memory yet, so nothing may treat "in Redis, not in memory" as ended
-    /// until it is done (a full write-back, for one).
-    pub(super) fn recovery_pending(&self) -> bool {
-        *self.lifecycle.recovery.borrow() == Recovery::Running
-    }
-
     /// Whether a recovery has completed in this process: every call this node owned in
     /// Redis was loaded, so a call in its set that memory lacks has ended here. Before
     /// that (never recovered, or still recovering), such a call may be one to recover.
     pub(super) fn recovered(&self) -> bool {
         *self.lifecycle.recovery.borrow() == Recovery::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use prometheus_client::registry::Registry;
+    use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
+
+    use crate::{CallHub, CallHubConfig, RedisCallStore, RedisCallStoreConfig};
+
+    /// With no Redis to recover from (the embedded default), "recovering, retry" is
+    /// answered for the rejoin grace only; then callers get what memory says.
+    #[tokio::test]
+    async fn an_endless_recovery_is_reported_for_the_grace_only() {
+        let mut registry = Registry::default();
+        // Nothing listens on port 1.
+        let redis =
+            RedisClient::new(RedisClientConfig::new("redis://127.0.0.1:1"), &mut registry).unwrap();
+        let store = RedisCallStore::new(
+            redis,
+            "node-a",
+            RedisCallStoreConfig::default(),
+            &mut registry,
+        )
+        .unwrap();
+        let grace = Duration::from_millis(300);
+        let hub = CallHub::new(
+            "node-a",
+            Some(store),
+            CallHubConfig::default().rejoin_grace(grace),
+            &mut registry,
+        )
+        .unwrap();
+        hub.recover_in_background();
+        assert!(hub.is_recovering());
+        assert!(!hub.wait_for_recovery(Duration::from_millis(50)).await);
+        tokio::time::sleep(grace).await;
+        assert!(!hub.is_recovering(), "past the grace");
+        assert!(hub.wait_for_recovery(Duration::from_millis(50)).await);
+        let token = crate::RejoinToken::generate();
+        let e = hub.rejoin("c", "p", "u", &token).await.unwrap_err();
+        assert!(e.is_not_found(), "{e:?}");
     }
 }
