@@ -66,6 +66,54 @@ impl MemoryCallStore {
         f(call)
     }
 
+    /// Removes a participant if `still` says so, asked under the calls' lock (so
+    /// nothing changes in between); the call ends with its last participant, as in
+    /// [`leave`](CallStore::leave). `still` is not asked when the participant is gone.
+    pub(crate) fn leave_if(
+        &self,
+        call_id: &str,
+        participant_id: &str,
+        still: impl FnOnce(&Participant) -> bool,
+    ) -> Result<LeaveOutcome, Error> {
+        let mut calls = self.calls();
+        let call = calls
+            .get_mut(call_id)
+            .ok_or_else(|| Error::not_found(call_id))?;
+        if !call.participants.get(participant_id).is_some_and(still) {
+            return Ok(LeaveOutcome {
+                version: call.version,
+                removed: false,
+                call_ended: false,
+            });
+        }
+        call.participants.remove(participant_id);
+        call.version += 1;
+        let outcome = LeaveOutcome {
+            version: call.version,
+            removed: true,
+            call_ended: call.participants.is_empty(),
+        };
+        if outcome.call_ended {
+            calls.remove(call_id);
+        }
+        Ok(outcome)
+    }
+
+    /// Ends a call if `still` says so, asked under the calls' lock; returns the call
+    /// ended.
+    pub(crate) fn end_if(
+        &self,
+        call_id: &str,
+        still: impl FnOnce(&CallState) -> bool,
+    ) -> Option<CallState> {
+        let mut calls = self.calls();
+        if calls.get(call_id).is_some_and(still) {
+            calls.remove(call_id)
+        } else {
+            None
+        }
+    }
+
     /// The ids of the calls without participants.
     pub(crate) fn empty_calls(&self) -> Vec<String> {
         self.calls()
@@ -115,27 +163,7 @@ impl CallStore for MemoryCallStore {
     }
 
     async fn leave(&self, call_id: &str, participant_id: &str) -> Result<LeaveOutcome, Error> {
-        let mut calls = self.calls();
-        let call = calls
-            .get_mut(call_id)
-            .ok_or_else(|| Error::not_found(call_id))?;
-        if call.participants.remove(participant_id).is_none() {
-            return Ok(LeaveOutcome {
-                version: call.version,
-                removed: false,
-                call_ended: false,
-            });
-        }
-        call.version += 1;
-        let outcome = LeaveOutcome {
-            version: call.version,
-            removed: true,
-            call_ended: call.participants.is_empty(),
-        };
-        if outcome.call_ended {
-            calls.remove(call_id);
-        }
-        Ok(outcome)
+        self.leave_if(call_id, participant_id, |_| true)
     }
 
     async fn get(&self, call_id: &str) -> Result<Option<CallState>, Error> {
@@ -151,5 +179,57 @@ impl CallStore for MemoryCallStore {
             .remove(call_id)
             .map(|_| ())
             .ok_or_else(|| Error::not_found(call_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::model::ParticipantState;
+
+    fn participant(id: &str, state: ParticipantState) -> Participant {
+        Participant {
+            id: id.to_owned(),
+            user_id: "u".to_owned(),
+            token_hash: String::new(),
+            joined_at_ms: 0,
+            state,
+        }
+    }
+
+    #[tokio::test]
+    async fn leave_if_and_end_if_change_nothing_unless_asked_to() {
+        let store = MemoryCallStore::new("node-a");
+        store.create("c").await.unwrap();
+        store
+            .join("c", participant("a", ParticipantState::Connected))
+            .await
+            .unwrap();
+        store
+            .join("c", participant("b", ParticipantState::AwaitingRejoin))
+            .await
+            .unwrap();
+        let away = |p: &Participant| p.state == ParticipantState::AwaitingRejoin;
+        let kept = store.leave_if("c", "a", away).unwrap();
+        assert!(!kept.removed && !kept.call_ended);
+        assert!(!store.leave_if("c", "nobody", |_| true).unwrap().removed);
+        assert!(store
+            .leave_if("gone", "a", |_| true)
+            .is_err_and(|e| e.is_not_found()));
+        assert!(store.end_if("c", |c| c.participants.is_empty()).is_none());
+        let removed = store.leave_if("c", "b", away).unwrap();
+        assert!(removed.removed && !removed.call_ended);
+        assert_eq!(removed.version, 4);
+        // The last one: the call ends with it.
+        assert!(store.leave_if("c", "a", |_| true).unwrap().call_ended);
+        assert!(store.get("c").await.unwrap().is_none());
+        store.create("e").await.unwrap();
+        assert!(store.end_if("e", |_| false).is_none());
+        assert!(store.get("e").await.unwrap().is_some());
+        let ended = store.end_if("e", |c| c.participants.is_empty());
+        assert_eq!(ended.map(|c| c.id).as_deref(), Some("e"));
+        assert!(store.end_if("e", |_| true).is_none(), "already ended");
     }
 }

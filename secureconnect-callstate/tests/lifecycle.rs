@@ -341,3 +341,135 @@ async fn a_thousand_abandoned_calls_leave_memory_and_redis_empty() {
     // Every user may create again.
     hub.create_for("again", "user-0").await.unwrap();
 }
+
+/// Participants that rejoin, some of them dropping again at once, while the sweep runs:
+/// the sweep removes only those still awaiting rejoin since the grace, never one that
+/// rejoined (the check and the removal are one step under the call's lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_never_removes_a_participant_that_rejoined_meanwhile() {
+    // The hub's own sweep (60 s grace) stays out of the way; this test sweeps itself.
+    let hub = memory_hub(CallHubConfig::default());
+    let grace = Duration::from_millis(500);
+    hub.create("c").await.unwrap();
+    hub.join("c", "anchor").await.unwrap();
+    for round in 0..3 {
+        let mut joined = Vec::new();
+        for i in 0..1000 {
+            joined.push(hub.join("c", &format!("user-{i}")).await.unwrap());
+        }
+        for (p, _) in &joined {
+            hub.disconnect("c", p).unwrap();
+        }
+        tokio::time::sleep(grace + Duration::from_millis(20)).await;
+        let rejoining = {
+            let hub = hub.clone();
+            let joined = joined.clone();
+            tokio::spawn(async move {
+                let mut back = Vec::new();
+                for (i, (p, token)) in joined.iter().enumerate() {
+                    let user = format!("user-{i}");
+                    if hub.rejoin("c", p, &user, token).await.is_ok() {
+                        // Half of them drop again at once: a fresh grace.
+                        if i % 2 == 0 {
+                            hub.disconnect("c", p).unwrap();
+                        }
+                        back.push(p.clone());
+                    }
+                }
+                back
+            })
+        };
+        let sweep = {
+            let hub = hub.clone();
+            tokio::spawn(async move { hub.expire_awaiting(grace).await })
+        };
+        let (back, removed) = (rejoining.await.unwrap(), sweep.await.unwrap());
+        let call = hub.get("c").unwrap();
+        let lost: Vec<_> = back
+            .iter()
+            .filter(|p| !call.participants.contains_key(*p))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: {} of {} rejoined participants removed",
+            lost.len(),
+            back.len()
+        );
+        assert_eq!(removed + back.len(), joined.len(), "round {round}");
+        for (p, _) in &joined {
+            let _ = hub.leave("c", p).await;
+        }
+    }
+}
+
+/// Joins racing the sweep of empty calls, at every offset: each join either fails (the
+/// call ended first) or keeps its call (the check and the end are one step under the
+/// call's lock).
+#[test]
+fn a_join_racing_the_empty_call_sweep_fails_or_keeps_its_call() {
+    use std::sync::{Arc, Barrier};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let hub = runtime.block_on(async { memory_hub(CallHubConfig::default()) });
+    let barrier = Arc::new(Barrier::new(2));
+    let rounds = 5_000;
+    let joiner = {
+        let (hub, barrier, handle) = (hub.clone(), barrier.clone(), runtime.handle().clone());
+        std::thread::spawn(move || {
+            let mut lost = Vec::new();
+            for round in 0..rounds {
+                let call = format!("c{round}");
+                barrier.wait(); // created
+                for _ in 0..round % 2000 {
+                    std::hint::spin_loop();
+                }
+                if let Ok((p, _)) = handle.block_on(hub.join(&call, "alice")) {
+                    barrier.wait(); // swept
+                    if hub.subscribe(&call, &p).is_err() {
+                        lost.push(call);
+                    }
+                } else {
+                    barrier.wait();
+                }
+                barrier.wait(); // checked
+            }
+            lost
+        })
+    };
+    for round in 0..rounds {
+        let call = format!("c{round}");
+        runtime.block_on(hub.create(&call)).unwrap();
+        barrier.wait();
+        runtime.block_on(hub.expire_empty(Duration::ZERO));
+        barrier.wait();
+        barrier.wait();
+        let _ = runtime.block_on(hub.end(&call));
+    }
+    let lost = joiner.join().unwrap();
+    assert!(
+        lost.is_empty(),
+        "{} of {rounds} joins got a call that was then ended",
+        lost.len()
+    );
+}
+
+#[tokio::test]
+async fn the_signals_of_an_ended_call_end() {
+    let hub = memory_hub(CallHubConfig::default().empty_call_ttl(Duration::from_millis(100)));
+    for how in ["end", "expiry"] {
+        hub.create("c").await.unwrap();
+        // A socket subscribed to the call, its participant gone or never there.
+        let mut signals = hub.subscribe("c", "a-socket").unwrap();
+        if how == "end" {
+            hub.end("c").await.unwrap();
+        }
+        let next = tokio::time::timeout(Duration::from_secs(5), signals.recv()).await;
+        assert!(
+            matches!(next, Ok(None)),
+            "{how}: the receiver ends with the call"
+        );
+    }
+}

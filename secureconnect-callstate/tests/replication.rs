@@ -245,9 +245,15 @@ async fn a_partitioned_owner_does_not_overwrite_a_call_adopted_elsewhere() {
     .await
     .unwrap();
     let before = b.get("c").await.unwrap().unwrap();
+    let mut signals = hub.subscribe("c", "a-socket").unwrap();
 
     proxy.set_mode(ProxyMode::Forward);
     dropped_by(&hub, "c").await;
+    let next = tokio::time::timeout(Duration::from_secs(5), signals.recv()).await;
+    assert!(
+        matches!(next, Ok(None)),
+        "a socket on the dropped call ends rather than hang"
+    );
     written_back(&hub).await;
     let after = b.get("c").await.unwrap().unwrap();
     assert_eq!(after, before, "A's write-back overwrote B's call");

@@ -3,7 +3,7 @@
 //! message and answering what to send.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use secureconnect_callstate::{CallHub, RejoinToken, Signal, SignalReceiver};
 use serde_json::value::RawValue;
@@ -27,34 +27,145 @@ pub enum Reply {
 /// a service: a connection that closes marks its participant awaiting rejoin only if no
 /// newer connection (a rejoin from the same client, before the old socket was found
 /// dead) took the participant over.
+///
+/// A rejoin claims the participant before the hub marks it connected, so that a close
+/// of the current connection meanwhile waits for the rejoin's outcome: it counts only
+/// if no rejoin succeeds. A participant has an entry while a connection holds it or a
+/// rejoin is under way, no longer (a leave, a close or a failed rejoin removes it).
 #[derive(Clone, Debug, Default)]
 pub struct Connections(Arc<Mutex<ConnectionTable>>);
 
 #[derive(Debug, Default)]
 struct ConnectionTable {
     next: u64,
-    current: HashMap<(String, String), u64>,
+    slots: HashMap<(String, String), Slot>,
+}
+
+/// One participant's connections.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The connection that holds the participant.
+    current: Option<u64>,
+    /// Rejoins under way.
+    claims: usize,
+    /// The current connection closed while a rejoin was under way: unless one
+    /// succeeds, the participant awaits rejoin.
+    closed: bool,
+}
+
+fn key(call: &str, participant: &str) -> (String, String) {
+    (call.to_owned(), participant.to_owned())
 }
 
 impl Connections {
+    fn lock(&self) -> MutexGuard<'_, ConnectionTable> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new connection holds the participant (it just joined).
     fn attach(&self, call: &str, participant: &str) -> u64 {
-        let mut table = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.lock();
         table.next += 1;
         let id = table.next;
         table
-            .current
-            .insert((call.to_owned(), participant.to_owned()), id);
+            .slots
+            .entry(key(call, participant))
+            .or_default()
+            .current = Some(id);
         id
     }
 
-    /// Runs `f` if connection `id` is still the participant's current one.
+    /// A new connection is about to rejoin the participant; [`settle`](Self::settle)
+    /// says how it went.
+    fn claim(&self, call: &str, participant: &str) -> u64 {
+        let mut table = self.lock();
+        table.next += 1;
+        let id = table.next;
+        table
+            .slots
+            .entry(key(call, participant))
+            .or_default()
+            .claims += 1;
+        id
+    }
+
+    /// Rejoin `id` is over. If it succeeded, its connection holds the participant.
+    /// If not, and the connection that held the participant closed meanwhile with no
+    /// other rejoin under way, runs `orphaned` (under the table's lock, as
+    /// [`detach`](Self::detach) runs its `f`): that close counts after all.
+    fn settle(
+        &self,
+        call: &str,
+        participant: &str,
+        id: u64,
+        rejoined: bool,
+        orphaned: impl FnOnce(),
+    ) {
+        let mut table = self.lock();
+        let key = key(call, participant);
+        let Some(slot) = table.slots.get_mut(&key) else {
+            return;
+        };
+        slot.claims = slot.claims.saturating_sub(1);
+        if rejoined {
+            slot.current = Some(id);
+            slot.closed = false;
+        } else if slot.claims == 0 && slot.current.is_none() {
+            let closed = slot.closed;
+            table.slots.remove(&key);
+            if closed {
+                orphaned();
+            }
+        }
+    }
+
+    /// Connection `id` closed: if it still held the participant, runs `f` (under the
+    /// table's lock) — or, while a rejoin is under way, leaves that to the rejoin's
+    /// [`settle`](Self::settle).
     fn detach(&self, call: &str, participant: &str, id: u64, f: impl FnOnce()) {
-        let mut table = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (call.to_owned(), participant.to_owned());
-        if table.current.get(&key) == Some(&id) {
-            table.current.remove(&key);
+        let mut table = self.lock();
+        let key = key(call, participant);
+        let Some(slot) = table.slots.get_mut(&key) else {
+            return;
+        };
+        if slot.current != Some(id) {
+            return;
+        }
+        slot.current = None;
+        if slot.claims > 0 {
+            slot.closed = true;
+        } else {
+            table.slots.remove(&key);
             f();
         }
+    }
+
+    /// Connection `id` let the participant go (it left): nothing to mark.
+    fn release(&self, call: &str, participant: &str, id: u64) {
+        let mut table = self.lock();
+        let key = key(call, participant);
+        let Some(slot) = table.slots.get_mut(&key) else {
+            return;
+        };
+        if slot.current == Some(id) {
+            slot.current = None;
+            slot.closed = false;
+            if slot.claims == 0 {
+                table.slots.remove(&key);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+}
+
+/// The participant's last connection closed without a leave.
+fn mark_awaiting(hub: &CallHub, call: &str, me: &str) {
+    if let Err(e) = hub.disconnect(call, me) {
+        tracing::debug!(call = %call, participant = %me, error = %e, "disconnect");
     }
 }
 
@@ -103,11 +214,8 @@ impl Session {
         let Some(me) = self.me.take() else { return };
         self.signals = None;
         let (hub, call) = (&self.hub, &self.call);
-        self.connections.detach(call, &me, self.connection, || {
-            if let Err(e) = hub.disconnect(call, &me) {
-                tracing::debug!(call = %call, participant = %me, error = %e, "disconnect");
-            }
-        });
+        self.connections
+            .detach(call, &me, self.connection, || mark_awaiting(hub, call, &me));
     }
 
     fn attach(&mut self, me: &str) {
@@ -157,6 +265,8 @@ impl Session {
             (ClientMessage::Leave, Some(me)) => {
                 let _ = self.hub.leave(&self.call, &me).await;
                 self.me = None;
+                self.signals = None;
+                self.connections.release(&self.call, &me, self.connection);
                 return Reply::Close(ServerMessage::Left);
             }
             _ => ServerMessage::error(ErrorCode::Unexpected, "join or rejoin first, once"),
@@ -181,11 +291,32 @@ impl Session {
     }
 
     async fn rejoin(&mut self, me: String, token: &RejoinToken) -> ServerMessage {
+        self.rejoin_then(me, token, || {}).await
+    }
+
+    /// Rejoins, running `between` once the hub answered and before this connection
+    /// holds the participant (where a test lets the old connection close).
+    async fn rejoin_then(
+        &mut self,
+        me: String,
+        token: &RejoinToken,
+        between: impl FnOnce(),
+    ) -> ServerMessage {
+        // Claimed before the hub marks the participant connected: a close of its old
+        // connection from now on cannot mark it awaiting rejoin unless this fails.
+        let claim = self.connections.claim(&self.call, &me);
         // The hub checks the user and the token before it changes anything.
-        match self.hub.rejoin(&self.call, &me, &self.user, token).await {
+        let rejoined = self.hub.rejoin(&self.call, &me, &self.user, token).await;
+        between();
+        let (hub, call) = (&self.hub, &self.call);
+        self.connections
+            .settle(call, &me, claim, rejoined.is_ok(), || {
+                mark_awaiting(hub, call, &me)
+            });
+        match rejoined {
             Ok(_) => {
                 self.signals = self.hub.subscribe(&self.call, &me).ok();
-                self.attach(&me);
+                self.connection = claim;
                 self.me = Some(me.clone());
                 ServerMessage::Rejoined {
                     participant_id: me,
@@ -244,6 +375,7 @@ mod tests {
     use prometheus_client::registry::Registry;
     use secureconnect_callstate::{CallHubConfig, ParticipantState};
     use serde_json::json;
+    use std::time::Duration;
 
     use super::*;
 
@@ -399,5 +531,129 @@ mod tests {
             .unwrap()
             .participants
             .contains_key(&participant_id));
+    }
+
+    #[tokio::test]
+    async fn a_participant_that_leaves_leaves_no_connection_behind() {
+        let hub = hub().await;
+        // Someone stays, so that the call goes on.
+        hub.join("c", "carol").await.unwrap();
+        let connections = Connections::default();
+        for _ in 0..3 {
+            let mut alice =
+                Session::new(hub.clone(), "c", "alice").with_connections(connections.clone());
+            alice.handle_text(r#"{"type":"join"}"#).await;
+            assert_eq!(connections.len(), 1);
+            assert_eq!(
+                alice.handle_text(r#"{"type":"leave"}"#).await,
+                Reply::Close(ServerMessage::Left)
+            );
+            alice.disconnected();
+        }
+        // A rejoined participant that leaves, too.
+        let (me, token) = hub.join("c", "alice").await.unwrap();
+        hub.disconnect("c", &me).unwrap();
+        let mut alice =
+            Session::new(hub.clone(), "c", "alice").with_connections(connections.clone());
+        let rejoin = json!({ "type": "rejoin", "participant_id": me, "token": token.secret() });
+        assert!(matches!(
+            alice.handle_text(&rejoin.to_string()).await,
+            Reply::Send(ServerMessage::Rejoined { .. })
+        ));
+        alice.handle_text(r#"{"type":"leave"}"#).await;
+        alice.disconnected();
+        assert_eq!(connections.len(), 0, "every join and leave left an entry");
+        assert_eq!(hub.get("c").unwrap().participants.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_closes_while_its_successor_rejoins_leaves_it_connected() {
+        let hub = hub().await;
+        let connections = Connections::default();
+        let session =
+            |user: &str| Session::new(hub.clone(), "c", user).with_connections(connections.clone());
+        let state = |me: &str| hub.get("c").unwrap().participants[me].state;
+        let mut first = session("alice");
+        let Reply::Send(ServerMessage::Joined {
+            participant_id: me,
+            rejoin_token,
+            ..
+        }) = first.handle_text(r#"{"type":"join"}"#).await
+        else {
+            panic!("joined")
+        };
+        let token = RejoinToken::from_client(rejoin_token);
+        // The old socket is found dead while the client's new one rejoins.
+        let mut second = session("alice");
+        let reply = second
+            .rejoin_then(me.clone(), &token, || first.disconnected())
+            .await;
+        assert!(matches!(reply, ServerMessage::Rejoined { .. }), "{reply:?}");
+        assert_eq!(
+            state(&me),
+            ParticipantState::Connected,
+            "the new connection holds it"
+        );
+        assert_eq!(hub.expire_awaiting(Duration::ZERO).await, 0);
+        assert_eq!(state(&me), ParticipantState::Connected);
+        // The new connection is the current one: its close is what counts.
+        second.disconnected();
+        assert_eq!(state(&me), ParticipantState::AwaitingRejoin);
+        assert_eq!(connections.len(), 0);
+
+        // A refused rejoin while the current connection closes: the close still counts.
+        let mut third = session("alice");
+        third.rejoin_then(me.clone(), &token, || {}).await;
+        assert_eq!(state(&me), ParticipantState::Connected);
+        let mut mallory = session("mallory");
+        let reply = mallory
+            .rejoin_then(me.clone(), &token, || third.disconnected())
+            .await;
+        assert!(
+            matches!(
+                reply,
+                ServerMessage::Error {
+                    code: ErrorCode::BadToken,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+        assert_eq!(state(&me), ParticipantState::AwaitingRejoin);
+        assert_eq!(connections.len(), 0);
+    }
+
+    #[test]
+    fn a_close_during_overlapping_rejoins_counts_once_and_only_if_all_fail() {
+        use std::cell::Cell;
+        let marked = Cell::new(0);
+        let mark = || marked.set(marked.get() + 1);
+        let table = Connections::default();
+        // Both rejoins fail: the close counts, once, when the last one is over.
+        let old = table.attach("c", "p");
+        let (b, c) = (table.claim("c", "p"), table.claim("c", "p"));
+        table.detach("c", "p", old, mark);
+        assert_eq!(marked.get(), 0, "decided by the rejoins");
+        table.settle("c", "p", b, false, mark);
+        assert_eq!(marked.get(), 0, "another rejoin is under way");
+        table.settle("c", "p", c, false, mark);
+        assert_eq!(marked.get(), 1);
+        assert_eq!(table.len(), 0);
+        // One succeeds: the close does not count; the rejoined connection's does.
+        let old = table.attach("c", "p");
+        let (b, c) = (table.claim("c", "p"), table.claim("c", "p"));
+        table.detach("c", "p", old, mark);
+        table.settle("c", "p", b, true, mark);
+        table.settle("c", "p", c, false, mark);
+        assert_eq!(marked.get(), 1);
+        table.detach("c", "p", c, mark);
+        assert_eq!(marked.get(), 1, "the failed rejoin never held it");
+        table.detach("c", "p", b, mark);
+        assert_eq!(marked.get(), 2);
+        assert_eq!(table.len(), 0);
+        // A failed rejoin of a participant nobody held leaves nothing behind.
+        let b = table.claim("c", "q");
+        table.settle("c", "q", b, false, mark);
+        assert_eq!((marked.get(), table.len()), (2, 0));
     }
 }

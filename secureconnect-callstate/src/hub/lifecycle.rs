@@ -235,33 +235,55 @@ impl CallHub {
 
     /// Removes the participants still awaiting rejoin after `grace`; returns how many.
     /// The hub calls it with [`rejoin_grace`](Self::rejoin_grace) in the background.
+    ///
+    /// Whether a participant still awaits rejoin since `grace` ago is checked, and it is
+    /// removed, in one step under its call's lock: one that rejoined (or rejoined and
+    /// dropped again, with a fresh grace) in the meantime stays.
     pub async fn expire_awaiting(&self, grace: Duration) -> usize {
-        let expired: Vec<(String, String)> = {
-            let mut awaiting = self.inner.awaiting();
-            let expired: Vec<_> = awaiting
-                .iter()
-                .filter(|(_, since)| since.elapsed() >= grace)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in &expired {
-                awaiting.remove(key);
-            }
-            expired
-        };
+        let listed: Vec<(String, String)> = self
+            .inner
+            .awaiting()
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= grace)
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut removed = 0;
-        for (call, participant) in expired {
-            // It may have rejoined since it was listed.
-            let still_away = self
-                .inner
-                .memory
-                .with_call(&call, |c| {
-                    Ok(c.participants
-                        .get(&participant)
-                        .is_some_and(|p| p.state == ParticipantState::AwaitingRejoin))
-                })
-                .unwrap_or(false);
-            if still_away && matches!(self.leave(&call, &participant).await, Ok(o) if o.removed) {
-                removed += 1;
+        for key in listed {
+            let (call, participant) = &key;
+            let outcome = self.inner.memory.leave_if(call, participant, |p| {
+                // Under the call's lock, as disconnect and rejoin update both.
+                let mut awaiting = self.inner.awaiting();
+                let due = p.state == ParticipantState::AwaitingRejoin
+                    && awaiting
+                        .get(&key)
+                        .is_some_and(|since| since.elapsed() >= grace);
+                if due {
+                    awaiting.remove(&key);
+                }
+                due
+            });
+            match outcome {
+                Ok(outcome) if outcome.removed => {
+                    self.left(call, participant, &outcome);
+                    removed += 1;
+                }
+                // Gone (left, or its call ended) while awaiting: forget it, unless a
+                // fresh entry (a recovered call) took its place.
+                _ => {
+                    let here = self
+                        .inner
+                        .memory
+                        .with_call(call, |c| Ok(c.participants.contains_key(participant)));
+                    if !here.unwrap_or(false) {
+                        let mut awaiting = self.inner.awaiting();
+                        if awaiting
+                            .get(&key)
+                            .is_some_and(|since| since.elapsed() >= grace)
+                        {
+                            awaiting.remove(&key);
+                        }
+                    }
+                }
             }
         }
         removed
@@ -269,6 +291,9 @@ impl CallHub {
 
     /// Ends the calls that have had no participants for `ttl`; returns how many. The
     /// hub calls it with [`empty_call_ttl`](Self::empty_call_ttl) in the background.
+    ///
+    /// Whether a call is still empty is checked, and it ends, in one step under its
+    /// lock: a join in the meantime keeps it (or fails, the call gone).
     pub async fn expire_empty(&self, ttl: Duration) -> usize {
         let empty = self.inner.memory.empty_calls();
         let now = Instant::now();
@@ -289,13 +314,13 @@ impl CallHub {
         };
         let mut ended = 0;
         for call in due {
-            let empty = self
+            if self
                 .inner
                 .memory
-                .with_call(&call, |c| Ok(c.participants.is_empty()))
-                .unwrap_or(false);
-            if empty && self.end(&call).await.is_ok() {
-                self.inner.channels.close(&call);
+                .end_if(&call, |c| c.participants.is_empty())
+                .is_some()
+            {
+                self.ended(&call);
                 ended += 1;
             }
         }

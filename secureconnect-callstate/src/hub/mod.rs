@@ -178,25 +178,37 @@ impl CallHub {
     /// [`Error::is_not_found`].
     pub async fn leave(&self, call_id: &str, participant_id: &str) -> Result<LeaveOutcome, Error> {
         let outcome = self.inner.memory.leave(call_id, participant_id).await?;
-        if outcome.call_ended {
-            self.inner.channels.close(call_id);
-            self.enqueue(Op::Ended(call_id.to_owned()));
-        } else if outcome.removed {
-            self.enqueue(Op::Leave(call_id.to_owned(), participant_id.to_owned()));
-        }
-        self.update_gauges();
+        self.left(call_id, participant_id, &outcome);
         Ok(outcome)
     }
 
-    /// Ends a call.
+    /// What follows a removal from memory: the ops for Redis (the explicit end with
+    /// the last participant), the channel closed with the call.
+    fn left(&self, call_id: &str, participant_id: &str, outcome: &LeaveOutcome) {
+        if outcome.call_ended {
+            self.ended(call_id);
+        } else if outcome.removed {
+            self.enqueue(Op::Leave(call_id.to_owned(), participant_id.to_owned()));
+            self.update_gauges();
+        }
+    }
+
+    /// What follows the end of a call in memory: its subscribers' channel closes, and
+    /// Redis gets the explicit end.
+    fn ended(&self, call_id: &str) {
+        self.inner.channels.close(call_id);
+        self.enqueue(Op::Ended(call_id.to_owned()));
+        self.update_gauges();
+    }
+
+    /// Ends a call; its participants' [`SignalReceiver`]s end.
     ///
     /// # Errors
     ///
     /// [`Error::is_not_found`].
     pub async fn end(&self, call_id: &str) -> Result<(), Error> {
         self.inner.memory.end(call_id).await?;
-        self.enqueue(Op::Ended(call_id.to_owned()));
-        self.update_gauges();
+        self.ended(call_id);
         Ok(())
     }
 

@@ -111,6 +111,8 @@ fn report<T>(call: &str, result: &Result<T, Error>, what: &'static str) {
 fn drop_local(inner: &Inner, call: &str) {
     tracing::warn!(call = %call, "another node owns this call now: dropping it here");
     inner.memory.remove(call);
+    // Its subscribers' receivers end: the sockets close rather than hang.
+    inner.channels.close(call);
 }
 
 /// One full write-back: drains the queue into the replicator, ends in Redis the calls
