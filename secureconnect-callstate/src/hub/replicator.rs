@@ -94,7 +94,8 @@ pub(super) enum Event {
     Written(Written),
     /// The client's health is now this (at start and on every change).
     Health(Health),
-    /// The heartbeat timer fired.
+    /// The heartbeat period passed (the heartbeat itself runs on a task of its own):
+    /// a failed write-back is retried on it.
     Heartbeat,
     /// During a write-back: the calls of this node's set in Redis that memory does
     /// not hold.
@@ -122,8 +123,6 @@ pub(super) enum Action {
     Write(Op),
     /// Another node owns this call: drop it from memory.
     DropLocal(String),
-    /// Refresh the lease and the calls' TTLs.
-    Heartbeat,
     /// Write everything back: drain the queue (feeding each change as
     /// [`Event::Queued`]), scan this node's set ([`Event::Scanned`]), end the calls
     /// answered by [`Action::End`], put every call in memory ([`Event::PutWritten`]),
@@ -315,12 +314,7 @@ impl Replicator {
                     Health::Healthy => self.write_back_if_due(true, &mut actions),
                 }
             }
-            Event::Heartbeat => {
-                if self.health == Health::Healthy {
-                    actions.push(Action::Heartbeat);
-                }
-                self.write_back_if_due(true, &mut actions);
-            }
+            Event::Heartbeat => self.write_back_if_due(true, &mut actions),
             Event::Scanned(orphans) => {
                 if let State::Dirty { ended, .. } = &mut self.state {
                     ended.extend(orphans);

@@ -1,7 +1,8 @@
 //! The write-behind task: feeds the [`Replicator`] the queued changes, the outcomes of
-//! writes, the client's health (its `watch` channel) and the heartbeat timer, and
-//! performs what it answers (write a change, drop a call adopted elsewhere, heartbeat,
-//! full write-back). It decides nothing itself.
+//! writes, the client's health (its `watch` channel) and the heartbeat period, and
+//! performs what it answers (write a change, drop a call adopted elsewhere, full
+//! write-back). It decides nothing itself. The heartbeat (lease and TTLs) runs on a
+//! task of its own, so that a long write-back never lets the lease lapse.
 
 use std::sync::{PoisonError, Weak};
 use std::time::Duration;
@@ -29,7 +30,9 @@ pub(super) async fn run(weak: Weak<Inner>, mut rx: mpsc::Receiver<Op>) {
         .and_then(|i| i.redis.as_ref().map(RedisCallStore::lease_ttl))
         .unwrap_or(Duration::from_secs(15));
     // The lease and call TTLs are refreshed three times per lease period.
-    let mut heartbeat = tokio::time::interval((lease / 3).max(Duration::from_millis(50)));
+    let period = (lease / 3).max(Duration::from_millis(50));
+    tokio::spawn(heartbeat(weak.clone(), health.clone(), period));
+    let mut heartbeat = tokio::time::interval(period);
     let start = *health.borrow_and_update();
     let mut pending = Event::Health(start);
     loop {
@@ -53,6 +56,23 @@ pub(super) async fn run(weak: Weak<Inner>, mut rx: mpsc::Receiver<Op>) {
     }
 }
 
+/// Refreshes the lease and the calls' TTLs every `period` while the client is healthy
+/// (the store counts and reports failures), until the hub is dropped.
+async fn heartbeat(weak: Weak<Inner>, health: watch::Receiver<Health>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let Some(redis) = weak.upgrade().and_then(|inner| inner.redis.clone()) else {
+            return;
+        };
+        if *health.borrow() == Health::Healthy {
+            if let Err(e) = redis.heartbeat().await {
+                tracing::debug!(error = %Chain(&e), "call-state heartbeat failed");
+            }
+        }
+    }
+}
+
 fn in_memory(inner: &Inner, call: &str) -> bool {
     inner.memory.with_call(call, |_| Ok(())).is_ok()
 }
@@ -73,11 +93,6 @@ async fn perform(
                 todo.extend(inner.replicator().step(Event::Written(written)));
             }
             Action::DropLocal(call) => drop_local(inner, &call),
-            Action::Heartbeat => {
-                if let Err(e) = redis.heartbeat().await {
-                    tracing::debug!(error = %Chain(&e), "call-state heartbeat failed");
-                }
-            }
             Action::WriteBack => {
                 todo.extend(write_back(inner, redis, rx, health).await);
             }

@@ -119,10 +119,7 @@ fn a_write_that_fails_or_times_out_waits_for_redis_then_writes_back() {
     // write-back while Redis is away.
     assert_eq!(r.step(Event::Queued(leave("c"))), []);
     assert_eq!(r.step(Event::Queued(Op::Create("d".into()))), []);
-    assert_eq!(
-        r.step(Event::Heartbeat),
-        [Action::Heartbeat, Action::WriteBack]
-    );
+    assert_eq!(r.step(Event::Heartbeat), [Action::WriteBack]);
     // (That attempt fails on its scan.)
     assert_eq!(r.step(Event::ReadFailed), []);
     assert_eq!(r.step(Event::Queued(join("d"))), []);
@@ -159,10 +156,7 @@ fn an_end_that_is_itself_the_failing_write_is_ended_by_the_write_back() {
             [Action::Stop]
         );
         assert_eq!(ended_set(&r), ["gone"]);
-        assert_eq!(
-            r.step(Event::Heartbeat),
-            [Action::Heartbeat, Action::WriteBack]
-        );
+        assert_eq!(r.step(Event::Heartbeat), [Action::WriteBack]);
         assert_eq!(write_back(&mut r, &[], &[]), []);
         assert_eq!(r.state(), &State::Streaming);
     }
@@ -246,10 +240,7 @@ fn a_write_back_that_fails_half_way_keeps_the_remaining_work() {
     let _ = r.step(Event::Dropped(ended("a")));
     let _ = r.step(Event::Dropped(ended("b")));
     let _ = r.step(Event::Dropped(ended("c")));
-    assert_eq!(
-        r.step(Event::Heartbeat),
-        [Action::Heartbeat, Action::WriteBack]
-    );
+    assert_eq!(r.step(Event::Heartbeat), [Action::WriteBack]);
     let _ = r.step(Event::Scanned(vec!["d".into()]));
     assert_eq!(r.step(Event::EndWritten("a".into(), Written::Done)), []);
     assert_eq!(r.step(Event::EndWritten("b".into(), Written::NotFound)), []);
@@ -257,10 +248,7 @@ fn a_write_back_that_fails_half_way_keeps_the_remaining_work() {
     assert_eq!(ended_set(&r), ["c", "d"], "nothing dropped");
     // A failed attempt waits for health or the heartbeat, not for the next change.
     assert_eq!(r.step(Event::Queued(join("e"))), []);
-    assert_eq!(
-        r.step(Event::Heartbeat),
-        [Action::Heartbeat, Action::WriteBack]
-    );
+    assert_eq!(r.step(Event::Heartbeat), [Action::WriteBack]);
     assert_eq!(
         r.step(Event::Scanned(Vec::new())),
         [Action::End(vec!["c".into(), "d".into()])]
@@ -282,10 +270,7 @@ fn a_write_back_that_fails_half_way_keeps_the_remaining_work() {
 fn a_put_refused_as_not_owned_or_gone_drops_the_call_and_goes_on() {
     let mut r = Replicator::default();
     let _ = r.step(Event::Dropped(join("a")));
-    assert_eq!(
-        r.step(Event::Heartbeat),
-        [Action::Heartbeat, Action::WriteBack]
-    );
+    assert_eq!(r.step(Event::Heartbeat), [Action::WriteBack]);
     assert_eq!(
         r.step(Event::Scanned(Vec::new())),
         [Action::End(Vec::new())]
@@ -385,7 +370,7 @@ fn a_write_back_is_never_started_twice() {
     let _ = r.step(Event::Health(Health::Degraded));
     assert_eq!(r.step(Event::Health(Health::Healthy)), [Action::WriteBack]);
     assert_eq!(r.step(Event::Health(Health::Healthy)), []);
-    assert_eq!(r.step(Event::Heartbeat), [Action::Heartbeat]);
+    assert_eq!(r.step(Event::Heartbeat), []);
     assert_eq!(r.step(Event::Queued(join("c"))), []);
 }
 
@@ -397,9 +382,9 @@ fn a_late_outcome_without_a_write_in_flight_changes_nothing() {
 }
 
 #[test]
-fn heartbeats_only_while_healthy() {
+fn the_heartbeat_period_alone_changes_nothing_while_streaming() {
     let mut r = Replicator::default();
-    assert_eq!(r.step(Event::Heartbeat), [Action::Heartbeat]);
+    assert_eq!(r.step(Event::Heartbeat), []);
     let _ = r.step(Event::Health(Health::Recovering));
     assert_eq!(r.step(Event::Heartbeat), []);
     let _ = r.step(Event::Health(Health::Degraded));
