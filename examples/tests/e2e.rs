@@ -7,11 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{json, register_and_login, System};
-use futures_util::{SinkExt, StreamExt};
+use common::{json, recv, register_and_login, send, ws, System};
 use secureconnect_redis_fallback::testing::RedisServer;
 use secureconnect_testkit::exposition::sample;
-use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn files_through_the_gateway_with_denials_audited_and_metrics_everywhere() {
@@ -253,37 +251,6 @@ async fn redis_killed_under_traffic_causes_no_5xx_and_limits_follow_the_policy()
         .unwrap()
             > 0.0
     );
-}
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws(system: &System, call: &str, token: &str) -> Socket {
-    let url = format!(
-        "ws://127.0.0.1:{}/v1/calls/{call}/ws?access_token={token}",
-        system.port("gateway")
-    );
-    tokio_tungstenite::connect_async(url).await.unwrap().0
-}
-
-async fn send(socket: &mut Socket, value: serde_json::Value) {
-    socket
-        .send(Message::Text(value.to_string().into()))
-        .await
-        .unwrap();
-}
-
-async fn recv(socket: &mut Socket) -> serde_json::Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
-            .await
-            .expect("a message within 5 s")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(text) = message {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
 }
 
 #[tokio::test]

@@ -9,42 +9,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, json, register_and_login, System, SECRET};
-use futures_util::{SinkExt, StreamExt};
+use common::{free_port, json, recv, register_and_login, send, ws, Socket, System, SECRET};
 use secureconnect_redis_fallback::testing::RedisServer;
 use serde_json::{json as j, Value};
-use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws(system: &System, call: &str, token: &str) -> Socket {
-    let url = format!(
-        "ws://127.0.0.1:{}/v1/calls/{call}/ws?access_token={token}",
-        system.port("gateway")
-    );
-    tokio_tungstenite::connect_async(url).await.unwrap().0
-}
-
-async fn send(socket: &mut Socket, value: Value) {
-    socket
-        .send(Message::Text(value.to_string().into()))
-        .await
-        .unwrap();
-}
-
-async fn recv(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
-            .await
-            .expect("a message within 5 s")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(text) = message {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
-}
 
 /// Joins `call` over a WebSocket: the socket, the participant id and its rejoin token.
 async fn join(system: &System, call: &str, token: &str) -> (Socket, String, String) {

@@ -149,3 +149,42 @@ pub async fn register_and_login(client: &reqwest::Client, gateway: &str, email: 
 pub async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
     request.send().await.unwrap().json().await.unwrap()
 }
+
+/// A WebSocket to the gateway, as a client has it.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the signaling WebSocket of `call` through the gateway.
+pub async fn ws(system: &System, call: &str, token: &str) -> Socket {
+    let url = format!(
+        "ws://127.0.0.1:{}/v1/calls/{call}/ws?access_token={token}",
+        system.port("gateway")
+    );
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// Sends `value` as a text frame.
+pub async fn send(socket: &mut Socket, value: serde_json::Value) {
+    use futures_util::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            value.to_string().into(),
+        ))
+        .await
+        .unwrap();
+}
+
+/// The next text frame, parsed (waiting up to 5 s).
+pub async fn recv(socket: &mut Socket) -> serde_json::Value {
+    use futures_util::StreamExt;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a message within 5 s")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
