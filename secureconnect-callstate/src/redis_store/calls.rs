@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use secureconnect_redis_fallback::redis::{self, Value};
 
-use super::recovery::{parse_call, Parsed};
-use super::scripts::{call_key, owned_by_this_id, participants_key, status};
+use super::recovery::{parse_call, read_call, Parsed};
+use super::scripts::{owned_by_this_id, status};
 use super::{participant_json, Held, RedisCallStore};
 use crate::error::{check_id, Error};
 use crate::model::{now_ms, CallState, Participant, SCHEMA_VERSION};
@@ -17,7 +17,7 @@ impl CallStore for RedisCallStore {
     async fn create(&self, call_id: &str) -> Result<CallState, Error> {
         check_id(call_id)?;
         let created = now_ms();
-        let mut script = self.inner.scripts.create.on_call(call_id);
+        let mut script = self.script(&self.inner.scripts.create, call_id).await?;
         script
             .arg(&self.inner.node)
             .arg(self.ttl_ms())
@@ -45,7 +45,7 @@ impl CallStore for RedisCallStore {
         check_id(call_id)?;
         check_id(&participant.id)?;
         let epoch = self.epoch(call_id)?;
-        let mut script = self.inner.scripts.join.on_call(call_id);
+        let mut script = self.script(&self.inner.scripts.join, call_id).await?;
         script
             .arg(&self.inner.node)
             .arg(epoch)
@@ -63,7 +63,7 @@ impl CallStore for RedisCallStore {
     async fn leave(&self, call_id: &str, participant_id: &str) -> Result<LeaveOutcome, Error> {
         check_id(call_id)?;
         let epoch = self.epoch(call_id)?;
-        let mut script = self.inner.scripts.leave.on_call(call_id);
+        let mut script = self.script(&self.inner.scripts.leave, call_id).await?;
         script
             .arg(&self.inner.node)
             .arg(epoch)
@@ -90,8 +90,7 @@ impl CallStore for RedisCallStore {
         check_id(call_id)?;
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        pipe.cmd("HGETALL").arg(call_key(call_id));
-        pipe.cmd("HGETALL").arg(participants_key(call_id));
+        read_call(&mut pipe, call_id);
         let values: Vec<Value> = self.inner.redis.query_pipeline(&pipe).await?;
         match parse_call(
             call_id,
@@ -124,7 +123,7 @@ impl CallStore for RedisCallStore {
             Held::remember(&mut held.ending, call_id, epoch);
             epoch
         };
-        let mut script = self.inner.scripts.end.on_call(call_id);
+        let mut script = self.script(&self.inner.scripts.end, call_id).await?;
         script
             .arg(&self.inner.node)
             .arg(epoch)

@@ -22,7 +22,7 @@ use secureconnect_redis_fallback::RedisClient;
 
 pub use self::config::RedisCallStoreConfig;
 pub use self::recovery::{RecoveryReport, Skipped};
-use self::scripts::{node_calls_key, owned_by_this_id, status, Scripts};
+use self::scripts::{incarnation_key, node_calls_key, owned_by_this_id, status, Script, Scripts};
 use crate::error::{check_id, Error};
 use crate::model::{CallState, Participant, SCHEMA_VERSION};
 
@@ -37,6 +37,8 @@ struct Inner {
     config: RedisCallStoreConfig,
     scripts: Scripts,
     held: Mutex<Held>,
+    /// This process's incarnation of its node id: claimed once, on first use.
+    incarnation: tokio::sync::OnceCell<u64>,
     heartbeat_failures: Counter,
     /// Whether the last heartbeat failed (a warning is logged on each change to true).
     heartbeat_failing: AtomicBool,
@@ -113,6 +115,7 @@ impl RedisCallStore {
                 config,
                 scripts: Scripts::new(),
                 held: Mutex::new(Held::default()),
+                incarnation: tokio::sync::OnceCell::new(),
                 heartbeat_failures,
                 heartbeat_failing: AtomicBool::new(false),
             }),
@@ -223,6 +226,41 @@ impl RedisCallStore {
         Ok(())
     }
 
+    /// This process's incarnation of its node id, claimed on first use: `INCR` of the
+    /// node's incarnation key, which fences out every older process with this node id
+    /// at once (their writes carry a lower one). Claimed once per store: a write in
+    /// flight never meets a newer incarnation of its own process.
+    pub(super) async fn incarnation(&self) -> Result<u64, Error> {
+        let claimed = self
+            .inner
+            .incarnation
+            .get_or_try_init(|| async {
+                let key = incarnation_key(&self.inner.node);
+                let mut pipe = redis::pipe();
+                pipe.cmd("INCR").arg(&key);
+                pipe.cmd("PEXPIRE").arg(&key).arg(self.fence_ttl_ms()).ignore();
+                let claimed: Vec<u64> = self.inner.redis.query_pipeline(&pipe).await?;
+                let incarnation = claimed.first().copied().unwrap_or_default();
+                if incarnation > 1 {
+                    tracing::info!(
+                        node = %self.inner.node,
+                        incarnation,
+                        "took over this node id: older processes with it can no longer write its calls"
+                    );
+                }
+                Ok::<_, Error>(incarnation)
+            })
+            .await?;
+        Ok(*claimed)
+    }
+
+    /// `script` on `call`'s keys, with this process's incarnation (claimed first if
+    /// need be); the caller adds the script's own arguments.
+    async fn script(&self, script: &Script, call: &str) -> Result<redis::Cmd, Error> {
+        let incarnation = self.incarnation().await?;
+        Ok(script.on_call(call, &self.inner.node, incarnation, self.fence_ttl_ms()))
+    }
+
     /// Runs one script invocation (after `before`, in the same round trip) and reads
     /// its integer reply.
     async fn run(
@@ -305,7 +343,7 @@ impl RedisCallStore {
                 .copied()
                 .unwrap_or(call.epoch)
         };
-        let mut script = self.inner.scripts.put.on_call(&call.id);
+        let mut script = self.script(&self.inner.scripts.put, &call.id).await?;
         script
             .arg(&self.inner.node)
             .arg(epoch)
