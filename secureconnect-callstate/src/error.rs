@@ -103,6 +103,14 @@ impl Error {
         e
     }
 
+    /// An error of the same kind for `call`, without the cause (which the first
+    /// call's error carries).
+    pub(crate) fn same_for(&self, call: &str) -> Self {
+        let mut e = Self::new(self.inner.kind).call_id(call);
+        e.inner.node.clone_from(&self.inner.node);
+        e
+    }
+
     /// A newer process with this node's id claimed it: this one is fenced out.
     pub(crate) fn superseded(node: &str) -> Self {
         let mut e = Self::new(ErrorKind::NotOwner);

@@ -518,3 +518,61 @@ async fn recovery_leaves_this_process_calls_alone_and_the_old_process_stays_fenc
     assert!(superseded.is_not_owner(), "{superseded:?}");
     assert_eq!(superseded.node(), Some("node-a"));
 }
+
+/// A create whose reply is lost (it reached Redis after the client gave up) leaves a
+/// call this store holds no epoch for: its `end` still ends it in Redis (this node owns
+/// it, and the incarnation makes this process its only writer), so a restart cannot
+/// bring it back. A call of another node is still refused.
+#[tokio::test]
+async fn an_end_after_a_create_whose_reply_was_lost_ends_the_call() {
+    let mut server = RedisServer::start().unwrap();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], server.port()).into())
+        .await
+        .unwrap();
+    let redis = RedisClient::connect(
+        RedisClientConfig::new(proxy.url()).call_timeout(Duration::from_millis(200)),
+        &mut Registry::default(),
+    )
+    .await
+    .unwrap();
+    let s = RedisCallStore::new(
+        redis.clone(),
+        "node-a",
+        RedisCallStoreConfig::default(),
+        &mut Registry::default(),
+    )
+    .unwrap();
+    s.create("warm").await.unwrap(); // the incarnation is claimed, the scripts loaded
+
+    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(600)));
+    let lost = s.create("c").await.unwrap_err();
+    assert!(lost.is_unavailable(), "{lost:?}");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    proxy.set_mode(ProxyMode::Forward);
+    assert!(
+        redis
+            .wait_for(Health::Healthy, Duration::from_secs(10))
+            .await
+    );
+    assert!(
+        s.get("c").await.unwrap().is_some(),
+        "the create reached Redis after the client gave up"
+    );
+
+    s.end("c").await.unwrap();
+    assert_eq!(s.get("c").await.unwrap(), None);
+    assert_eq!(
+        server
+            .command(&["HGET", "sc:call:{c}:t", "ended"])
+            .unwrap()
+            .text(),
+        Some("1".to_owned()),
+        "a tombstone: the id is not reused"
+    );
+    assert!(!member(&mut server, "node-a", "c"));
+
+    let other = store(&server, "node-b").await;
+    other.create("theirs").await.unwrap();
+    assert!(s.end("theirs").await.unwrap_err().is_not_owner());
+    assert!(other.get("theirs").await.unwrap().is_some());
+}

@@ -335,6 +335,64 @@ impl RedisCallStore {
     ///
     /// [`Error::is_not_owner`] as above (drop the call locally); Redis errors.
     pub async fn put(&self, call: &CallState) -> Result<u64, Error> {
+        let (epoch, script) = self.put_script(call).await?;
+        let reply = self
+            .run(&call.id, Some(self.sadd(&call.id)), script)
+            .await?;
+        self.put_done(call, epoch, &reply).await
+    }
+
+    /// [`put`](Self::put) of each call of `calls`, pipelined: one round trip per
+    /// [`heartbeat_batch`](Self::heartbeat_batch) calls (each call's set update sent
+    /// before its script, as `put` does). Answers each call's outcome, in order. When a
+    /// round trip fails (Redis unavailable), no later one is sent: the first call not
+    /// written gets that error, every other one an error of the same kind.
+    pub async fn put_all(&self, calls: &[CallState]) -> Vec<Result<u64, Error>> {
+        let mut outcomes = Vec::with_capacity(calls.len());
+        for chunk in calls.chunks(self.inner.config.heartbeat_batch.max(1)) {
+            if let Err(e) = self.put_chunk(chunk, &mut outcomes).await {
+                let rest = &calls[outcomes.len()..];
+                let others: Vec<_> = rest
+                    .iter()
+                    .skip(1)
+                    .map(|c| Err(e.same_for(&c.id)))
+                    .collect();
+                outcomes.push(Err(e));
+                outcomes.extend(others);
+                break;
+            }
+        }
+        outcomes
+    }
+
+    async fn put_chunk(
+        &self,
+        chunk: &[CallState],
+        outcomes: &mut Vec<Result<u64, Error>>,
+    ) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut epochs = Vec::with_capacity(chunk.len());
+        for call in chunk {
+            let (epoch, script) = self.put_script(call).await?;
+            epochs.push(epoch);
+            pipe.add_command(self.sadd(&call.id)).ignore();
+            pipe.add_command(script);
+        }
+        let values = self.exec(&pipe).await?;
+        let mut values = values.into_iter();
+        for (call, epoch) in chunk.iter().zip(epochs) {
+            let reply = script_reply(&call.id, values.next().unwrap_or(Value::Nil));
+            outcomes.push(match reply {
+                Ok(reply) => self.put_done(call, epoch, &reply).await,
+                Err(e) => Err(e),
+            });
+        }
+        Ok(())
+    }
+
+    /// The epoch a `put` of `call` carries, and its script.
+    async fn put_script(&self, call: &CallState) -> Result<(u64, redis::Cmd), Error> {
         let epoch = {
             let held = self.held();
             held.live
@@ -354,12 +412,14 @@ impl RedisCallStore {
         for p in call.participants.values() {
             script.arg(&p.id).arg(participant_json(p));
         }
-        let reply = self
-            .run(&call.id, Some(self.sadd(&call.id)), script)
-            .await?;
-        if let Err(e) = status(&reply, &call.id) {
+        Ok((epoch, script))
+    }
+
+    /// A `put`'s reply: the version written, or the refusal (the call is lost then).
+    async fn put_done(&self, call: &CallState, epoch: u64, reply: &[i64]) -> Result<u64, Error> {
+        if let Err(e) = status(reply, &call.id) {
             if e.is_not_owner() {
-                self.refused(&call.id, epoch, &reply).await;
+                self.refused(&call.id, epoch, reply).await;
             }
             return Err(e);
         }

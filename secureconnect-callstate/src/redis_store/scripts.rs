@@ -271,9 +271,11 @@ return {1, version, 1, 0}
 ";
 
 /// KEYS: call, participants, fence, incarnation. ARGV (after the [`CURRENT`] pair):
-/// node, epoch, fence_ttl_ms. Leaves a
-/// tombstone, also when the call's keys are gone already (expired, or a Redis that
-/// restarted empty), unless the call was taken over since.
+/// node, epoch, fence_ttl_ms. Leaves a tombstone, also when the call's keys are gone
+/// already (expired, or a Redis that restarted empty), unless the call was taken over
+/// since. Epoch 0: the process holds no epoch for the call (its create's reply was
+/// lost, or it never held it): the call is ended if this node owns it (the
+/// incarnation check makes this process its only writer).
 const END: &str = r"
 local epoch = tonumber(ARGV[2])
 local call = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'version')
@@ -283,10 +285,11 @@ if not call[1] then
   end
   return {0}
 end
-if call[1] ~= ARGV[1] or call[2] ~= ARGV[2] then
+if call[1] ~= ARGV[1] or (epoch ~= 0 and call[2] ~= ARGV[2]) then
   if call[1] == ARGV[1] then return {-1, 1} end
   return {-1, 0}
 end
+if epoch == 0 then epoch = tonumber(call[2] or '0') end
 redis.call('DEL', KEYS[1], KEYS[2])
 fence(epoch, tonumber(call[3] or '0'), true, ARGV[3])
 return {1}
