@@ -279,3 +279,34 @@ async fn auditor_sees_what_inner_middleware_adds() {
     assert_eq!(events[0].client_ip(), Some("10.1.2.3".parse().unwrap()));
     assert_eq!(events[0].http().unwrap().route, "/probe/{id}");
 }
+
+#[tokio::test]
+async fn a_denial_recorded_by_the_handler_is_not_recorded_again_by_the_layer() {
+    let service = common::start(TrustedProxies::none(), AuditPipelineConfig::default()).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("http://{}/files/f1", service.addr))
+        .json(&serde_json::json!({ "user": "bob", "reason": "not the owner" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A plain 403 that no handler recorded is still the layer's.
+    let r = client
+        .get(format!("http://{}/admin", service.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    service.settle().await;
+    let events = service.memory.events();
+    let actions: Vec<(&str, Outcome)> = events.iter().map(|e| (e.action(), e.outcome())).collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("file.upload_url", Outcome::Denied),
+            ("http.request", Outcome::Denied)
+        ],
+        "one event per denial"
+    );
+}

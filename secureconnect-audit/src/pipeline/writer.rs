@@ -8,6 +8,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, TryRecvError};
 
 use super::metrics::Metrics;
+use super::slots::Slots;
 use crate::error::Causes;
 use crate::event::AuditEvent;
 use crate::sink::AuditSink;
@@ -21,6 +22,7 @@ const IDLE_TICKS: u32 = 50;
 pub(super) fn write_loop(
     mut sink: impl AuditSink,
     rx: &Receiver<AuditEvent>,
+    slots: &Slots,
     metrics: &Metrics,
     batch_size: usize,
 ) {
@@ -54,6 +56,8 @@ pub(super) fn write_loop(
             }
         }
         idle = 0;
+        // Off the queue: their room is free for producers again.
+        slots.give(batch.len());
         write_batch(&mut sink, &mut batch, rx, metrics);
     }
     if let Ok(Err(error)) = catch_unwind(AssertUnwindSafe(|| sink.flush())) {
