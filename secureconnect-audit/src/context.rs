@@ -16,6 +16,7 @@ use http::{Method, Request, Uri};
 use uuid::Uuid;
 
 use crate::audit::Shared;
+use crate::client_ip::ClientIp;
 use crate::event::{Actor, RequestDefaults, Text};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -67,7 +68,10 @@ pub(crate) struct RequestContext {
     uri: Uri,
     matched: Option<Matched>,
     peer: Option<IpAddr>,
+    /// Every `X-Forwarded-For` line, in order: the first, and the others (rare, and no
+    /// allocation when there are none).
     forwarded_for: Option<HeaderValue>,
+    forwarded_for_more: Vec<HeaderValue>,
     user_agent: Option<HeaderValue>,
     traceparent: Option<HeaderValue>,
     request_id: RequestId,
@@ -119,12 +123,16 @@ impl RequestContext {
             (id.map_or(RequestId::None, RequestId::Header), None)
         };
         let headers = request.headers();
+        let mut forwarded = headers.get_all(X_FORWARDED_FOR).iter();
+        let forwarded_for = forwarded.next().cloned();
+        let forwarded_for_more = forwarded.cloned().collect();
         Self {
             method: request.method().clone(),
             uri: request.uri().clone(),
             matched: matched(request.extensions()),
             peer: peer_ip(request.extensions()),
-            forwarded_for: headers.get(X_FORWARDED_FOR).cloned(),
+            forwarded_for,
+            forwarded_for_more,
             user_agent: headers.get(USER_AGENT).cloned(),
             traceparent: headers.get(TRACEPARENT).cloned(),
             request_id,
@@ -247,11 +255,11 @@ fn text(value: &HeaderValue) -> String {
 }
 
 impl RequestDefaults for Defaults<'_> {
-    fn client_ip(&self) -> Option<IpAddr> {
+    fn client_ip(&self) -> ClientIp {
         let ctx = self.ctx;
         ctx.shared.config.proxies().client_ip(
             ctx.peer.or_else(|| self.late.and_then(|late| late.peer)),
-            ctx.forwarded_for.as_ref().map(HeaderValue::as_bytes),
+            ctx.forwarded_for.iter().chain(&ctx.forwarded_for_more),
         )
     }
 

@@ -17,6 +17,7 @@ pub(crate) struct Flags {
     pub(crate) escaped: bool,
     pub(crate) truncated: bool,
     pub(crate) redacted: bool,
+    pub(crate) client_ip_unreadable: bool,
 }
 
 impl Flags {
@@ -30,6 +31,9 @@ impl Flags {
         }
         if self.redacted {
             names.push("redacted");
+        }
+        if self.client_ip_unreadable {
+            names.push("client_ip_unreadable");
         }
         names
     }

@@ -310,3 +310,56 @@ async fn a_denial_recorded_by_the_handler_is_not_recorded_again_by_the_layer() {
         "one event per denial"
     );
 }
+
+#[tokio::test]
+async fn forwarded_for_reads_every_line_from_the_right_and_flags_what_it_cannot_read() {
+    use http::HeaderValue;
+    let service = common::start(
+        "127.0.0.1/32, 10.0.0.0/8".parse().unwrap(),
+        AuditPipelineConfig::default(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let deny = |lines: Vec<HeaderValue>| {
+        let mut request = client.get(format!("http://{}/admin", service.addr));
+        for line in lines {
+            request = request.header("x-forwarded-for", line);
+        }
+        request.send()
+    };
+    let bytes = |b: &[u8]| HeaderValue::from_bytes(b).unwrap();
+    // The client's own line first, then the line its trusted proxy added.
+    deny(vec![bytes(b"6.6.6.6"), bytes(b"203.0.113.7")])
+        .await
+        .unwrap();
+    // Bytes that are not UTF-8 in the client's part cannot hide the hop that counts.
+    deny(vec![
+        bytes(b"\xff\xfe, 6.6.6.6"),
+        bytes(b"\xc3\x28, 198.51.100.3, 10.0.0.9"),
+    ])
+    .await
+    .unwrap();
+    // The hop that counts is unreadable: flagged, never the proxy's address.
+    deny(vec![bytes(b"1.2.3.4"), bytes(b"\xff\xfe, 10.0.0.9")])
+        .await
+        .unwrap();
+    service.settle().await;
+    let events = service.memory.events();
+    let ips: Vec<Option<IpAddr>> = events.iter().map(|e| e.client_ip()).collect();
+    assert_eq!(
+        ips,
+        vec![
+            Some("203.0.113.7".parse().unwrap()),
+            Some("198.51.100.3".parse().unwrap()),
+            None
+        ]
+    );
+    assert!(
+        events[2].has_flag("client_ip_unreadable"),
+        "{:?}",
+        events[2]
+    );
+    assert!(!events[0].has_flag("client_ip_unreadable"));
+    let native = std::fs::read_to_string(&service.native).unwrap();
+    assert!(native.contains("\"client_ip_unreadable\""), "{native}");
+}
