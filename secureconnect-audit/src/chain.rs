@@ -68,8 +68,8 @@ pub fn line_hash(line: &[u8]) -> String {
 /// ```
 #[derive(Clone)]
 pub struct ChainKey {
-    /// The HMAC state after the key, cloned for every line.
-    mac: Hmac<Sha256>,
+    /// The HMAC state after the key, cloned for every line (boxed: it is large).
+    mac: Box<Hmac<Sha256>>,
     /// SHA-256 of the key: tells two keys apart without keeping the key twice.
     fingerprint: [u8; 32],
 }
@@ -99,7 +99,7 @@ impl ChainKey {
             Error::with_detail(ErrorKind::InvalidConfig, "the audit chain key is unusable")
         })?;
         Ok(Self {
-            mac,
+            mac: Box::new(mac),
             fingerprint: Sha256::digest(key).into(),
         })
     }
@@ -110,7 +110,7 @@ impl ChainKey {
     }
 
     fn mac_bytes(&self, line: &[u8]) -> [u8; 32] {
-        let mut mac = self.mac.clone();
+        let mut mac = Hmac::clone(&self.mac);
         mac.update(line);
         mac.finalize().into_bytes().into()
     }

@@ -24,7 +24,7 @@ pub trait AuditSink: Send + 'static {
     ///
     /// # Errors
     ///
-    /// Any failure ([`Error::sink`], or an [`io::Error`] through `?`); the whole batch
+    /// Any failure ([`Error::sink`], or an [`io::Error`](std::io::Error) through `?`); the whole batch
     /// counts as dropped.
     fn write(&mut self, events: &[AuditEvent]) -> Result<(), Error>;
 
