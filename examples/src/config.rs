@@ -61,8 +61,12 @@ pub struct Config {
     pub storage_dir: PathBuf,
     /// `STORAGE_QUOTA_BYTES` per user (default 100 MiB).
     pub storage_quota: u64,
-    /// `AUDIT_FILE`: also write audit events, hash-chained, to this file.
+    /// `AUDIT_FILE`: also write audit events, hash-chained, to this file. The services
+    /// of one process share its chain.
     pub audit_file: Option<PathBuf>,
+    /// `AUDIT_KEY`: keys the audit file's chain (HMAC-SHA256); at least 32 bytes.
+    /// Unset: plain SHA-256. `audit-verify` needs the same variable.
+    pub audit_key: Option<secureconnect_audit::chain::ChainKey>,
     /// `VIDEO_NODE_ID` (default `video-1`): stable across restarts so calls recover.
     pub video_node: String,
     /// `REJOIN_GRACE_SECS` (default 60): how long a video participant whose connection
@@ -133,6 +137,15 @@ impl Config {
                 "a number of bytes",
             )?,
             audit_file: var("AUDIT_FILE")?.map(PathBuf::from),
+            audit_key: var("AUDIT_KEY")?
+                .map(secureconnect_audit::chain::ChainKey::new)
+                .transpose()
+                .map_err(|_| {
+                    ConfigError(format!(
+                        "AUDIT_KEY must be at least {} bytes",
+                        secureconnect_audit::chain::ChainKey::MIN_LEN
+                    ))
+                })?,
             video_node: var("VIDEO_NODE_ID")?.unwrap_or_else(|| "video-1".into()),
             rejoin_grace: Duration::from_secs(parsed(
                 "REJOIN_GRACE_SECS",

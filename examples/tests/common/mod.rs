@@ -2,6 +2,8 @@
 //! redis-server.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod all_in_one;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
