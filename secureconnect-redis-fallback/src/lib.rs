@@ -36,15 +36,19 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod backend;
 mod classify;
 mod client;
+pub mod cluster;
 mod config;
+mod conn;
 mod error;
 mod health;
 pub mod kv;
 pub mod metrics;
 pub mod pubsub;
 pub mod rate_limit;
+mod sentinel;
 mod supervisor;
 #[cfg(feature = "test-util")]
 pub mod testing;

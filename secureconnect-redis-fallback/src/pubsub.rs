@@ -60,7 +60,6 @@ pub struct Message {
 #[derive(Debug)]
 struct Inner {
     redis: RedisClient,
-    subscriber: redis::Client,
     capacity: usize,
     channels: Mutex<HashMap<Arc<str>, broadcast::Sender<Message>>>,
     /// A channel was added: the subscriber connection must subscribe to it.
@@ -104,11 +103,9 @@ impl FallbackPubSub {
     #[allow(clippy::needless_pass_by_value)]
     pub fn new(redis: RedisClient, config: FallbackPubSubConfig) -> Self {
         let FallbackPubSubConfig { capacity } = config;
-        let subscriber = redis.redis_client();
         let inner = Arc::new(Inner {
             fallback: redis.fallback_counter("pubsub", "local"),
             redis,
-            subscriber,
             capacity: capacity.max(1),
             channels: Mutex::new(HashMap::new()),
             added: Notify::new(),
@@ -211,11 +208,13 @@ async fn run_subscriber(weak: Weak<Inner>) {
         let Some(inner) = weak.upgrade() else {
             return;
         };
-        let connect = tokio::time::timeout(
-            inner.redis.config().connect_timeout,
-            inner.subscriber.get_async_pubsub(),
-        )
-        .await;
+        let connect = async {
+            match inner.redis.pubsub_client() {
+                Some(client) => client.get_async_pubsub().await.map_err(drop),
+                None => Err(()),
+            }
+        };
+        let connect = tokio::time::timeout(inner.redis.config().connect_timeout, connect).await;
         let Ok(Ok(pubsub)) = connect else {
             drop(inner);
             tokio::time::sleep(Duration::from_millis(200)).await;
