@@ -99,12 +99,22 @@ impl Backend {
         }
     }
 
-    /// Whether the primary must be looked up again and the main connection moved
-    /// (Sentinel announced a new primary, or a probe found one); clears the request.
+    /// Whether the main connection must be moved: Sentinel announced a new primary (or
+    /// a probe found one), or Cluster slots moved to other masters; clears the request.
     pub(crate) fn take_switch(&self) -> bool {
         match self {
             Self::Sentinel(s) => s.take_switch(),
-            _ => false,
+            Self::Cluster(c) => c.take_moved(),
+            Self::Standalone(_) => false,
+        }
+    }
+
+    /// Asks again for the main connection to be moved (a move that failed).
+    pub(crate) fn request_switch(&self) {
+        match self {
+            Self::Sentinel(s) => s.request_switch(),
+            Self::Cluster(c) => c.request_rebuild(),
+            Self::Standalone(_) => {}
         }
     }
 

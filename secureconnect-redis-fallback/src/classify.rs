@@ -8,7 +8,7 @@
 //! | refused at once: writes refused | `WritesUnavailable` | `rejected` | — |
 //! | no connection yet | `Unavailable` | `rejected` | `Unavailable` |
 //! | our deadline, or a redis-rs timeout | `Timeout` | `timeout` | `Timeout` |
-//! | I/O, dropped or refused connection, `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN` | `Unavailable` | `unavailable` | `Unavailable` |
+//! | I/O, dropped or refused connection, `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`, a `MOVED`/`ASK` left after redis-rs's retries | `Unavailable` | `unavailable` | `Unavailable` (on a Cluster: for the slot's master only) |
 //! | refused at once: the slot's Cluster master is down | `Unavailable` | `rejected` | — |
 //! | `NOAUTH`, `WRONGPASS`, authentication failed | `Unavailable` | `unavailable` | `AuthRefused` |
 //! | `NOPERM` (an ACL refuses this command or key) | `PermissionDenied` | `command_error` | `Reply` (Redis is up; the caller's error) |
@@ -137,7 +137,11 @@ pub(crate) fn classify(error: &redis::RedisError) -> Failure {
         return AUTH;
     }
     match error.code() {
-        Some("LOADING" | "BUSY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN") => UNAVAILABLE,
+        // A redirection still owed after redis-rs's retries: a Cluster in the middle of
+        // a failover or a resharding.
+        Some("LOADING" | "BUSY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "MOVED" | "ASK") => {
+            UNAVAILABLE
+        }
         Some("NOAUTH" | "WRONGPASS") => AUTH,
         Some("NOPERM") => PERMISSION,
         Some("OOM" | "READONLY") => WRITES_REFUSED,
@@ -236,7 +240,15 @@ mod tests {
             let f = classify(&server_error(code));
             (f.kind, f.outcome, f.event)
         };
-        for code in ["LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"] {
+        for code in [
+            "LOADING",
+            "BUSY",
+            "MASTERDOWN",
+            "CLUSTERDOWN",
+            "TRYAGAIN",
+            "MOVED",
+            "ASK",
+        ] {
             assert_eq!(
                 read(code),
                 (

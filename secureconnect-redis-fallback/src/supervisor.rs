@@ -110,11 +110,17 @@ async fn healthy(s: &mut Supervisor) {
     }
 }
 
-/// Moves the main connection to the primary the sentinels name now. If it cannot be
-/// reached, the client degrades: the old primary is never written to again.
+/// Moves the main connection: to the primary the sentinels name now (if it cannot be
+/// reached, the client degrades: the old primary is never written to again), or onto
+/// a Cluster's new slot map (if that fails, the old connection stays and the next
+/// probe tries again).
 async fn switch(inner: &Inner) {
     match inner.open_main().await {
         Ok(conn) => inner.set_conn(Some(conn)),
+        Err(e) if !inner.backend.follows_primary() => {
+            tracing::debug!(target: "secureconnect_redis_fallback", error = %e, "reconnecting on the new slot map failed");
+            inner.backend.request_switch();
+        }
         Err(e) => {
             tracing::debug!(target: "secureconnect_redis_fallback", error = %e, "moving to the new primary failed");
             inner.tracker.feed(Event::Unavailable(

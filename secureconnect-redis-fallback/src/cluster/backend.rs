@@ -3,6 +3,7 @@
 //! answers: the known masters first, then the seeds), then a `PING` to every master,
 //! each marked up or down by its answer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::future::join_all;
@@ -28,6 +29,10 @@ pub(crate) struct ClusterBackend {
     seeds: Vec<ConnectionInfo>,
     view: Arc<ClusterView>,
     probes: Probes,
+    /// Slots moved to another master: redis-rs's connection may still send them to the
+    /// old one (a stopped master never answers `MOVED`), so the main connection is
+    /// rebuilt on the new slot map.
+    moved: AtomicBool,
 }
 
 impl ClusterBackend {
@@ -36,6 +41,7 @@ impl ClusterBackend {
             seeds,
             view: Arc::new(ClusterView::new(timeouts_to_down)),
             probes: Probes::default(),
+            moved: AtomicBool::new(false),
         })
     }
 
@@ -50,14 +56,33 @@ impl ClusterBackend {
         Some(node_info(template, host, port.parse().ok()?))
     }
 
+    /// Whether slots moved since the main connection was opened; clears it.
+    pub(crate) fn take_moved(&self) -> bool {
+        self.moved.swap(false, Ordering::AcqRel)
+    }
+
+    /// Asks for the main connection to be rebuilt.
+    pub(crate) fn request_rebuild(&self) {
+        self.moved.store(true, Ordering::Release);
+    }
+
     /// A cluster connection (redis-rs reads the slot map and connects to every master),
-    /// then a probe to fill the view.
+    /// found through the masters known to be up, then the seeds; then a probe to fill
+    /// the view.
     pub(crate) async fn open_main(
         &self,
         config: &RedisClientConfig,
         metrics: &ClientMetrics,
     ) -> redis::RedisResult<Conn> {
-        let client = ClusterClientBuilder::new(self.seeds.clone())
+        let mut initial: Vec<ConnectionInfo> = self
+            .view
+            .masters()
+            .iter()
+            .filter(|(_, _, down)| !down)
+            .filter_map(|(_, addr, _)| self.node(addr))
+            .collect();
+        initial.extend(self.seeds.iter().cloned());
+        let client = ClusterClientBuilder::new(initial)
             .connection_timeout(config.connect_timeout)
             .response_timeout(config.call_timeout)
             .retries(RETRIES)
@@ -121,7 +146,11 @@ impl ClusterBackend {
         let Some(ranges) = ranges else {
             return last_error.as_ref().map_or(Event::ProbeFailed, probe_failed);
         };
-        let masters = self.view.update(&ranges);
+        let (masters, moved) = self.view.update(&ranges);
+        if moved {
+            tracing::info!(target: "secureconnect_redis_fallback", "cluster slots moved to other masters: reconnecting on the new slot map");
+            self.moved.store(true, Ordering::Release);
+        }
         let pings = masters.iter().map(|(node, addr)| async move {
             let ok = match self.node(addr) {
                 Some(info) => self.probes.ping(addr, &info, config, metrics).await.is_ok(),
@@ -131,7 +160,7 @@ impl ClusterBackend {
         });
         let mut any_up = false;
         for (node, addr, ok) in join_all(pings).await {
-            if self.view.is_down(node) != !ok {
+            if self.view.is_down(node) == ok {
                 if ok {
                     tracing::info!(target: "secureconnect_redis_fallback", node = %addr, "cluster master answers again");
                 } else {

@@ -118,8 +118,9 @@ impl ClusterView {
     }
 
     /// Takes a fresh slot map (from `CLUSTER SLOTS`): every slot gets its master; slots
-    /// not in `ranges` become unknown. Returns the masters' indices and addresses.
-    pub(crate) fn update(&self, ranges: &[SlotRange]) -> Vec<(u16, String)> {
+    /// not in `ranges` become unknown. Returns the masters' indices and addresses, and
+    /// whether a slot known before moved to another master (a failover, a resharding).
+    pub(crate) fn update(&self, ranges: &[SlotRange]) -> (Vec<(u16, String)>, bool) {
         let mut addresses = self
             .addresses
             .lock()
@@ -138,10 +139,12 @@ impl ClusterView {
                 owners[usize::from(slot)] = node;
             }
         }
+        let mut moved = false;
         for (slot, owner) in self.owners.iter().zip(owners) {
-            slot.store(owner, Ordering::Release);
+            let before = slot.swap(owner, Ordering::AcqRel);
+            moved |= before != UNKNOWN && before != owner;
         }
-        masters
+        (masters, moved)
     }
 
     /// The masters serving slots now, with whether each is down.
@@ -212,8 +215,9 @@ mod tests {
     fn a_node_goes_down_on_an_error_or_repeated_timeouts_and_only_its_slots_are_affected() {
         let view = ClusterView::new(2);
         assert_eq!(view.owner(0), None, "unknown before the first map");
-        let masters = view.update(&ranges());
+        let (masters, moved) = view.update(&ranges());
         assert_eq!(masters.len(), 3);
+        assert!(!moved, "nothing was known before");
         let a = view.owner(0).unwrap();
         let b = view.owner(6000).unwrap();
         assert_ne!(a, b);
@@ -242,7 +246,8 @@ mod tests {
         assert!(view.is_down(view.owner(100).unwrap()));
         let mut promoted = ranges();
         promoted[0].master = "a-replica:1".into();
-        view.update(&promoted);
+        assert!(view.update(&promoted).1, "slots moved");
+        assert!(!view.update(&promoted).1, "once");
         let now = view.owner(100).unwrap();
         assert_ne!(now, a);
         assert!(!view.is_down(now));
