@@ -13,10 +13,18 @@
 //!   writable (Sentinel demotes it ~10 s later). Backstops: every probe asks the
 //!   sentinels again, and a `READONLY` or a lost connection makes the client look up
 //!   the primary before it uses a connection again.
+//! - **Holding writes during a failover**: between the replica's promotion and the
+//!   `+switch-master` announcement (about half a second), the old primary still takes
+//!   writes that the failover then discards. The same tasks listen to
+//!   `+failover-state-send-slaveof-noone`, which the leading sentinel publishes just
+//!   before it promotes the replica: from then on writes are refused at once
+//!   ([`ErrorKind::WritesUnavailable`](crate::ErrorKind::WritesUnavailable), take the
+//!   fallback; reads go on) until the client is on the new primary, or for at most
+//!   [`FAILOVER_HOLD`] if the failover never completes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use futures_util::StreamExt;
@@ -32,6 +40,13 @@ use crate::metrics::ClientMetrics;
 /// The channel Sentinel announces a new primary on.
 const SWITCH_MASTER: &str = "+switch-master";
 
+/// The channel the leading sentinel announces, just before it promotes the replica.
+const PROMOTING: &str = "+failover-state-send-slaveof-noone";
+
+/// Writes are held at most this long after a failover starts, if the new primary is
+/// never announced (an aborted failover).
+pub(crate) const FAILOVER_HOLD: Duration = Duration::from_secs(10);
+
 /// A primary found through sentinels.
 #[derive(Debug)]
 pub(crate) struct SentinelBackend {
@@ -41,6 +56,8 @@ pub(crate) struct SentinelBackend {
     current: Mutex<Option<(String, u16)>>,
     /// A new primary was announced or found: move the main connection.
     switch: AtomicBool,
+    /// A failover started: writes are held until this moment, or the move.
+    hold_until: Mutex<Option<Instant>>,
     probes: Probes,
 }
 
@@ -51,6 +68,7 @@ impl SentinelBackend {
             sentinels,
             current: Mutex::new(None),
             switch: AtomicBool::new(false),
+            hold_until: Mutex::new(None),
             probes: Probes::default(),
         }
     }
@@ -85,6 +103,22 @@ impl SentinelBackend {
 
     pub(crate) fn take_switch(&self) -> bool {
         self.switch.swap(false, Ordering::AcqRel)
+    }
+
+    /// Holds writes: a failover is promoting a replica.
+    fn hold_writes(&self) {
+        *self
+            .hold_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + FAILOVER_HOLD);
+    }
+
+    /// Whether writes are held (a failover under way, the new primary not known yet).
+    pub(crate) fn holding_writes(&self) -> bool {
+        self.hold_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// The primary, as the sentinels that answer name it: the answer with the highest
@@ -163,6 +197,11 @@ impl SentinelBackend {
             .unwrap_or_else(PoisonError::into_inner)
             .replace(primary.clone());
         if previous.as_ref().is_some_and(|p| *p != primary) {
+            // On the new primary: writes go again.
+            self.hold_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
             tracing::info!(
                 target: "secureconnect_redis_fallback",
                 master = %self.master,
@@ -263,9 +302,17 @@ fn is_switch_of(payload: &str, master: &str) -> bool {
     words.next() == Some(master) && words.count() == 4
 }
 
-/// Listens to one sentinel's `+switch-master` announcements for as long as the client
-/// lives, reconnecting after a failure; an announcement for the client's master wakes
-/// its supervisor to move to the new primary.
+/// Whether an instance event's payload (`<type> <name> <ip> <port> @ <master> <ip>
+/// <port>`) is about `master`.
+fn is_event_of(payload: &str, master: &str) -> bool {
+    let mut words = payload.split_ascii_whitespace();
+    words.any(|w| w == "@") && words.next() == Some(master)
+}
+
+/// Listens to one sentinel's `+switch-master` and `+failover-state-send-slaveof-noone`
+/// announcements for as long as the client lives, reconnecting after a failure. For
+/// the client's master, the first holds writes, the second wakes the supervisor to
+/// move to the new primary.
 pub(crate) async fn watch(inner: Weak<Inner>, sentinel: usize) {
     loop {
         let Some(strong) = inner.upgrade() else {
@@ -283,24 +330,36 @@ pub(crate) async fn watch(inner: Weak<Inner>, sentinel: usize) {
         let subscribed = async {
             let client = redis::Client::open(info)?;
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(SWITCH_MASTER).await?;
+            pubsub.subscribe(&[SWITCH_MASTER, PROMOTING]).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         if let Ok(Ok(mut pubsub)) = tokio::time::timeout(timeout, subscribed).await {
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
                 let payload: String = message.get_payload().unwrap_or_default();
-                if !is_switch_of(&payload, &master) {
+                let promoting = message.get_channel_name() == PROMOTING;
+                let relevant = if promoting {
+                    is_event_of(&payload, &master)
+                } else {
+                    is_switch_of(&payload, &master)
+                };
+                if !relevant {
                     continue;
                 }
                 let Some(strong) = inner.upgrade() else {
                     return;
                 };
-                tracing::info!(target: "secureconnect_redis_fallback", %payload, "sentinel announced a new primary");
-                if let Some(backend) = strong.backend.sentinel() {
+                let Some(backend) = strong.backend.sentinel() else {
+                    return;
+                };
+                if promoting {
+                    backend.hold_writes();
+                    strong.tracker.feed(Event::FailoverStarted);
+                } else {
+                    tracing::info!(target: "secureconnect_redis_fallback", %payload, "sentinel announced a new primary");
                     backend.request_switch();
+                    strong.tracker.wake.notify_one();
                 }
-                strong.tracker.wake.notify_one();
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -342,5 +401,9 @@ mod tests {
         assert!(is_switch_of("mymaster 127.0.0.1 1 127.0.0.1 2", "mymaster"));
         assert!(!is_switch_of("other 127.0.0.1 1 127.0.0.1 2", "mymaster"));
         assert!(!is_switch_of("mymaster", "mymaster"));
+        let promoting = "slave 127.0.0.1:18002 127.0.0.1 18002 @ mymaster 127.0.0.1 18001";
+        assert!(is_event_of(promoting, "mymaster"));
+        assert!(!is_event_of(promoting, "other"));
+        assert!(!is_event_of("master mymaster 127.0.0.1 1", "mymaster"));
     }
 }

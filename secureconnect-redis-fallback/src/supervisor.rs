@@ -56,8 +56,12 @@ impl Supervisor {
 async fn healthy(s: &mut Supervisor) {
     let inner = Arc::clone(&s.inner);
     let (config, tracker) = (&inner.config, &inner.tracker);
+    if inner.backend.take_switch() {
+        switch(&inner).await;
+        return;
+    }
     let partly_down = inner.backend.partly_down();
-    let wait = if partly_down {
+    let wait = if partly_down || tracker.writes_refused() {
         jitter(s.backoff)
     } else {
         s.backoff = config.backoff_min;
@@ -86,6 +90,12 @@ async fn healthy(s: &mut Supervisor) {
         return;
     }
     if tracker.writes_refused() {
+        if inner.backend.sentinel().is_some_and(|s| s.holding_writes()) {
+            // A failover is promoting a replica: wait for the announcement of the new
+            // primary (it wakes this task) before writing anywhere.
+            let _ = tokio::time::timeout(jitter(s.backoff), tracker.wake.notified()).await;
+            return;
+        }
         if inner.backend.follows_primary() {
             // READONLY from Sentinel's primary: it may have been demoted. Look it up.
             switch(&inner).await;

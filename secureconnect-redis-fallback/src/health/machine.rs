@@ -18,6 +18,10 @@ pub(crate) enum Event {
     AuthRefused,
     /// Redis refused a write (`OOM`, `READONLY`); it answered, so it is up.
     WritesRefused,
+    /// A Sentinel failover of the primary is under way: writes would land on a
+    /// primary about to be replaced, so they are held (refused) until the new primary
+    /// is known.
+    FailoverStarted,
     /// The write probe succeeded.
     WritesAccepted,
     /// A `PING` probe succeeded.
@@ -50,6 +54,8 @@ pub(crate) struct Step {
     /// `Some(true)`: writes were just refused (log, wake the supervisor to probe);
     /// `Some(false)`: writes are accepted again (log).
     pub(crate) writes_refused: Option<bool>,
+    /// Writes were refused because a failover started (not by Redis): say so.
+    pub(crate) failover: bool,
 }
 
 impl Step {
@@ -173,6 +179,12 @@ impl Machine {
                 self.timeouts_in_a_row = 0;
                 if !std::mem::replace(&mut self.writes_refused, true) {
                     step.writes_refused = Some(true);
+                }
+            }
+            Event::FailoverStarted => {
+                if !std::mem::replace(&mut self.writes_refused, true) {
+                    step.writes_refused = Some(true);
+                    step.failover = true;
                 }
             }
             Event::WritesAccepted => {

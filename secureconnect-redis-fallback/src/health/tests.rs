@@ -248,6 +248,7 @@ fn every_event_in_every_state_keeps_the_machine_consistent() {
         Event::Unavailable("test"),
         Event::AuthRefused,
         Event::WritesRefused,
+        Event::FailoverStarted,
         Event::WritesAccepted,
         Event::ProbeOk,
         Event::ProbeFailed,
