@@ -9,8 +9,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{connect, eventually, Load, SETUP};
+use prometheus_client::registry::Registry;
 use redis::Value;
 use secureconnect_redis_fallback::cluster::key_slot;
+use secureconnect_redis_fallback::pubsub::{FallbackPubSub, FallbackPubSubConfig};
+use secureconnect_redis_fallback::rate_limit::{
+    Quota, RateLimitMetrics, RateLimiter, RateLimiterConfig, Source,
+};
 use secureconnect_redis_fallback::testing::RedisCluster;
 use secureconnect_redis_fallback::{Health, RedisClient, RedisClientConfig};
 
@@ -90,6 +95,42 @@ async fn keys_scripts_and_pipelines_across_slots_work_on_a_cluster() {
         .unwrap_err();
     assert!(e.is_command_error(), "{e}");
     assert_eq!(redis.health(), Health::Healthy);
+
+    // The rate limiter: one key per slot, decided in Redis on every master.
+    let metrics = RateLimitMetrics::new(&mut Registry::default());
+    let limiter = RateLimiter::new(
+        redis.clone(),
+        RateLimiterConfig::new("api", Quota::new(2, Duration::from_secs(60)).unwrap()),
+        &metrics,
+    );
+    for i in 0..30 {
+        let key = format!("user-{i}");
+        for expected in [true, true, false] {
+            let d = limiter.check(&key).await;
+            assert_eq!((d.source, d.allowed), (Source::Redis, expected), "{key}");
+        }
+    }
+
+    // Pub/sub across the cluster: published through one node, received on another.
+    let other = connect(RedisClientConfig::cluster(cluster.urls())).await;
+    let (a, b) = (
+        FallbackPubSub::new(redis.clone(), FallbackPubSubConfig::default()),
+        FallbackPubSub::new(other, FallbackPubSubConfig::default()),
+    );
+    let mut room = a.subscribe("room:cluster");
+    let deadline = Instant::now() + SETUP;
+    let mut received = false;
+    while !received && Instant::now() < deadline {
+        b.publish("room:cluster", b"hi").await.unwrap();
+        received = matches!(
+            tokio::time::timeout(Duration::from_millis(100), room.recv()).await,
+            Ok(Some(m)) if m.via_redis
+        );
+    }
+    assert!(
+        received,
+        "a message published on the cluster reaches a subscriber"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,7 +28,9 @@ pub(crate) enum Event {
     ProbeOk,
     /// A `PING` probe failed (other than on credentials).
     ProbeFailed,
-    /// The first connection at start succeeded.
+    /// The first connection at start succeeded: healthy at once, from Degraded, once
+    /// in the client's life (a late one, after a call degraded the client, changes
+    /// nothing).
     Connected,
     /// While degraded, a probe and a new main connection succeeded.
     Reconnected,
@@ -69,6 +71,8 @@ impl Step {
 #[derive(Clone, Debug)]
 pub(crate) struct Machine {
     health: Health,
+    /// Whether [`Event::Connected`] was taken.
+    connected_once: bool,
     writes_refused: bool,
     auth_failed: bool,
     timeouts_in_a_row: u32,
@@ -89,6 +93,7 @@ impl Machine {
     ) -> Self {
         Self {
             health: Health::Degraded,
+            connected_once: false,
             writes_refused: false,
             auth_failed: false,
             timeouts_in_a_row: 0,
@@ -209,7 +214,14 @@ impl Machine {
                 };
                 step.transition = self.go(Health::Degraded, reason);
             }
-            Event::Connected => step.transition = self.go(Health::Healthy, "connected"),
+            // Each transition has its required prior state: a healing event that lost a
+            // race to a degrading one changes nothing.
+            Event::Connected => {
+                if self.health == Health::Degraded && !self.connected_once {
+                    step.transition = self.go(Health::Healthy, "connected");
+                }
+                self.connected_once = true;
+            }
             Event::Reconnected => {
                 if self.health == Health::Degraded {
                     step.transition = self.go(Health::Recovering, "probe succeeded");
