@@ -190,6 +190,13 @@ impl RedisClient {
         self.inner.config.call_timeout
     }
 
+    /// Whether this client talks to a Redis Cluster: a script or a transaction must then
+    /// keep its keys in one hash slot, and the commands of a pipeline are ordered only
+    /// within a slot.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.backend.cluster_view().is_some()
+    }
+
     /// On a Cluster, how many hash slots are served by a master this client sees down
     /// (their calls are refused at once); 0 on one server or Sentinel.
     pub fn slots_down(&self) -> u32 {

@@ -208,13 +208,23 @@ impl RedisCallStore {
         for batch in ids.chunks(self.inner.config.recovery_batch.max(1)) {
             // One round trip: into this node's set first, then the scripts, then out
             // of the dead node's set; a crash at any point leaves each call in a set.
+            // On a Cluster (the sets and the calls in other slots) three, in order.
+            let cluster = self.inner.redis.is_cluster();
+            let mut sadd = redis::cmd("SADD");
+            sadd.arg(&mine).arg(batch);
+            let mut srem = redis::cmd("SREM");
+            srem.arg(&theirs).arg(batch);
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
-            pipe.cmd("SADD").arg(&mine).arg(batch).ignore();
+            if cluster {
+                self.inner.redis.query::<i64>(&sadd).await?;
+            } else {
+                pipe.add_command(sadd).ignore();
+            }
             for id in batch {
                 let mut script = self.inner.scripts.adopt.on_call(
                     id,
-                    &self.inner.node,
+                    &self.incarnation_key_for(id),
                     incarnation,
                     self.fence_ttl_ms(),
                 );
@@ -225,8 +235,13 @@ impl RedisCallStore {
                     .arg(self.fence_ttl_ms());
                 pipe.add_command(script);
             }
-            pipe.cmd("SREM").arg(&theirs).arg(batch).ignore();
+            if !cluster {
+                pipe.add_command(srem.clone()).ignore();
+            }
             let values = self.exec(&pipe).await?;
+            if cluster {
+                self.inner.redis.query::<i64>(&srem).await?;
+            }
             let mut not_ours = Vec::new();
             for (id, value) in batch.iter().zip(values) {
                 match script_reply(id, value) {

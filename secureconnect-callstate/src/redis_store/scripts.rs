@@ -20,9 +20,9 @@
 //!   key, so a call that ended or was taken over by another node is never recreated by
 //!   a process that missed it, even after the call's own keys are gone.
 //!
-//! The incarnation key is in another hash slot than the call's keys: one Redis (or a
-//! Sentinel-managed primary) runs these scripts; a Redis Cluster needs one incarnation
-//! key per slot, claimed for every slot at recovery.
+//! The incarnation key a script checks is in the call's hash slot on a Redis Cluster
+//! (one key per slot, see `incarnation`), and the node's one key on one Redis: every
+//! script is single-slot, so they run unchanged on a Cluster.
 
 use secureconnect_redis_fallback::redis;
 
@@ -84,13 +84,14 @@ impl Script {
         Self { code, hash }
     }
 
-    /// `EVALSHA` on the keys of `call` (call, participants, fence) and of `node`'s
-    /// incarnation, with the process's `incarnation` and the incarnation key's TTL as
-    /// the first arguments; the caller adds the script's own.
+    /// `EVALSHA` on the keys of `call` (call, participants, fence) and the node's
+    /// incarnation key for it (in the call's slot on a Cluster), with the process's
+    /// `incarnation` and the incarnation key's TTL as the first arguments; the caller
+    /// adds the script's own.
     pub(super) fn on_call(
         &self,
         call: &str,
-        node: &str,
+        incarnation_key: &str,
         incarnation: u64,
         ttl_ms: u64,
     ) -> redis::Cmd {
@@ -100,7 +101,7 @@ impl Script {
             .arg(call_key(call))
             .arg(participants_key(call))
             .arg(fence_key(call))
-            .arg(incarnation_key(node))
+            .arg(incarnation_key)
             .arg(incarnation)
             .arg(ttl_ms);
         cmd
@@ -190,10 +191,10 @@ if newest < incarnation then
 end
 ";
 
-/// The heartbeat's hold on its incarnation. KEYS: the node's incarnation key. ARGV:
-/// this process's incarnation, the key's TTL. Sets the key again (and its TTL) unless
-/// a newer process claimed it, so a lost key does not leave an older process a window;
-/// answers the newest incarnation found.
+/// The heartbeat's hold on its incarnation, and a slot's claim on a Cluster. KEYS: an
+/// incarnation key of the node. ARGV: this process's incarnation, the key's TTL. Sets
+/// the key again (and its TTL) unless a newer process claimed it, so a lost key does
+/// not leave an older process a window; answers the newest incarnation found.
 const REASSERT: &str = r"
 local newest = tonumber(redis.call('GET', KEYS[1]) or '0')
 if newest <= tonumber(ARGV[1]) then

@@ -1,14 +1,18 @@
 //! [`ClusterConn`]: redis-rs's cluster connection behind the [`ClusterView`]: a call
 //! whose slot is served by a master marked down is refused before it is sent, the node
 //! a call went to is remembered (so its outcome counts for that node), and a pipeline
-//! whose commands span several slots is split into one pipeline per slot, sent
-//! concurrently, its replies put back in order.
+//! whose commands span several slots is split into one pipeline per master (per slot
+//! where the master is not known yet), sent concurrently, its replies put back in
+//! order.
 
 use std::sync::Arc;
+
+use std::collections::HashMap;
 
 use futures_util::future::join_all;
 use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 use super::slot::cmd_slot;
@@ -71,18 +75,33 @@ impl ClusterConn {
         Ok(())
     }
 
-    /// Splits a pipeline by slot: one group per slot (in order of first appearance,
-    /// each keeping its commands' order), and every command without a key on its own
-    /// (redis-rs routes it: `SCRIPT LOAD` to every master, `PING` to any node).
-    fn groups(pipeline: &Pipeline) -> Vec<(Option<u16>, Vec<usize>)> {
+    /// Splits a pipeline: one group per master (per slot where the view does not know
+    /// the master), in order of first appearance, each keeping its commands' order;
+    /// and every command without a key on its own (redis-rs routes it: `SCRIPT LOAD`
+    /// to every master, `PING` to any node). Each group: its first slot, its commands.
+    fn groups(&self, pipeline: &Pipeline) -> Vec<(Option<u16>, Vec<usize>)> {
+        #[derive(Hash, PartialEq, Eq)]
+        enum Key {
+            Node(u16),
+            Slot(u16),
+        }
         let mut groups: Vec<(Option<u16>, Vec<usize>)> = Vec::new();
+        let mut index: HashMap<Key, usize> = HashMap::new();
         for (i, cmd) in pipeline.cmd_iter().enumerate() {
-            match cmd_slot(cmd) {
-                Some(slot) => match groups.iter_mut().find(|(s, _)| *s == Some(slot)) {
-                    Some((_, members)) => members.push(i),
-                    None => groups.push((Some(slot), vec![i])),
-                },
-                None => groups.push((None, vec![i])),
+            let Some(slot) = cmd_slot(cmd) else {
+                groups.push((None, vec![i]));
+                continue;
+            };
+            let key = match self.view.owner(slot) {
+                Some(node) => Key::Node(node),
+                None => Key::Slot(slot),
+            };
+            match index.get(&key) {
+                Some(&g) => groups[g].1.push(i),
+                None => {
+                    index.insert(key, groups.len());
+                    groups.push((Some(slot), vec![i]));
+                }
             }
         }
         groups
@@ -94,8 +113,11 @@ impl ClusterConn {
         groups: Vec<(Option<u16>, Vec<usize>)>,
     ) -> Result<Vec<Value>, RedisError> {
         let cmds: Vec<&Cmd> = pipeline.cmd_iter().collect();
-        for (slot, _) in &groups {
-            self.admit(*slot)?;
+        for cmd in &cmds {
+            // Every command's master: one down refuses the pipeline at once.
+            if let Some(slot) = cmd_slot(cmd) {
+                self.admit(Some(slot))?;
+            }
         }
         self.touched.node = None;
         let sends = groups.iter().map(|(slot, members)| {
@@ -103,16 +125,25 @@ impl ClusterConn {
             let node = slot.and_then(|s| self.view.owner(s));
             let cmds = &cmds;
             async move {
-                let result = if members.len() == 1 && slot.is_none() {
-                    conn.req_packed_command(cmds[members[0]])
+                let result = match slot {
+                    None => conn
+                        .req_packed_command(cmds[members[0]])
                         .await
-                        .map(|v| vec![v])
-                } else {
-                    let mut part = redis::pipe();
-                    for &i in members {
-                        part.add_command(cmds[i].clone());
+                        .map(|v| vec![v]),
+                    Some(slot) => {
+                        let mut part = redis::pipe();
+                        for &i in members {
+                            part.add_command(cmds[i].clone());
+                        }
+                        // To the master of the group's first slot: the others of the
+                        // group are on it too, as far as the view knows (a stale view
+                        // gets `MOVED` replies, read as unavailable).
+                        let route = SingleNodeRoutingInfo::SpecificNode(Route::new(
+                            *slot,
+                            SlotAddr::Master,
+                        ));
+                        conn.route_pipeline(part, 0, members.len(), route).await
                     }
-                    conn.req_packed_commands(&part, 0, members.len()).await
                 };
                 (node, result)
             }
@@ -150,14 +181,15 @@ impl ConnectionLike for ClusterConn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let groups = Self::groups(pipeline);
-            let one_slot = matches!(groups.as_slice(), [] | [(Some(_), _)]);
-            if pipeline.is_transaction() || one_slot {
+            let mut slots = pipeline.cmd_iter().map(cmd_slot);
+            let first = slots.next().flatten();
+            let one_slot = first.is_some() && slots.all(|s| s == first);
+            if pipeline.is_transaction() || one_slot || pipeline.is_empty() {
                 // One slot (or a transaction, which must be one slot): as it is.
-                let slot = groups.first().and_then(|(slot, _)| *slot);
-                self.admit(slot)?;
+                self.admit(first)?;
                 return self.conn.req_packed_commands(pipeline, offset, count).await;
             }
+            let groups = self.groups(pipeline);
             self.split(pipeline, groups).await
         })
     }
