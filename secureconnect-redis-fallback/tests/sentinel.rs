@@ -7,95 +7,14 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{connect, eventually, Call, Load, SETUP};
-use secureconnect_redis_fallback::testing::{RedisSentinel, MASTER_NAME};
+use secureconnect_redis_fallback::testing::{RedisSentinel, WriteWatch, MASTER_NAME};
 use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
 
 fn block<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
-}
-
-/// What a server said about itself at one moment: its role, and its `SET` calls and
-/// calls refused (`READONLY`), from one `INFO`.
-#[derive(Clone, Debug)]
-struct Sample {
-    at: Instant,
-    role: String,
-    set_calls: u64,
-    set_rejected: u64,
-}
-
-/// Samples a server every 20 ms from a thread of its own until dropped.
-struct Observer {
-    samples: Arc<Mutex<Vec<Sample>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Observer {
-    fn start(url: String) -> Self {
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (samples, stop) = (Arc::clone(&samples), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let client = redis::Client::open(url).unwrap();
-                let mut conn = None;
-                while !stop.load(Ordering::Relaxed) {
-                    if conn.is_none() {
-                        conn = client
-                            .get_connection_with_timeout(Duration::from_secs(1))
-                            .ok();
-                    }
-                    if let Some(c) = conn.as_mut() {
-                        match redis::cmd("INFO").arg("all").query::<String>(c) {
-                            Ok(info) => samples.lock().unwrap().push(parse_info(&info)),
-                            Err(_) => conn = None,
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        };
-        Self {
-            samples,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn samples(mut self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        self.samples.lock().unwrap().clone()
-    }
-}
-
-fn parse_info(info: &str) -> Sample {
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(|v| v.trim().to_owned())
-    };
-    let set = field("cmdstat_set").unwrap_or_default();
-    let stat = |name: &str| {
-        set.split(',')
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Sample {
-        at: Instant::now(),
-        role: field("role").unwrap_or_default(),
-        set_calls: stat("calls"),
-        set_rejected: stat("rejected_calls"),
-    }
 }
 
 /// Writers: each call sets `w:<caller>:<seq>`.
@@ -151,7 +70,7 @@ async fn sentinel_failover_under_load_moves_writes_at_once_and_never_writes_the_
         set.sentinel_urls(),
     ))
     .await;
-    let observer = Observer::start(set.server(old).url());
+    let observer = WriteWatch::start(set.server(old).port());
     let load = writers(&redis);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -187,7 +106,7 @@ async fn sentinel_failover_under_load_moves_writes_at_once_and_never_writes_the_
     block(|| set.wait_for_replica(old, Duration::from_secs(60))).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let calls = load.stop().await;
-    let samples = observer.samples();
+    let samples = observer.stop();
 
     assert_only_fallbacks(&calls);
     let missing = block(|| missing_on(&set.server(new).url(), &calls));
@@ -241,24 +160,15 @@ async fn sentinel_failover_under_load_moves_writes_at_once_and_never_writes_the_
     assert!(acked_after > 100, "the writers kept writing: {acked_after}");
     // The old primary, while still a primary after the client moved, took no write
     // from it; demoted, it refused none (the client never sent it one).
-    let while_primary: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| s.at > moved_at && s.role == "master")
-        .collect();
-    if let (Some(first), Some(last)) = (while_primary.first(), while_primary.last()) {
-        assert_eq!(
-            first.set_calls,
-            last.set_calls,
-            "no write reached the old primary after the switch ({} samples over {:?})",
-            while_primary.len(),
-            last.at - first.at
-        );
-    }
+    assert!(
+        WriteWatch::unwritten_as_primary_after(&samples, moved_at),
+        "no write reached the old primary after the switch"
+    );
     assert!(
         samples.iter().any(|s| s.role == "slave"),
         "the old primary was demoted while observed"
     );
-    let rejected = samples.last().map_or(0, |s| s.set_rejected);
+    let rejected = samples.last().map_or(0, |s| s.rejected);
     assert_eq!(
         rejected, 0,
         "the demoted primary refused no write: none was sent"
@@ -297,11 +207,11 @@ async fn sigkill_of_the_primary_under_load_moves_to_the_new_one_and_never_to_the
     // The old primary comes back as a primary of its own (its old configuration) and
     // stays one for seconds: the client must not go back to it.
     block(|| set.server_mut(old).restart()).unwrap();
-    let observer = Observer::start(set.server(old).url());
+    let observer = WriteWatch::start(set.server(old).port());
     block(|| set.wait_for_replica(old, Duration::from_secs(60))).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let calls = load.stop().await;
-    let samples = observer.samples();
+    let samples = observer.stop();
     eprintln!(
         "{} writes, {} failed; new primary elected {elected:?} and written {healed:?} after the kill",
         calls.len(),
@@ -315,7 +225,7 @@ async fn sigkill_of_the_primary_under_load_moves_to_the_new_one_and_never_to_the
     let restarted_writes = samples
         .iter()
         .filter(|s| s.role == "master")
-        .map(|s| s.set_calls)
+        .map(|s| s.writes)
         .max()
         .unwrap_or(0);
     assert_eq!(

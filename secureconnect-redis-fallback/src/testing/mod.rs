@@ -26,8 +26,10 @@ mod cluster;
 mod proxy;
 mod sentinel;
 mod server;
+mod watch;
 
 pub use cluster::RedisCluster;
 pub use proxy::{FaultProxy, ProxyMode};
 pub use sentinel::{RedisSentinel, MASTER_NAME};
 pub use server::{RedisServer, Reply};
+pub use watch::{Sample, WriteWatch};

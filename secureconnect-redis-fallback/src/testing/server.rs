@@ -259,18 +259,7 @@ impl RedisServer {
     ///
     /// On a connection or protocol failure (a Redis error reply is `Ok(Reply::Error)`).
     pub fn command(&mut self, args: &[&str]) -> io::Result<Reply> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-        let mut reader = BufReader::new(stream.try_clone()?);
-        if let Some(password) = &self.password {
-            write_command(&mut stream, &["AUTH", password])?;
-            if let Reply::Error(e) = read_reply(&mut reader)? {
-                return Err(io::Error::other(format!("AUTH failed: {e}")));
-            }
-        }
-        write_command(&mut stream, args)?;
-        let reply = read_reply(&mut reader)?;
+        let reply = command_at(self.port, self.password.as_deref(), args)?;
         let is_requirepass = args.len() == 4
             && args[0].eq_ignore_ascii_case("CONFIG")
             && args[1].eq_ignore_ascii_case("SET")
@@ -316,6 +305,22 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.kill();
     }
+}
+
+/// Runs one command on a fresh connection to `127.0.0.1:<port>` and reads its reply.
+pub(crate) fn command_at(port: u16, password: Option<&str>, args: &[&str]) -> io::Result<Reply> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    if let Some(password) = password {
+        write_command(&mut stream, &["AUTH", password])?;
+        if let Reply::Error(e) = read_reply(&mut reader)? {
+            return Err(io::Error::other(format!("AUTH failed: {e}")));
+        }
+    }
+    write_command(&mut stream, args)?;
+    read_reply(&mut reader)
 }
 
 fn write_command(stream: &mut TcpStream, args: &[&str]) -> io::Result<()> {
