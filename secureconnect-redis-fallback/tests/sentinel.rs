@@ -207,6 +207,7 @@ async fn sigkill_of_the_primary_under_load_moves_to_the_new_one_and_never_to_the
     // The old primary comes back as a primary of its own (its old configuration) and
     // stays one for seconds: the client must not go back to it.
     block(|| set.server_mut(old).restart()).unwrap();
+
     let observer = WriteWatch::start(set.server(old).port());
     block(|| set.wait_for_replica(old, Duration::from_secs(60))).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;

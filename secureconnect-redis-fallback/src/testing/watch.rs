@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use super::server::{command_at, Reply};
 
-/// Commands counted as writes in [`Sample::writes`].
+/// Commands counted as writes in [`Sample::writes`] (not `PUBLISH`: sentinels publish
+/// their hellos on every server they watch).
 const WRITES: &[&str] = &[
     "set", "del", "evalsha", "eval", "incr", "hset", "hincrby", "hdel", "sadd", "srem", "pexpire",
-    "expire", "publish",
+    "expire",
 ];
 
 /// One look at a server, from one `INFO all`.
