@@ -30,8 +30,14 @@
 //! Errors are classified by what they say about Redis: connection errors, timeouts, `LOADING`,
 //! `BUSY`, `MASTERDOWN`, `CLUSTERDOWN` and `TRYAGAIN` make Redis unavailable;
 //! `NOAUTH`/`WRONGPASS` degrade with a loud log and slow retries; `OOM` and `READONLY`
-//! refuse writes only; `WRONGTYPE`, `NOSCRIPT` and bad arguments are the caller's
-//! errors and say nothing about health.
+//! refuse writes only; `WRONGTYPE`, `NOSCRIPT`, `NOPERM` and bad arguments are the
+//! caller's errors and say nothing about health.
+//!
+//! The same client talks to one server ([`RedisClientConfig::new`]), a Redis Cluster
+//! ([`RedisClientConfig::cluster`]: a master that is down fails only its hash slots, see
+//! [`cluster`]) or the primary Redis Sentinel names ([`RedisClientConfig::sentinel`]:
+//! failovers followed as Sentinel announces them, writes held while a replica is being
+//! promoted).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -5,7 +5,10 @@
 //! the current [`Health`] ([`healthy`], [`degraded`], [`recovering`]), which waits,
 //! probes, feeds what it saw to the [`Tracker`](crate::health::Tracker) as an
 //! [`Event`], and performs the I/O the tracker's state calls for (rebuilding the main
-//! connection, dropping it while degraded, probing writes while they are refused).
+//! connection, dropping it while degraded, probing writes while they are refused,
+//! moving it to a new Sentinel primary or onto a Cluster's new slot map). What a probe
+//! and a main connection are for each topology is the [`Backend`](crate::backend)'s
+//! business.
 
 use std::sync::Arc;
 use std::time::Duration;
