@@ -39,6 +39,9 @@ pub struct RedisClientConfig {
     pub(crate) auth_backoff: Duration,
     pub(crate) recovery_probes: u32,
     pub(crate) recovery_interval: Duration,
+    /// A certificate authority (PEM) trusted instead of the system's roots.
+    #[cfg(feature = "tls")]
+    pub(crate) tls_ca: Option<Vec<u8>>,
 }
 
 /// Where Redis is: one server, a Cluster, or a primary found through Sentinel.
@@ -134,6 +137,8 @@ impl RedisClientConfig {
             auth_backoff: Duration::from_secs(5),
             recovery_probes: 3,
             recovery_interval: Duration::from_millis(100),
+            #[cfg(feature = "tls")]
+            tls_ca: None,
         }
     }
 
@@ -210,6 +215,33 @@ impl RedisClientConfig {
         self
     }
 
+    /// Trusts the certificate authority in `pem` (PEM: one or more certificates) for
+    /// `rediss://` connections, instead of the system's roots: every URL must then be
+    /// `rediss://` (feature `tls`). Cluster nodes and the primary a sentinel names are
+    /// reached with the same trust.
+    ///
+    /// ```no_run
+    /// use secureconnect_redis_fallback::RedisClientConfig;
+    ///
+    /// let ca = std::fs::read("/etc/redis/ca.pem")?;
+    /// let config = RedisClientConfig::new("rediss://redis.internal:6380/").tls_ca(ca);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca = Some(pem.into());
+        self
+    }
+
+    /// The custom CA as redis-rs takes it.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_certificates(&self) -> Option<redis::TlsCertificates> {
+        self.tls_ca.as_ref().map(|ca| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone()),
+        })
+    }
+
     /// The Redis URL (the first seed node or sentinel for a Cluster or Sentinel).
     pub fn url(&self) -> &str {
         self.topology.urls().first().map_or("", String::as_str)
@@ -243,10 +275,43 @@ impl RedisClientConfig {
         }
         urls.iter()
             .map(|url| {
-                redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| {
-                    Error::with_source(ErrorKind::InvalidConfig, "malformed redis URL", e)
-                })
+                let info =
+                    redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| {
+                        Error::with_source(ErrorKind::InvalidConfig, "malformed redis URL", e)
+                    })?;
+                self.with_tls(info)
             })
             .collect()
+    }
+
+    /// `info` with the custom CA, if one is set.
+    #[cfg(feature = "tls")]
+    fn with_tls(&self, info: redis::ConnectionInfo) -> Result<redis::ConnectionInfo, Error> {
+        let pem = self.tls_ca.as_deref().unwrap_or_default();
+        if self.tls_ca.is_some() && !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+            // redis-rs would trust no root at all, silently.
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "the custom CA holds no PEM certificate",
+            ));
+        }
+        match self.tls_certificates() {
+            None => Ok(info),
+            Some(certificates) => redis::Client::build_with_tls(info, certificates)
+                .map(|client| client.get_connection_info().clone())
+                .map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::InvalidConfig,
+                        "a custom CA needs rediss:// URLs and a readable PEM certificate",
+                        e,
+                    )
+                }),
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[allow(clippy::unnecessary_wraps)]
+    fn with_tls(&self, info: redis::ConnectionInfo) -> Result<redis::ConnectionInfo, Error> {
+        Ok(info)
     }
 }

@@ -82,13 +82,18 @@ impl ClusterBackend {
             .filter_map(|(_, addr, _)| self.node(addr))
             .collect();
         initial.extend(self.seeds.iter().cloned());
-        let client = ClusterClientBuilder::new(initial)
+        let builder = ClusterClientBuilder::new(initial)
             .connection_timeout(config.connect_timeout)
             .response_timeout(config.call_timeout)
             .retries(RETRIES)
             .min_retry_wait(10)
-            .max_retry_wait(100)
-            .build()?;
+            .max_retry_wait(100);
+        #[cfg(feature = "tls")]
+        let builder = match config.tls_certificates() {
+            Some(certificates) => builder.certs(certificates),
+            None => builder,
+        };
+        let client = builder.build()?;
         // The seeds, the slot map, then a connection to every master: a few round trips.
         let deadline = config.connect_timeout * 2 + config.call_timeout;
         let conn = tokio::time::timeout(deadline, client.get_async_connection())
