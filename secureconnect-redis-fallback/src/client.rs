@@ -285,6 +285,13 @@ impl RedisClient {
         if let Err(refused) = self.inner.tracker.admit(write) {
             return Err(self.fail(refused, None, None));
         }
+        if let (Request::Cmd(cmd), Some(view)) = (request, self.inner.backend.cluster_view()) {
+            // A key whose master is down: refused before the connection is touched.
+            let node = crate::cluster::slot::cmd_slot(cmd).and_then(|slot| view.owner(slot));
+            if node.is_some_and(|node| view.is_down(node)) {
+                return Err(self.fail(Failure::NODE_DOWN, None, None));
+            }
+        }
         let Some(mut conn) = self.inner.conn() else {
             return Err(self.fail(Failure::NO_CONNECTION, None, None));
         };
