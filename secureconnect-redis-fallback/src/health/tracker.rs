@@ -1,6 +1,6 @@
 //! [`Tracker`]: one [`Machine`] shared by a client's calls and its supervisor, and the
-//! views it is published through (an atomic byte, a `watch` channel, the metrics),
-//! updated together under one lock.
+//! views it is published through (an atomic byte, a `watch` channel, the metrics, the
+//! log), updated together under one lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -103,9 +103,10 @@ impl Tracker {
                 self.metrics.set_health(t.to);
                 self.tx.send_replace(t.to);
             }
+            // Logged under the lock too: the log tells transitions in their order.
+            self.report(&step);
             step
         };
-        self.report(&step);
         if step.wakes_supervisor() {
             self.wake.notify_one();
         }
