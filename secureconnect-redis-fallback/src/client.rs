@@ -175,6 +175,13 @@ impl RedisClient {
         self.inner.tracker.subscribe()
     }
 
+    /// Every change of [`writes_refused`](Self::writes_refused), as it happens: `false`
+    /// once writes are accepted again (after `OOM`, `READONLY`, or a Sentinel failover
+    /// that held them), which the health alone does not show.
+    pub fn subscribe_writes(&self) -> watch::Receiver<bool> {
+        self.inner.tracker.subscribe_writes()
+    }
+
     /// How long this client has been degraded in all.
     pub fn degraded_time(&self) -> Duration {
         self.inner.tracker.metrics().degraded_time()
