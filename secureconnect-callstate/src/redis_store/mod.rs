@@ -10,7 +10,7 @@ mod heartbeat;
 mod recovery;
 mod scripts;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -29,6 +29,9 @@ use crate::model::{CallState, Participant, SCHEMA_VERSION};
 /// At most this many calls are remembered whose `end` failed (their epoch kept for a
 /// retry), and as many that this node lost (their stale epoch kept for `put`).
 const REMEMBERED_MAX: usize = 65_536;
+
+/// At most this many calls are put per round trip by [`RedisCallStore::put_all`].
+const PUT_BATCH: usize = 100;
 
 #[derive(Debug)]
 struct Inner {
@@ -53,6 +56,9 @@ struct Held {
     live: HashMap<String, u64>,
     ending: HashMap<String, u64>,
     lost: HashMap<String, u64>,
+    /// Calls whose `create` may have reached Redis without this store hearing back
+    /// (its reply lost): an `end` of one ends it if this node owns it.
+    unsure: HashSet<String>,
 }
 
 impl Held {
@@ -187,6 +193,7 @@ impl RedisCallStore {
     fn set_epoch(&self, call: &str, epoch: Option<u64>) {
         let mut held = self.held();
         held.ending.remove(call);
+        held.unsure.remove(call);
         match epoch {
             Some(e) => {
                 held.lost.remove(call);
@@ -226,29 +233,42 @@ impl RedisCallStore {
         Ok(())
     }
 
-    /// This process's incarnation of its node id, claimed on first use: `INCR` of the
-    /// node's incarnation key, which fences out every older process with this node id
-    /// at once (their writes carry a lower one). Claimed once per store: a write in
-    /// flight never meets a newer incarnation of its own process.
+    /// This process's incarnation of its node id, claimed on first use (the
+    /// [`CLAIM`](scripts) script: above the key's value and above Redis's clock), which
+    /// fences out every older process with this node id at once (their writes carry a
+    /// lower one). Claimed once per store: a write in flight never meets a newer
+    /// incarnation of its own process.
     pub(super) async fn incarnation(&self) -> Result<u64, Error> {
         let claimed = self
             .inner
             .incarnation
             .get_or_try_init(|| async {
-                let key = incarnation_key(&self.inner.node);
+                let mut claim = self
+                    .inner
+                    .scripts
+                    .claim
+                    .on_keys(&[incarnation_key(&self.inner.node)]);
+                claim.arg(self.fence_ttl_ms());
                 let mut pipe = redis::pipe();
-                pipe.cmd("INCR").arg(&key);
-                pipe.cmd("PEXPIRE").arg(&key).arg(self.fence_ttl_ms()).ignore();
-                let claimed: Vec<u64> = self.inner.redis.query_pipeline(&pipe).await?;
-                let incarnation = claimed.first().copied().unwrap_or_default();
-                if incarnation > 1 {
-                    tracing::info!(
-                        node = %self.inner.node,
-                        incarnation,
-                        "took over this node id: older processes with it can no longer write its calls"
-                    );
-                }
-                Ok::<_, Error>(incarnation)
+                pipe.ignore_errors();
+                pipe.add_command(claim);
+                let reply = self.exec(&pipe).await?.into_iter().next();
+                let incarnation = match reply {
+                    Some(Value::Int(n)) if n > 0 => n as u64,
+                    Some(Value::ServerError(e)) => return Err(Error::refused("", e)),
+                    other => {
+                        return Err(Error::corrupt(
+                            "",
+                            format!("unexpected incarnation claim reply {other:?}"),
+                        ))
+                    }
+                };
+                tracing::info!(
+                    node = %self.inner.node,
+                    incarnation,
+                    "claimed this node id: older processes with it can no longer write its calls"
+                );
+                Ok(incarnation)
             })
             .await?;
         Ok(*claimed)
@@ -305,7 +325,11 @@ impl RedisCallStore {
         let mut held = self.held();
         held.live.remove(call);
         held.ending.remove(call);
-        Held::remember(&mut held.lost, call, epoch);
+        held.unsure.remove(call);
+        // Epoch 0 (an `end` of a call never held): no epoch to keep for a `put`.
+        if epoch > 0 {
+            Held::remember(&mut held.lost, call, epoch);
+        }
     }
 
     /// After a refused `put`: lose the call, and drop it from this node's set unless
@@ -343,13 +367,13 @@ impl RedisCallStore {
     }
 
     /// [`put`](Self::put) of each call of `calls`, pipelined: one round trip per
-    /// [`heartbeat_batch`](Self::heartbeat_batch) calls (each call's set update sent
-    /// before its script, as `put` does). Answers each call's outcome, in order. When a
+    /// 100 calls at most (each call's set update sent before its script, as
+    /// `put` does; a round trip of whole calls stays well within the call deadline). Answers each call's outcome, in order. When a
     /// round trip fails (Redis unavailable), no later one is sent: the first call not
     /// written gets that error, every other one an error of the same kind.
     pub async fn put_all(&self, calls: &[CallState]) -> Vec<Result<u64, Error>> {
         let mut outcomes = Vec::with_capacity(calls.len());
-        for chunk in calls.chunks(self.inner.config.heartbeat_batch.max(1)) {
+        for chunk in calls.chunks(PUT_BATCH.min(self.inner.config.heartbeat_batch).max(1)) {
             if let Err(e) = self.put_chunk(chunk, &mut outcomes).await {
                 let rest = &calls[outcomes.len()..];
                 let others: Vec<_> = rest
