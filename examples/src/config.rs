@@ -85,6 +85,9 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// `TRUSTED_PROXIES`: networks whose `X-Forwarded-For` is believed.
     pub trusted_proxies: String,
+    /// `METRICS_TOKEN`: when set, `/metrics` of every service answers only requests
+    /// with `Authorization: Bearer <token>` (401 otherwise).
+    pub metrics_token: Option<String>,
     /// `SC_LAYERS=off` leaves out the request-metrics and audit layers, to measure what
     /// they cost (the soak harness compares both). Default on.
     pub layers: bool,
@@ -155,6 +158,7 @@ impl Config {
                 "milliseconds",
             )?),
             trusted_proxies: var("TRUSTED_PROXIES")?.unwrap_or_default(),
+            metrics_token: var("METRICS_TOKEN")?,
             layers: match var("SC_LAYERS")?.as_deref() {
                 None | Some("on") => true,
                 Some("off") => false,
@@ -180,6 +184,13 @@ impl Config {
         ] {
             if zero {
                 return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        if let Some(token) = &config.metrics_token {
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError(
+                    "METRICS_TOKEN must be visible ASCII characters only (no spaces)".into(),
+                ));
             }
         }
         config

@@ -39,7 +39,7 @@ use secureconnect_redis_fallback::rate_limit::{
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::kit::Kit;
-use crate::token::{Claims, Tokens};
+use crate::token::Claims;
 
 #[derive(Debug)]
 struct Upstreams {
@@ -92,20 +92,16 @@ fn rate_limit(
     )
 }
 
-/// Authenticates every request that is not public: 401 without a valid token. The
-/// claims go into the request's extensions (the per-user limit's key), and the user
-/// into the response's, so that the audit events of what follows (a per-user 429, an
-/// upstream's 403, …) name the user the gateway authenticated.
-async fn authenticate(State(tokens): State<Tokens>, request: Request, next: Next) -> Response {
+/// Authenticates every request that is not public: 401 without a valid token of a
+/// live session. The claims go into the request's extensions (the per-user limit's
+/// key), and the user into the response's, so that the audit events of what follows (a
+/// per-user 429, an upstream's 403, …) name the user the gateway authenticated.
+async fn authenticate(request: Request, next: Next) -> Response {
     if is_public(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let Some(token) = Tokens::from_parts(&parts) else {
-        return ApiError::unauthorized("missing_token", "an access token is required")
-            .into_response();
-    };
-    let claims = match tokens.verify(&token) {
+    let claims = match crate::token::authenticate(&parts).await {
         Ok(claims) => claims,
         Err(e) => return e.into_response(),
     };
@@ -304,10 +300,7 @@ pub fn router(
     // The last layer added sees a request first: per client, authentication, per user.
     let route = any(proxy)
         .layer::<_, Infallible>(per_user)
-        .layer::<_, Infallible>(middleware::from_fn_with_state(
-            kit.tokens.clone(),
-            authenticate,
-        ))
+        .layer::<_, Infallible>(middleware::from_fn(authenticate))
         .layer::<_, Infallible>(per_client)
         .with_state(state);
     Ok(Router::new()
