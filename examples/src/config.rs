@@ -61,6 +61,9 @@ pub struct Config {
     pub storage_dir: PathBuf,
     /// `STORAGE_QUOTA_BYTES` per user (default 100 MiB).
     pub storage_quota: u64,
+    /// `STORAGE_RESERVATION_TTL_SECS` (default 300): how long an upload URL is valid;
+    /// the quota it reserves is released if no upload started by then.
+    pub storage_reservation_ttl: Duration,
     /// `AUDIT_FILE`: also write audit events, hash-chained, to this file.
     pub audit_file: Option<PathBuf>,
     /// `VIDEO_NODE_ID` (default `video-1`): stable across restarts so calls recover.
@@ -135,6 +138,11 @@ impl Config {
                 100 * 1024 * 1024,
                 "a number of bytes",
             )?,
+            storage_reservation_ttl: Duration::from_secs(parsed(
+                "STORAGE_RESERVATION_TTL_SECS",
+                300,
+                "a whole number of seconds",
+            )?),
             audit_file: var("AUDIT_FILE")?.map(PathBuf::from),
             video_node: var("VIDEO_NODE_ID")?.unwrap_or_else(|| "video-1".into()),
             rejoin_grace: Duration::from_secs(parsed(
@@ -181,6 +189,10 @@ impl Config {
             ("REJOIN_GRACE_SECS", config.rejoin_grace.is_zero()),
             ("CALL_EMPTY_TTL_SECS", config.call_empty_ttl.is_zero()),
             ("CALLS_PER_USER_MAX", config.calls_per_user_max == 0),
+            (
+                "STORAGE_RESERVATION_TTL_SECS",
+                config.storage_reservation_ttl.is_zero(),
+            ),
         ] {
             if zero {
                 return Err(ConfigError(format!("{name} must be at least 1")));

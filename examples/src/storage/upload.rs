@@ -1,0 +1,131 @@
+//! `PUT /v1/storage/blobs/{file_id}`: the upload through a signed URL.
+//!
+//! The URL uploads once. The upload claims the file record first: a second PUT while
+//! it runs, or after it succeeded, gets 409 and touches nothing. The body goes to a
+//! temporary file beside the others (`.<file_id>.<random>.part`), flushed to disk and
+//! renamed into place only once complete; a body larger than announced (413), an
+//! interrupted one, or a client that goes away leaves no file and the record
+//! not uploaded (the URL may be used again until it expires).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::records::ClaimRefused;
+use super::{Signed, StorageState};
+use crate::error::ApiError;
+use crate::token::unix_now;
+
+/// Whether `name` is a temporary upload file (left behind by a crash, removed at start).
+pub(super) fn is_partial(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".part")
+}
+
+/// An upload under way: if it does not finish, its temporary file goes and its record
+/// is reserved again.
+struct Claim {
+    state: Arc<StorageState>,
+    id: String,
+    temp: PathBuf,
+    expires: u64,
+    done: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.done {
+            // Also when the request is dropped mid-body (the client went away).
+            let _ = std::fs::remove_file(&self.temp);
+            self.state.records.unclaim(&self.id, self.expires);
+        }
+    }
+}
+
+fn refused(refusal: ClaimRefused) -> ApiError {
+    match refusal {
+        ClaimRefused::NotFound => ApiError::not_found("no such file"),
+        ClaimRefused::InProgress => ApiError::new(
+            StatusCode::CONFLICT,
+            "upload_in_progress",
+            "this file is being uploaded through another request",
+        ),
+        ClaimRefused::AlreadyUploaded => ApiError::new(
+            StatusCode::CONFLICT,
+            "already_uploaded",
+            "this upload URL was used already; ask for a new one",
+        ),
+    }
+}
+
+fn store_failed(e: &std::io::Error) -> ApiError {
+    tracing::error!(error = %e, "cannot store an upload");
+    ApiError::internal("cannot store the file")
+}
+
+pub(super) async fn upload(
+    State(state): State<Arc<StorageState>>,
+    Path(id): Path<String>,
+    Query(signed): Query<Signed>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    if !state.verify("PUT", &id, &signed) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_signature",
+            "the upload URL is invalid or expired",
+        ));
+    }
+    let (meta, expires) = state.records.claim(&id, unix_now()).map_err(refused)?;
+    let mut claim = Claim {
+        temp: state
+            .dir
+            .join(format!(".{id}.{}.part", uuid::Uuid::new_v4().simple())),
+        state: Arc::clone(&state),
+        id,
+        expires,
+        done: false,
+    };
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&claim.temp)
+        .await
+        .map_err(|e| store_failed(&e))?;
+    let mut received = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::bad_request("upload_interrupted", "the upload was interrupted")
+        })?;
+        received += chunk.len() as u64;
+        if received > meta.size {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "more bytes than announced",
+            ));
+        }
+        file.write_all(&chunk).await.map_err(|e| store_failed(&e))?;
+    }
+    file.flush().await.map_err(|e| store_failed(&e))?;
+    file.sync_all().await.map_err(|e| store_failed(&e))?;
+    drop(file);
+    let path = state.dir.join(&claim.id);
+    tokio::fs::rename(&claim.temp, &path)
+        .await
+        .map_err(|e| store_failed(&e))?;
+    claim.done = true;
+    if !state.records.complete(&claim.id, received) {
+        // Deleted while it was being uploaded.
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(ApiError::not_found(
+            "the file was deleted during its upload",
+        ));
+    }
+    Ok(StatusCode::CREATED)
+}
