@@ -10,11 +10,14 @@
 //! Bodies stream both ways; a body over 2 MiB declared to the auth or video service is
 //! answered 413 without forwarding it (storage uploads are not limited here). An upstream that does not answer within
 //! `UPSTREAM_TIMEOUT_MS` gives 504, one that cannot be reached 502, both with a JSON body
-//! naming the service. Requests are limited per client address and per user by
+//! naming the service. Requests are limited per client address (the client's, through
+//! `TRUSTED_PROXIES`, as the audit trail resolves it; an IPv6 client by its /64) and per user by
 //! secureconnect-redis-fallback's `RateLimitLayer` (`RATE_LIMIT_CLIENT_PER_MINUTE`,
 //! `RATE_LIMIT_PER_MINUTE`; policy `RATE_LIMIT_POLICY`, `local_approx` by default),
 //! answering `429` with `Retry-After` and the API's JSON error body. In order: the
 //! per-client limit, authentication (401), the per-user limit, the upstream.
+
+mod client_key;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -278,9 +281,12 @@ pub fn router(
         let config = RateLimiterConfig::new(name, quota).policy(config.rate_limit_policy);
         Ok::<_, String>(RateLimiter::new(kit.redis.clone(), config, &metrics))
     };
-    let per_client = rate_limit(limiter("client", config.rate_limit_client)?, |parts| {
-        let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
-        Some(peer.ip().to_string())
+    let proxies: secureconnect_audit::TrustedProxies = config
+        .trusted_proxies
+        .parse()
+        .map_err(|e| format!("TRUSTED_PROXIES: {}", crate::error::chain(&e)))?;
+    let per_client = rate_limit(limiter("client", config.rate_limit_client)?, move |parts| {
+        client_key::client_ip(&proxies, parts).map(client_key::key)
     });
     let per_user = rate_limit(limiter("user", config.rate_limit)?, |parts| {
         Some(parts.extensions.get::<Claims>()?.sub.clone())
