@@ -6,13 +6,17 @@
 //! renamed into place only once complete; a body larger than announced (413), an
 //! interrupted one, or a client that goes away leaves no file and the record
 //! not uploaded (the URL may be used again until it expires).
+//!
+//! A refused upload's body is read and dropped (up to [`DRAIN_LIMIT`]) before the
+//! answer, so that the client, still sending, reads the 409 instead of a reset.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -20,6 +24,38 @@ use super::records::ClaimRefused;
 use super::{Signed, StorageState};
 use crate::error::ApiError;
 use crate::token::unix_now;
+
+/// How much of a refused upload's body is read before the connection is closed
+/// instead.
+pub const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// How long reading a refused body may take.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `refusal`, after reading and dropping what the client sends (up to
+/// [`DRAIN_LIMIT`]); if more is coming, the connection closes after the answer.
+async fn refuse_after_drain(body: Body, refusal: ApiError) -> Response {
+    let drained = tokio::time::timeout(DRAIN_TIME, async {
+        let mut read = 0u64;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { return false };
+            read += chunk.len() as u64;
+            if read > DRAIN_LIMIT {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let mut response = refusal.into_response();
+    if !matches!(drained, Ok(true)) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
 
 /// Whether `name` is a temporary upload file (left behind by a crash, removed at start).
 pub(super) fn is_partial(name: &str) -> bool {
@@ -72,21 +108,38 @@ pub(super) async fn upload(
     Path(id): Path<String>,
     Query(signed): Query<Signed>,
     body: Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, Response> {
     if !state.verify("PUT", &id, &signed) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "bad_signature",
             "the upload URL is invalid or expired",
-        ));
+        )
+        .into_response());
     }
-    let (meta, expires) = state.records.claim(&id, unix_now()).map_err(refused)?;
+    let (meta, expires) = match state.records.claim(&id, unix_now()) {
+        Ok(claimed) => claimed,
+        Err(refusal) => return Err(refuse_after_drain(body, refused(refusal)).await),
+    };
+    store(&state, &id, meta.size, expires, body)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+/// Stores the body of the claimed upload of `id` (at most `size` bytes).
+async fn store(
+    state: &Arc<StorageState>,
+    id: &str,
+    size: u64,
+    expires: u64,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
     let mut claim = Claim {
         temp: state
             .dir
             .join(format!(".{id}.{}.part", uuid::Uuid::new_v4().simple())),
-        state: Arc::clone(&state),
-        id,
+        state: Arc::clone(state),
+        id: id.to_owned(),
         expires,
         done: false,
     };
@@ -103,7 +156,7 @@ pub(super) async fn upload(
             ApiError::bad_request("upload_interrupted", "the upload was interrupted")
         })?;
         received += chunk.len() as u64;
-        if received > meta.size {
+        if received > size {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
