@@ -78,7 +78,8 @@ pub struct Config {
     pub calls_per_user_max: usize,
     /// `RATE_LIMIT_PER_MINUTE` per authenticated user (default 600).
     pub rate_limit: u32,
-    /// `RATE_LIMIT_CLIENT_PER_MINUTE` per client address (default 1200).
+    /// `RATE_LIMIT_CLIENT_PER_MINUTE` per client address (through `TRUSTED_PROXIES`; an
+    /// IPv6 client per /64) (default 1200).
     pub rate_limit_client: u32,
     /// `RATE_LIMIT_POLICY`: `local_approx` (default), `fail_open` or `fail_closed`.
     pub rate_limit_policy: Policy,
