@@ -10,7 +10,7 @@
 //!
 //! Issuing an upload URL reserves the announced size in the owner's quota
 //! (`STORAGE_QUOTA_BYTES`), atomically with the check; the reservation ends with the
-//! URL, `STORAGE_RESERVATION_TTL_SECS` later, if no upload started by then ([`records`]).
+//! URL, `STORAGE_RESERVATION_TTL_SECS` later, if no upload started by then.
 //!
 //! Every allowed or denied file access is an audit event (`file.upload_url`,
 //! `file.download`, `file.delete`); signed URLs never reach the audit trail.

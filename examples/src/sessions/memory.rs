@@ -146,7 +146,8 @@ struct Inner {
     pending: Notify,
 }
 
-/// What one process knows about sessions (see the [module docs](self)); shared by the
+/// What one process knows about sessions: revocations it made or heard of, verdicts
+/// read from Redis, and changes waiting for Redis to answer again; shared by the
 /// [`SessionStore`](super::SessionStore)s of the services a process runs, so that in the
 /// all-in-one binary a logout holds in all four at once, with or without Redis. Cheap
 /// to clone.

@@ -16,7 +16,7 @@
 //! | `{"type":"leave"}` | `{"type":"left"}` |
 //!
 //! The session of the token that opened a WebSocket is checked again every
-//! [`CACHE_TTL`](crate::sessions::CACHE_TTL): once it ended (logout), the server sends
+//! [`CACHE_TTL`]: once it ended (logout), the server sends
 //! `{"type":"error","code":"session_ended"}` and closes the connection (the participant
 //! awaits rejoin, as after any close without `leave`).
 //!
