@@ -43,6 +43,8 @@ const MAX_FILE: u64 = 1 << 30;
 /// How often expired reservations are dropped in the background (they are also dropped
 /// before every quota check).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Abandoned temporary files are looked for every this many sweeps (a minute).
+const ABANDONED_SWEEP_EVERY: u64 = 6;
 
 #[derive(Debug)]
 struct StorageState {
@@ -266,23 +268,11 @@ async fn delete_file(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Removes the temporary files of uploads a crash interrupted.
-fn remove_partial_uploads(dir: &std::path::Path) -> std::io::Result<usize> {
-    let mut removed = 0;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_name().to_str().is_some_and(upload::is_partial) {
-            std::fs::remove_file(entry.path())?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
-/// Drops expired reservations every [`SWEEP_EVERY`], for as long as the service lives.
+/// Drops expired reservations every [`SWEEP_EVERY`], and abandoned temporary files
+/// every [`ABANDONED_SWEEP_EVERY`] of those, for as long as the service lives.
 async fn sweep(state: Weak<StorageState>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
-    loop {
+    for round in 0u64.. {
         every.tick().await;
         let Some(state) = state.upgrade() else {
             return;
@@ -291,6 +281,19 @@ async fn sweep(state: Weak<StorageState>) {
         if dropped > 0 {
             tracing::info!(dropped, "unused upload reservations expired");
         }
+        if round % ABANDONED_SWEEP_EVERY == ABANDONED_SWEEP_EVERY - 1 {
+            let dir = state.dir.clone();
+            let removed = tokio::task::spawn_blocking(move || {
+                upload::remove_abandoned(&dir, std::time::SystemTime::now())
+            })
+            .await;
+            match removed {
+                Ok(Ok(0)) => {}
+                Ok(Ok(removed)) => tracing::info!(removed, "abandoned upload files removed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove abandoned upload files"),
+                Err(_) => {}
+            }
+        }
     }
 }
 
@@ -298,7 +301,7 @@ async fn sweep(state: Weak<StorageState>) {
 ///
 /// # Errors
 ///
-/// If `STORAGE_DIR` cannot be created or cleaned of interrupted uploads.
+/// If `STORAGE_DIR` cannot be created or cleaned of abandoned uploads.
 pub fn router(
     kit: &Kit,
     config: &crate::config::Config,
@@ -306,7 +309,7 @@ pub fn router(
 ) -> Result<Router, String> {
     let dir = &config.storage_dir;
     std::fs::create_dir_all(dir)
-        .and_then(|()| remove_partial_uploads(dir))
+        .and_then(|()| upload::remove_abandoned(dir, std::time::SystemTime::now()))
         .map_err(|e| format!("STORAGE_DIR={}: {e}", dir.display()))?;
     let _ = kit;
     let mac = Hmac::<Sha256>::new_from_slice(format!("storage-urls:{signing_secret}").as_bytes())

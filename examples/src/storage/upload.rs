@@ -7,11 +7,16 @@
 //! interrupted one, or a client that goes away leaves no file and the record
 //! not uploaded (the URL may be used again until it expires).
 //!
+//! A body that stalls for [`IDLE_LIMIT`] ends the upload (408). A temporary file
+//! nobody has written to for [`ABANDONED_AFTER`] (a crash left it, here or in another
+//! process sharing the folder) is removed ([`remove_abandoned`]).
+//!
 //! A refused upload's body is read and dropped (up to [`DRAIN_LIMIT`]) before the
 //! answer, so that the client, still sending, reads the 409 instead of a reset.
 
-use std::path::PathBuf;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -57,9 +62,38 @@ async fn refuse_after_drain(body: Body, refusal: ApiError) -> Response {
     response
 }
 
-/// Whether `name` is a temporary upload file (left behind by a crash, removed at start).
-pub(super) fn is_partial(name: &str) -> bool {
+/// An upload whose body sends nothing for this long fails (408).
+pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// A temporary file not written to for this long belongs to no upload under way.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(600);
+
+/// Whether `name` is a temporary upload file.
+fn is_partial(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".part")
+}
+
+/// Removes the temporary files in `dir` not written to for [`ABANDONED_AFTER`] by
+/// `now`; how many. Blocking.
+pub(super) fn remove_abandoned(dir: &FsPath, now: SystemTime) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_name().to_str().is_some_and(is_partial) {
+            continue;
+        }
+        let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if modified + ABANDONED_AFTER <= now {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// An upload under way: if it does not finish, its temporary file goes and its record
@@ -151,7 +185,18 @@ async fn store(
         .map_err(|e| store_failed(&e))?;
     let mut received = 0u64;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let Ok(next) = tokio::time::timeout(IDLE_LIMIT, stream.next()).await else {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "upload_stalled",
+                format!(
+                    "no bytes for {} s: the upload was abandoned",
+                    IDLE_LIMIT.as_secs()
+                ),
+            ));
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| {
             ApiError::bad_request("upload_interrupted", "the upload was interrupted")
         })?;
@@ -181,4 +226,30 @@ async fn store(
         ));
     }
     Ok(StatusCode::CREATED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_abandoned_temporary_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [".f-1.a.part", "f-1", ".f-2.b.part.x", "f-2.part"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let names = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let now = SystemTime::now();
+        assert_eq!(remove_abandoned(dir.path(), now).unwrap(), 0, "fresh");
+        let later = now + ABANDONED_AFTER + Duration::from_secs(1);
+        assert_eq!(remove_abandoned(dir.path(), later).unwrap(), 1);
+        assert_eq!(names(), vec![".f-2.b.part.x", "f-1", "f-2.part"]);
+    }
 }
