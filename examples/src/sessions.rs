@@ -94,7 +94,7 @@ impl Metrics {
         let heard = Counter::default();
         registry.register(
             "session_revocations_heard",
-            "Ended sessions announced by other instances through Redis pub/sub",
+            "Ended sessions announced through Redis pub/sub and heard here (own announcements included)",
             heard.clone(),
         );
         let deferred = Counter::default();

@@ -9,7 +9,7 @@
 //!
 //! A body that stalls for [`IDLE_LIMIT`] ends the upload (408). A temporary file
 //! nobody has written to for [`ABANDONED_AFTER`] (a crash left it, here or in another
-//! process sharing the folder) is removed ([`remove_abandoned`]).
+//! process sharing the folder) is removed, at start and every minute.
 //!
 //! A refused upload's body is read and dropped (up to [`DRAIN_LIMIT`]) before the
 //! answer, so that the client, still sending, reads the 409 instead of a reset.
