@@ -64,8 +64,12 @@ pub struct Config {
     /// `STORAGE_RESERVATION_TTL_SECS` (default 300): how long an upload URL is valid;
     /// the quota it reserves is released if no upload started by then.
     pub storage_reservation_ttl: Duration,
-    /// `AUDIT_FILE`: also write audit events, hash-chained, to this file.
+    /// `AUDIT_FILE`: also write audit events, hash-chained, to this file. The services
+    /// of one process share its chain.
     pub audit_file: Option<PathBuf>,
+    /// `AUDIT_KEY`: keys the audit file's chain (HMAC-SHA256); at least 32 bytes.
+    /// Unset: plain SHA-256. `audit-verify` needs the same variable.
+    pub audit_key: Option<secureconnect_audit::chain::ChainKey>,
     /// `VIDEO_NODE_ID` (default `video-1`): stable across restarts so calls recover.
     pub video_node: String,
     /// `REJOIN_GRACE_SECS` (default 60): how long a video participant whose connection
@@ -145,6 +149,15 @@ impl Config {
                 "a whole number of seconds",
             )?),
             audit_file: var("AUDIT_FILE")?.map(PathBuf::from),
+            audit_key: var("AUDIT_KEY")?
+                .map(secureconnect_audit::chain::ChainKey::new)
+                .transpose()
+                .map_err(|_| {
+                    ConfigError(format!(
+                        "AUDIT_KEY must be at least {} bytes",
+                        secureconnect_audit::chain::ChainKey::MIN_LEN
+                    ))
+                })?,
             video_node: var("VIDEO_NODE_ID")?.unwrap_or_else(|| "video-1".into()),
             rejoin_grace: Duration::from_secs(parsed(
                 "REJOIN_GRACE_SECS",

@@ -286,7 +286,7 @@ pub fn router(
         .parse()
         .map_err(|e| format!("TRUSTED_PROXIES: {}", crate::error::chain(&e)))?;
     let per_client = rate_limit(limiter("client", config.rate_limit_client)?, move |parts| {
-        client_key::client_ip(&proxies, parts).map(client_key::key)
+        client_key::client_key(&proxies, parts)
     });
     let per_user = rate_limit(limiter("user", config.rate_limit)?, |parts| {
         Some(parts.extensions.get::<Claims>()?.sub.clone())

@@ -121,10 +121,17 @@ impl Kit {
         .await
         .map_err(|e| format!("REDIS_URL={:?}: {}", config.redis_url, chain(&e)))?;
         let file = match &config.audit_file {
-            Some(path) => Some(
-                FileSink::open(path, FileSinkConfig::default())
-                    .map_err(|e| format!("AUDIT_FILE={}: {}", path.display(), chain(&e)))?,
-            ),
+            Some(path) => {
+                let mut file = FileSinkConfig::default();
+                if let Some(key) = &config.audit_key {
+                    file = file.chain_key(key.clone());
+                }
+                // The services of one process share the file's one chain.
+                Some(
+                    FileSink::open(path, file)
+                        .map_err(|e| format!("AUDIT_FILE={}: {}", path.display(), chain(&e)))?,
+                )
+            }
             None => None,
         };
         let audit = AuditPipeline::new(

@@ -8,18 +8,19 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, json, recv, register_and_login, send, ws, System};
+use common::all_in_one::AllInOne;
+use common::{json, recv, register_and_login, send, ws, System};
 use secureconnect_redis_fallback::testing::RedisServer;
 
-/// What a user touches at each service, as `(where, status, error code)`.
+/// What a user touches at each service (`at` gives a service's base URL), as
+/// `(where, status, error code)`.
 async fn probe(
     c: &reqwest::Client,
-    system: &System,
+    at: impl Fn(&str) -> String,
     token: &str,
     conversation: &str,
     call: &str,
 ) -> Vec<(String, u16, String)> {
-    let at = |name: &str| format!("http://127.0.0.1:{}", system.port(name));
     let requests = [
         (
             "auth",
@@ -33,7 +34,7 @@ async fn probe(
         ("video", c.get(format!("{}/v1/calls/{call}", at("video")))),
         (
             "gateway",
-            c.get(format!("{}/v1/calls/{call}", system.gateway())),
+            c.get(format!("{}/v1/calls/{call}", at("gateway"))),
         ),
     ];
     let mut seen = Vec::new();
@@ -97,7 +98,7 @@ async fn after_logout_every_service_refuses_the_token_and_its_websocket_closes()
     let c = reqwest::Client::new();
     let alice = register_and_login(&c, &g, "alice@example.org").await;
     let (conversation, call) = resources(&c, &g, &alice.token).await;
-    let before = probe(&c, &system, &alice.token, &conversation, &call).await;
+    let before = probe(&c, |n| system.url(n), &alice.token, &conversation, &call).await;
     assert!(all_accepted(&before), "{before:?}");
     let mut socket = ws(&system, &call, &alice.token).await;
     send(&mut socket, serde_json::json!({ "type": "join" })).await;
@@ -107,7 +108,7 @@ async fn after_logout_every_service_refuses_the_token_and_its_websocket_closes()
     let logged_out = Instant::now();
     // The promise: a second after the logout's answer, whatever was cached or missed.
     tokio::time::sleep_until((logged_out + Duration::from_secs(1)).into()).await;
-    let after = probe(&c, &system, &alice.token, &conversation, &call).await;
+    let after = probe(&c, |n| system.url(n), &alice.token, &conversation, &call).await;
     assert!(all_ended(&after), "{after:?}");
 
     let closing = recv(&mut socket).await;
@@ -135,7 +136,7 @@ async fn after_logout_every_service_refuses_the_token_and_its_websocket_closes()
     ))
     .await;
     let token = again["access_token"].as_str().unwrap();
-    let fresh = probe(&c, &system, token, &conversation, &call).await;
+    let fresh = probe(&c, |n| system.url(n), token, &conversation, &call).await;
     assert!(all_accepted(&fresh), "{fresh:?}");
 }
 
@@ -167,7 +168,7 @@ async fn a_logout_at_one_instance_holds_at_the_others_sharing_redis() {
     );
     let logged_out = Instant::now();
     tokio::time::sleep_until((logged_out + Duration::from_secs(1)).into()).await;
-    let mut after = probe(&c, &system, &alice.token, &conversation, &call).await;
+    let mut after = probe(&c, |n| system.url(n), &alice.token, &conversation, &call).await;
     after.push(second_storage().await);
     assert!(all_ended(&after), "{after:?}");
 }
@@ -189,9 +190,9 @@ async fn without_redis_a_logout_holds_where_it_was_made_and_everywhere_once_redi
             "{name} notices"
         );
     }
-    let auth = format!("http://127.0.0.1:{}", system.port("auth"));
+    let auth = system.url("auth");
     assert_eq!(logout(&c, &auth, &alice.token).await, 204);
-    let seen = probe(&c, &system, &alice.token, &conversation, &call).await;
+    let seen = probe(&c, |n| system.url(n), &alice.token, &conversation, &call).await;
     assert_eq!(
         (seen[0].1, seen[0].2.as_str()),
         (401, "session_ended"),
@@ -205,7 +206,7 @@ async fn without_redis_a_logout_holds_where_it_was_made_and_everywhere_once_redi
     redis.resume().unwrap();
     let mut ended = false;
     for _ in 0..100 {
-        let seen = probe(&c, &system, &alice.token, &conversation, &call).await;
+        let seen = probe(&c, |n| system.url(n), &alice.token, &conversation, &call).await;
         if all_ended(&seen) {
             ended = true;
             break;
@@ -221,7 +222,7 @@ async fn without_redis_a_logout_holds_where_it_was_made_and_everywhere_once_redi
 /// Polls `name`'s `/ready` until Redis is `state` (up to 10 s).
 async fn wait_for_redis(c: &reqwest::Client, system: &System, name: &str, state: &str) -> bool {
     for _ in 0..100 {
-        let ready = json(c.get(format!("http://127.0.0.1:{}/ready", system.port(name)))).await;
+        let ready = json(c.get(format!("{}/ready", system.url(name)))).await;
         if ready["redis"] == state {
             return true;
         }
@@ -234,12 +235,13 @@ async fn wait_for_redis(c: &reqwest::Client, system: &System, name: &str, state:
 async fn the_all_in_one_binary_guards_metrics_and_ends_a_session_in_all_four_services_without_redis(
 ) {
     const TOKEN: &str = "metrics-token-for-the-test";
-    // Nothing listens there: the process runs degraded from the start.
-    let no_redis = format!("redis://127.0.0.1:{}/", free_port());
-    let system = System::all_in_one(&no_redis, &[("METRICS_TOKEN", TOKEN)]).await;
+    // Without Redis: the process runs degraded from the start.
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let system = AllInOne::start(dir.path(), &audit, &[("METRICS_TOKEN", TOKEN)]).await;
     let c = reqwest::Client::new();
     for name in ["gateway", "auth", "storage", "video"] {
-        let metrics = format!("http://127.0.0.1:{}/metrics", system.port(name));
+        let metrics = format!("{}/metrics", system.url(name));
         let bare = c.get(&metrics).send().await.unwrap();
         assert_eq!(bare.status(), 401, "{name} without the token");
         let wrong = c.get(&metrics).bearer_auth("wrong").send().await.unwrap();
@@ -248,20 +250,20 @@ async fn the_all_in_one_binary_guards_metrics_and_ends_a_session_in_all_four_ser
         assert_eq!(right.status(), 200, "{name} with the token");
         assert!(right.text().await.unwrap().contains("session_checks_total"));
         let health = c
-            .get(format!("http://127.0.0.1:{}/health", system.port(name)))
+            .get(format!("{}/health", system.url(name)))
             .send()
             .await
             .unwrap();
         assert_eq!(health.status(), 200, "only /metrics is guarded");
     }
 
-    let g = system.gateway();
+    let g = system.url("gateway");
     let alice = register_and_login(&c, &g, "alice@example.org").await;
     let (conversation, call) = resources(&c, &g, &alice.token).await;
-    let before = probe(&c, &system, &alice.token, &conversation, &call).await;
+    let before = probe(&c, |n| system.url(n), &alice.token, &conversation, &call).await;
     assert!(all_accepted(&before), "{before:?}");
     assert_eq!(logout(&c, &g, &alice.token).await, 204);
     // No Redis, no waiting: the process's services share what it knows.
-    let after = probe(&c, &system, &alice.token, &conversation, &call).await;
+    let after = probe(&c, |n| system.url(n), &alice.token, &conversation, &call).await;
     assert!(all_ended(&after), "{after:?}");
 }

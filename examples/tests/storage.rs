@@ -259,7 +259,7 @@ async fn concurrent_reservations_cannot_exceed_the_quota() {
     let g = system.gateway();
     let c = reqwest::Client::new();
     let alice = register_and_login(&c, &g, "alice@example.org").await;
-    let storage = format!("http://127.0.0.1:{}", system.port("storage"));
+    let storage = system.url("storage");
     let alice = std::sync::Arc::new(alice);
     let requests: Vec<_> = (0..20)
         .map(|i| {

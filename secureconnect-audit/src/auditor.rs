@@ -75,6 +75,9 @@ impl Auditor {
     /// Records an event built by the caller; the request's context fills what it
     /// leaves unset.
     ///
+    /// A recorded denial ([`Outcome::Denied`]) is the request's one denial event: the
+    /// layer then does not record the request's `401`/`403` a second time.
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::Refused`](crate::ErrorKind::Refused) in fail-closed mode when
@@ -82,10 +85,7 @@ impl Auditor {
     /// [`ErrorKind::Dropped`](crate::ErrorKind::Dropped) (counted) otherwise.
     pub fn record(&self, event: EventBuilder) -> Result<(), Error> {
         let defaults = self.ctx.defaults_in(&self.late);
-        self.ctx
-            .shared()
-            .pipeline
-            .record(event.with_defaults(&defaults).build())
+        self.ctx.record(event.with_defaults(&defaults).build())
     }
 
     /// Records a file access: who, what, which file (never a signed URL), allowed or

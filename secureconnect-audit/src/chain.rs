@@ -1,207 +1,216 @@
-//! The SHA-256 hash chain of a JSON-lines audit file, and its verifier.
+//! The hash chain of a JSON-lines audit file, and its verifier.
 //!
-//! Line *n* is a JSON object whose last field `prev_hash` is the lowercase hex SHA-256
-//! of line *n − 1*'s bytes (without the newline); the first line carries 64 zeros. An
-//! edited, deleted, inserted or reordered line breaks the chain at the next line. A
-//! cut-off tail leaves a valid chain, so a [`Checkpoint`] (line count and last hash)
-//! kept elsewhere is compared too.
+//! Line *n* is a JSON object whose last field links it to line *n − 1*:
+//!
+//! - unkeyed: `prev_hash`, the lowercase hex SHA-256 of line *n − 1*'s bytes (without
+//!   the newline). Anyone who can write the file can also rewrite it consistently;
+//!   the chain only catches clumsy edits and accidents.
+//! - keyed ([`ChainKey`], the `AUDIT_KEY` of the reference services): `prev_hmac`, the
+//!   lowercase hex HMAC-SHA256 of line *n − 1* under the key. Without the key a line
+//!   cannot be changed, added or removed unnoticed.
+//!
+//! The first line carries 64 zeros ([`GENESIS`]). An edited, deleted, inserted or
+//! reordered line breaks the chain at the next line. A cut-off tail leaves a valid
+//! chain, so a [`Checkpoint`] (line count and last hash, keyed in a keyed chain) kept
+//! elsewhere is compared too. [`verify`] reports every break, not only the first.
+//!
+//! ```
+//! use secureconnect_audit::chain::{verify, ChainKey};
+//!
+//! let key = ChainKey::new("a key of at least thirty-two bytes!!")?;
+//! let line1 = format!("{{\"seq\":1,\"prev_hmac\":\"{}\"}}", secureconnect_audit::chain::GENESIS);
+//! let line2 = format!("{{\"seq\":2,\"prev_hmac\":\"{}\"}}", key.line_mac(line1.as_bytes()));
+//! let file = format!("{line1}\n{line2}\n");
+//! let report = verify(file.as_bytes(), None, Some(&key))?;
+//! assert!(report.is_intact(), "{:?}", report.breaks);
+//! // Without the key a keyed chain cannot be checked: that is a finding too.
+//! assert!(!verify(file.as_bytes(), None, None)?.is_intact());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
-use std::io::{self, BufRead};
-use std::str::FromStr;
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind};
 
-/// The `prev_hash` of the first line.
+mod checkpoint;
+mod verify;
+
+pub use checkpoint::Checkpoint;
+pub use verify::{verify, Break, Report, SeqGap};
+
+/// The `prev_hash` (or `prev_hmac`) of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The field that links an unkeyed line to the previous one.
+pub(crate) const PREV_HASH: &str = "prev_hash";
+/// The field that links a keyed line to the previous one.
+pub(crate) const PREV_HMAC: &str = "prev_hmac";
 
 /// Lowercase hex SHA-256 of `line`.
 pub fn line_hash(line: &[u8]) -> String {
-    let digest = Sha256::digest(line);
+    hex(&Sha256::digest(line).into())
+}
+
+/// The key of a keyed chain (HMAC-SHA256), at least [`ChainKey::MIN_LEN`] bytes.
+///
+/// Its `Debug` shows no key material.
+///
+/// ```
+/// use secureconnect_audit::chain::ChainKey;
+///
+/// assert!(ChainKey::new("too short").unwrap_err().is_invalid());
+/// let key = ChainKey::new([7u8; 32])?;
+/// assert_eq!(key.line_mac(b"{}").len(), 64);
+/// # Ok::<(), secureconnect_audit::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct ChainKey {
+    /// The HMAC state after the key, cloned for every line (boxed: it is large).
+    mac: Box<Hmac<Sha256>>,
+    /// SHA-256 of the key: tells two keys apart without keeping the key twice.
+    fingerprint: [u8; 32],
+}
+
+impl ChainKey {
+    /// The shortest key accepted, in bytes.
+    pub const MIN_LEN: usize = 32;
+
+    /// A key from its bytes (for `AUDIT_KEY`, the variable's bytes as they are).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] when it is shorter than [`MIN_LEN`](Self::MIN_LEN).
+    pub fn new(key: impl AsRef<[u8]>) -> Result<Self, Error> {
+        let key = key.as_ref();
+        if key.len() < Self::MIN_LEN {
+            return Err(Error::with_detail(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "the audit chain key must be at least {} bytes (got {})",
+                    Self::MIN_LEN,
+                    key.len()
+                ),
+            ));
+        }
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| {
+            Error::with_detail(ErrorKind::InvalidConfig, "the audit chain key is unusable")
+        })?;
+        Ok(Self {
+            mac: Box::new(mac),
+            fingerprint: Sha256::digest(key).into(),
+        })
+    }
+
+    /// Lowercase hex HMAC-SHA256 of `line` under this key.
+    pub fn line_mac(&self, line: &[u8]) -> String {
+        hex(&self.mac_bytes(line))
+    }
+
+    fn mac_bytes(&self, line: &[u8]) -> [u8; 32] {
+        let mut mac = Hmac::clone(&self.mac);
+        mac.update(line);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChainKey(..)")
+    }
+}
+
+impl PartialEq for ChainKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for ChainKey {}
+
+/// How the lines of one chain are linked: plain SHA-256 or HMAC-SHA256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Linker {
+    Plain,
+    Keyed(ChainKey),
+}
+
+impl Linker {
+    pub(crate) fn new(key: Option<ChainKey>) -> Self {
+        key.map_or(Self::Plain, Self::Keyed)
+    }
+
+    /// The hash of `line` that the next line carries.
+    pub(crate) fn hash(&self, line: &[u8]) -> [u8; 32] {
+        match self {
+            Self::Plain => Sha256::digest(line).into(),
+            Self::Keyed(key) => key.mac_bytes(line),
+        }
+    }
+
+    /// The name of the field that carries it.
+    pub(crate) fn field(&self) -> &'static str {
+        match self {
+            Self::Plain => PREV_HASH,
+            Self::Keyed(_) => PREV_HMAC,
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lowercase hex of a hash.
+pub(crate) fn hex(hash: &[u8; 32]) -> String {
     let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    for byte in hash {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 15)]));
     }
     out
 }
 
-/// `{"a":1}` → `{"a":1,"prev_hash":"…"}`.
-pub(crate) fn append_prev_hash(json_object: &str, prev: &str) -> String {
-    let body = json_object.strip_suffix('}').unwrap_or(json_object);
-    let sep = if body.ends_with('{') { "" } else { "," };
-    format!("{body}{sep}\"prev_hash\":\"{prev}\"}}")
-}
-
-/// How many lines a file had and the hash of the last one, at some moment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Checkpoint {
-    /// Lines written.
-    pub lines: u64,
-    /// Hash of the last line ([`GENESIS`] when none).
-    pub last_hash: String,
-}
-
-impl fmt::Display for Checkpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.lines, self.last_hash)
+/// Appends the lowercase hex of `hash` to `out`.
+pub(crate) fn push_hex(out: &mut Vec<u8>, hash: &[u8; 32]) {
+    for byte in hash {
+        out.push(HEX[usize::from(byte >> 4)]);
+        out.push(HEX[usize::from(byte & 15)]);
     }
 }
 
-impl FromStr for Checkpoint {
-    type Err = Error;
-
-    /// `LINES:HASH`; anything else is [`ErrorKind::InvalidCheckpoint`].
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || Error::from_kind(ErrorKind::InvalidCheckpoint);
-        let (lines, hash) = s.trim().split_once(':').ok_or_else(bad)?;
-        let lines = lines.parse().map_err(|_| bad())?;
-        if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(bad());
-        }
-        Ok(Self {
-            lines,
-            last_hash: hash.to_owned(),
-        })
+/// Parses 64 lowercase hex digits.
+pub(crate) fn parse_hex(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
     }
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
 }
 
-/// The first problem found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Break {
-    /// A line is not a JSON object with a string `prev_hash`.
-    Malformed {
-        /// 1-based line number.
-        line: u64,
-    },
-    /// A line's `prev_hash` is not the previous line's hash: a line at or just before
-    /// it was edited, deleted, inserted or moved.
-    Chain {
-        /// 1-based line number.
-        line: u64,
-    },
-    /// The file has fewer lines than the checkpoint: its tail was cut off.
-    Truncated {
-        /// Lines in the file.
-        lines: u64,
-        /// Lines at the checkpoint.
-        expected: u64,
-    },
-    /// The line at the checkpoint's position does not have the checkpoint's hash.
-    CheckpointMismatch {
-        /// 1-based line number.
-        line: u64,
-    },
-}
-
-impl fmt::Display for Break {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Malformed { line } => write!(f, "line {line}: not a hash-chained JSON line"),
-            Self::Chain { line } => write!(
-                f,
-                "line {line}: prev_hash does not match line {}: a line was edited, deleted, inserted or reordered here",
-                line - 1
-            ),
-            Self::Truncated { lines, expected } => write!(
-                f,
-                "the file has {lines} lines but the checkpoint saw {expected}: its tail was cut off"
-            ),
-            Self::CheckpointMismatch { line } => {
-                write!(f, "line {line} does not have the checkpoint's hash: it was rewritten")
-            }
-        }
+/// Turns `{"a":1}` into `{"a":1,"<field>":"<hex of prev>"}` at the end of `out`, where
+/// `out[start..]` holds the JSON object.
+pub(crate) fn link(out: &mut Vec<u8>, start: usize, field: &str, prev: &[u8; 32]) {
+    if out.len() > start && out.last() == Some(&b'}') {
+        out.pop();
     }
-}
-
-/// The result of [`verify`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Report {
-    /// Lines read.
-    pub lines: u64,
-    /// Hash of the last line read.
-    pub last_hash: String,
-    /// The first break, if any.
-    pub broken: Option<Break>,
-    /// `seq` values that are missing between consecutive lines (lost events), as
-    /// `(after, before)` pairs; at most 100 are kept.
-    pub seq_gaps: Vec<(u64, u64)>,
-}
-
-/// Reads a hash-chained file and finds the first break; compares with `checkpoint`.
-///
-/// # Errors
-///
-/// Only I/O errors.
-pub fn verify(reader: impl BufRead, checkpoint: Option<&Checkpoint>) -> io::Result<Report> {
-    let mut expected_prev = GENESIS.to_owned();
-    let mut lines = 0u64;
-    let mut broken = None;
-    let mut seq_gaps = Vec::new();
-    let mut last_seq: Option<u64> = None;
-    let mut at_checkpoint = None;
-    for line in reader.split(b'\n') {
-        let line = line?;
-        if line.is_empty() {
-            continue;
-        }
-        lines += 1;
-        if broken.is_none() {
-            let value: Option<serde_json::Value> = serde_json::from_slice(&line).ok();
-            match value
-                .as_ref()
-                .and_then(|v| v.get("prev_hash"))
-                .and_then(serde_json::Value::as_str)
-            {
-                None => broken = Some(Break::Malformed { line: lines }),
-                Some(prev) if prev != expected_prev => broken = Some(Break::Chain { line: lines }),
-                Some(_) => {}
-            }
-            let seq = value.as_ref().and_then(|v| {
-                v.get("seq")
-                    .or_else(|| v.get("unmapped").and_then(|u| u.get("seq")))
-                    .and_then(serde_json::Value::as_u64)
-            });
-            if let (Some(prev), Some(seq)) = (last_seq, seq) {
-                if seq > prev + 1 && seq_gaps.len() < 100 {
-                    seq_gaps.push((prev, seq));
-                }
-            }
-            if seq.is_some() {
-                last_seq = seq;
-            }
-        }
-        expected_prev = line_hash(&line);
-        if checkpoint.is_some_and(|c| c.lines == lines) {
-            at_checkpoint = Some(expected_prev.clone());
-        }
+    if out.len() > start + 1 || (out.len() == start + 1 && out[start] != b'{') {
+        out.push(b',');
     }
-    if broken.is_none() {
-        if let Some(checkpoint) = checkpoint {
-            if lines < checkpoint.lines {
-                broken = Some(Break::Truncated {
-                    lines,
-                    expected: checkpoint.lines,
-                });
-            } else if checkpoint.lines > 0
-                && at_checkpoint.as_deref() != Some(&checkpoint.last_hash)
-            {
-                broken = Some(Break::CheckpointMismatch {
-                    line: checkpoint.lines,
-                });
-            }
-        }
-    }
-    Ok(Report {
-        lines,
-        last_hash: expected_prev,
-        broken,
-        seq_gaps,
-    })
+    out.push(b'"');
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    push_hex(out, prev);
+    out.extend_from_slice(b"\"}");
 }
 
 #[cfg(test)]
@@ -209,28 +218,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn appends_the_field() {
+    fn links_at_the_end_of_the_object() {
+        let prev = [0xab; 32];
+        let mut out = b"xx{\"a\":1}".to_vec();
+        link(&mut out, 2, PREV_HASH, &prev);
         assert_eq!(
-            append_prev_hash("{\"a\":1}", "x"),
-            "{\"a\":1,\"prev_hash\":\"x\"}"
+            String::from_utf8(out).unwrap(),
+            format!("xx{{\"a\":1,\"prev_hash\":\"{}\"}}", "ab".repeat(32))
         );
-        assert_eq!(append_prev_hash("{}", "x"), "{\"prev_hash\":\"x\"}");
+        let mut out = b"{}".to_vec();
+        link(&mut out, 0, PREV_HMAC, &prev);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{{\"prev_hmac\":\"{}\"}}", "ab".repeat(32))
+        );
     }
 
     #[test]
-    fn checkpoints_parse() {
-        let c: Checkpoint = format!("12:{}", GENESIS).parse().unwrap();
-        assert_eq!(c.lines, 12);
-        assert!("12:abc".parse::<Checkpoint>().is_err());
-        assert_eq!(c.to_string().parse::<Checkpoint>().unwrap(), c);
-    }
-
-    #[test]
-    fn known_hash() {
+    fn known_hashes() {
         // SHA-256 of the empty string.
         assert_eq!(
             line_hash(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+        // RFC 4231 test case 2 has a short key; ours must be 32 bytes, so check the
+        // HMAC against an independent computation instead: key of 32 0x0b bytes.
+        let key = ChainKey::new([0x0b; 32]).unwrap();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&[0x0b; 32]).unwrap();
+        mac.update(b"Hi There");
+        assert_eq!(
+            key.line_mac(b"Hi There"),
+            hex(&mac.finalize().into_bytes().into())
+        );
+        assert_ne!(key.line_mac(b"Hi There"), line_hash(b"Hi There"));
+        assert_eq!(
+            parse_hex(&line_hash(b"x")),
+            Some(Sha256::digest(b"x").into())
+        );
+        assert_eq!(parse_hex("zz"), None);
+    }
+
+    #[test]
+    fn short_keys_are_a_config_error_and_keys_never_print() {
+        let error = ChainKey::new([1u8; 31]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidConfig);
+        assert!(error.to_string().contains("at least 32 bytes"), "{error}");
+        let key = ChainKey::new("k".repeat(40)).unwrap();
+        assert_eq!(format!("{key:?}"), "ChainKey(..)");
+        assert_eq!(key, ChainKey::new("k".repeat(40)).unwrap());
+        assert_ne!(key, ChainKey::new("j".repeat(40)).unwrap());
     }
 }

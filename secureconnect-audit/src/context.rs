@@ -8,6 +8,7 @@
 //! fields its builder leaves unset.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue, USER_AGENT};
@@ -15,6 +16,7 @@ use http::{Method, Request, Uri};
 use uuid::Uuid;
 
 use crate::audit::Shared;
+use crate::client_ip::ClientIp;
 use crate::event::{Actor, RequestDefaults, Text};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -66,12 +68,29 @@ pub(crate) struct RequestContext {
     uri: Uri,
     matched: Option<Matched>,
     peer: Option<IpAddr>,
+    /// Every `X-Forwarded-For` line, in order: the first, and the others (rare, and no
+    /// allocation when there are none).
     forwarded_for: Option<HeaderValue>,
+    forwarded_for_more: Vec<HeaderValue>,
     user_agent: Option<HeaderValue>,
     traceparent: Option<HeaderValue>,
     request_id: RequestId,
     client_request_id: Option<HeaderValue>,
     actor: Option<Actor>,
+    /// Room in a fail-closed queue reserved for this request's first event; given back
+    /// when the context goes without using it.
+    reserved: AtomicBool,
+    /// An [`Auditor`](crate::Auditor) recorded this request's denial: the layer does
+    /// not record it a second time.
+    denial_recorded: AtomicBool,
+}
+
+impl Drop for RequestContext {
+    fn drop(&mut self) {
+        if *self.reserved.get_mut() {
+            self.shared.pipeline.unreserve();
+        }
+    }
 }
 
 /// The layer's handle in the request extensions, for [`Auditor`](crate::Auditor).
@@ -81,8 +100,12 @@ pub(crate) struct AuditHandle(pub(crate) Arc<RequestContext>);
 impl RequestContext {
     /// Captures `request`'s context. When the layer owns request ids, the client's
     /// `X-Request-Id` is taken off the request (kept as the client's) and replaced by a
-    /// minted UUID v7.
-    pub(crate) fn capture<B>(request: &mut Request<B>, shared: Arc<Shared>) -> Self {
+    /// minted UUID v7. `reserved`: room for one event was reserved for the request.
+    pub(crate) fn capture<B>(
+        request: &mut Request<B>,
+        shared: Arc<Shared>,
+        reserved: bool,
+    ) -> Self {
         let (request_id, client_request_id) = if shared.config.owns_request_ids() {
             let client = request.headers_mut().remove(X_REQUEST_ID);
             let id = Uuid::now_v7();
@@ -100,19 +123,51 @@ impl RequestContext {
             (id.map_or(RequestId::None, RequestId::Header), None)
         };
         let headers = request.headers();
+        let mut forwarded = headers.get_all(X_FORWARDED_FOR).iter();
+        let forwarded_for = forwarded.next().cloned();
+        let forwarded_for_more = forwarded.cloned().collect();
         Self {
             method: request.method().clone(),
             uri: request.uri().clone(),
             matched: matched(request.extensions()),
             peer: peer_ip(request.extensions()),
-            forwarded_for: headers.get(X_FORWARDED_FOR).cloned(),
+            forwarded_for,
+            forwarded_for_more,
             user_agent: headers.get(USER_AGENT).cloned(),
             traceparent: headers.get(TRACEPARENT).cloned(),
             request_id,
             client_request_id,
             actor: request.extensions().get::<Actor>().cloned(),
+            reserved: AtomicBool::new(reserved),
+            denial_recorded: AtomicBool::new(false),
             shared,
         }
+    }
+
+    /// Takes the room reserved for this request, if it is still there.
+    pub(crate) fn take_reserved(&self) -> bool {
+        self.reserved.load(Ordering::Relaxed) && self.reserved.swap(false, Ordering::AcqRel)
+    }
+
+    /// Records `event` for this request: into its reserved room if it has some.
+    pub(crate) fn record(&self, event: crate::AuditEvent) -> Result<(), crate::Error> {
+        let pipeline = &self.shared.pipeline;
+        let denied = event.outcome() == crate::Outcome::Denied;
+        let result = if self.take_reserved() {
+            pipeline.record_reserved(event)
+        } else {
+            pipeline.record(event)
+        };
+        if denied && result.is_ok() {
+            self.denial_recorded.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Whether a denial of this request was recorded through an
+    /// [`Auditor`](crate::Auditor).
+    pub(crate) fn denial_recorded(&self) -> bool {
+        self.denial_recorded.load(Ordering::Acquire)
     }
 
     /// The layer's pipeline and configuration.
@@ -200,11 +255,11 @@ fn text(value: &HeaderValue) -> String {
 }
 
 impl RequestDefaults for Defaults<'_> {
-    fn client_ip(&self) -> Option<IpAddr> {
+    fn client_ip(&self) -> ClientIp {
         let ctx = self.ctx;
         ctx.shared.config.proxies().client_ip(
             ctx.peer.or_else(|| self.late.and_then(|late| late.peer)),
-            ctx.forwarded_for.as_ref().map(HeaderValue::as_bytes),
+            ctx.forwarded_for.iter().chain(&ctx.forwarded_for_more),
         )
     }
 

@@ -17,12 +17,18 @@ pub enum ErrorKind {
     /// A sink failed to write or flush (I/O or its own failure, in
     /// [`source`](std::error::Error::source)).
     Sink,
-    /// An [`AuditPipelineConfig`](crate::AuditPipelineConfig) value is out of range.
+    /// A configuration value is out of range or does not fit: an
+    /// [`AuditPipelineConfig`](crate::AuditPipelineConfig) value, a short
+    /// [`ChainKey`](crate::chain::ChainKey), a [`FileSink`](crate::FileSink) opened
+    /// twice with different configurations or with the wrong key.
     InvalidConfig,
     /// A trusted proxy that is not an address or `ADDRESS/PREFIX`.
     InvalidProxy,
     /// A [`Checkpoint`](crate::chain::Checkpoint) that is not `LINES:HASH`.
     InvalidCheckpoint,
+    /// Another process writes the audit file (see
+    /// [`FileSink::open`](crate::FileSink::open)).
+    Locked,
 }
 
 /// The error of every fallible operation of this crate: see [`kind`](Self::kind).
@@ -104,6 +110,11 @@ impl Error {
         self.kind == ErrorKind::Sink
     }
 
+    /// Another process writes the audit file.
+    pub fn is_locked(&self) -> bool {
+        self.kind == ErrorKind::Locked
+    }
+
     /// A configuration value, trusted proxy or checkpoint was malformed.
     pub fn is_invalid(&self) -> bool {
         matches!(
@@ -131,6 +142,10 @@ impl fmt::Display for Error {
             ErrorKind::InvalidCheckpoint => {
                 f.write_str("a checkpoint is LINES:HASH, with 64 lowercase hex digits")
             }
+            ErrorKind::Locked => write!(
+                f,
+                "audit file {detail} is written by another process (one writer per file)"
+            ),
         }
     }
 }
@@ -146,5 +161,21 @@ impl StdError for Error {
 impl From<io::Error> for Error {
     fn from(error: io::Error) -> Self {
         Self::sink(error)
+    }
+}
+
+/// An error and its causes, `: `-separated, for the one log line that reports it
+/// (each `Display` describes its own level only).
+pub(crate) struct Causes<'a>(pub(crate) &'a (dyn StdError + 'static));
+
+impl fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }

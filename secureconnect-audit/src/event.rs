@@ -166,7 +166,9 @@ pub struct AuditEvent {
     file: Option<FileInfo>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     user_agent: Option<String>,
-    /// `escaped`, `truncated`, `redacted`: what cleaning did to this event.
+    /// `escaped`, `truncated`, `redacted`: what cleaning did to this event;
+    /// `client_ip_unreadable`: the client address a trusted proxy forwarded could not
+    /// be read.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     flags: Vec<Text>,
 }
@@ -258,12 +260,13 @@ impl AuditEvent {
     pub fn user_agent(&self) -> Option<&str> {
         self.user_agent.as_deref()
     }
-    /// What cleaning did: `escaped`, `truncated`, `redacted`.
+    /// What cleaning did (`escaped`, `truncated`, `redacted`), and
+    /// `client_ip_unreadable` when the forwarded client address could not be read.
     pub fn flags(&self) -> &[Text] {
         &self.flags
     }
 
-    /// Whether cleaning did `flag` (`escaped`, `truncated`, `redacted`).
+    /// Whether the event has `flag` (see [`flags`](Self::flags)).
     pub fn has_flag(&self, flag: &str) -> bool {
         self.flags.iter().any(|f| f == flag)
     }

@@ -71,7 +71,7 @@ mod sink;
 
 pub use audit::{Audit, AuditConfig, AuditLayer, AuditPolicy};
 pub use auditor::{Auditor, FileAction};
-pub use client_ip::TrustedProxies;
+pub use client_ip::{ClientIp, TrustedProxies};
 pub use context::PeerAddr;
 pub use error::{Error, ErrorKind};
 pub use event::{

@@ -15,17 +15,21 @@
 //! | `audit_sink_errors_total` | counter | |
 //! | `audit_queue_depth` | gauge | |
 //!
+//! | `audit_requests_refused_total` | counter | |
+//!
+//! (`audit_requests_refused_total` counts requests the layer refused in fail-closed
+//! mode before their handler ran.)
+//!
 //! The configuration is in [`config`], the metrics in [`metrics`], the writer thread in
-//! [`writer`]; this file holds the queue and its producers' side.
+//! [`writer`], the queue's free capacity in [`slots`]; this file holds the queue and its
+//! producers' side.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{
-    bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError,
-};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use prometheus_client::registry::Registry;
 
 use crate::error::{Error, ErrorKind};
@@ -34,10 +38,13 @@ use crate::sink::AuditSink;
 
 mod config;
 mod metrics;
+mod slots;
 mod writer;
 
 pub use config::{AuditPipelineConfig, Overflow};
 use metrics::Metrics;
+use slots::Slots;
+pub(crate) use slots::Wait;
 
 /// What [`AuditPipeline::shutdown`] achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,14 +67,24 @@ struct Queue {
 
 #[derive(Debug)]
 struct Inner {
-    /// Sequence numbers are taken and events queued under one lock, so the sink sees
-    /// them in `seq` order and a gap always means a lost event.
+    /// Sequence numbers are taken and events queued under one short lock (never held
+    /// while waiting: room is reserved in `slots` first), so the sink sees them in
+    /// `seq` order and a gap always means a lost event.
     queue: Mutex<Queue>,
+    /// The queue's free capacity.
+    slots: Arc<Slots>,
     rx: Receiver<AuditEvent>,
     overflow: Overflow,
     metrics: Metrics,
     done: Receiver<()>,
     writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Ends the timer thread of a blocking pipeline.
+        self.slots.close();
+    }
 }
 
 /// The queue and writer thread in front of one sink; cheap to clone.
@@ -89,17 +106,20 @@ impl AuditPipeline {
         registry: &mut Registry,
     ) -> Result<Self, Error> {
         config.validate()?;
-        let (tx, rx) = bounded::<AuditEvent>(config.capacity);
+        // The capacity is kept by `slots`; the channel itself never refuses.
+        let (tx, rx) = unbounded::<AuditEvent>();
         let (done_tx, done) = bounded::<()>(1);
         let metrics = Metrics::register(registry);
+        let slots = Arc::new(Slots::new(config.capacity));
         let writer = {
             let rx = rx.clone();
             let metrics = metrics.clone();
+            let slots = Arc::clone(&slots);
             let batch = config.batch;
             std::thread::Builder::new()
                 .name("audit-writer".into())
                 .spawn(move || {
-                    writer::write_loop(sink, &rx, &metrics, batch);
+                    writer::write_loop(sink, &rx, &slots, &metrics, batch);
                     let _ = done_tx.send(());
                 })
         };
@@ -110,12 +130,23 @@ impl AuditPipeline {
                 None
             }
         };
+        if let Overflow::Block(_) = config.overflow {
+            let slots = Arc::clone(&slots);
+            // Detached: it ends when the pipeline is shut down or dropped.
+            if let Err(error) = std::thread::Builder::new()
+                .name("audit-timer".into())
+                .spawn(move || slots.run_timer())
+            {
+                tracing::error!(target: "audit", %error, "cannot start the audit timer thread: waiting requests are woken only by room in the queue");
+            }
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 queue: Mutex::new(Queue {
                     next_seq: 1,
                     tx: writer.as_ref().map(|_| tx),
                 }),
+                slots,
                 rx,
                 overflow: config.overflow,
                 metrics,
@@ -132,12 +163,82 @@ impl AuditPipeline {
 
     /// Queues `event`, giving it the next sequence number.
     ///
+    /// With [`Overflow::Block`] this waits, on the calling thread, up to the timeout for
+    /// room in the queue (holding no lock, so other producers go on). The
+    /// [`AuditLayer`](crate::AuditLayer) waits for its own events without blocking a
+    /// thread.
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::Dropped`] (counted) or, in fail-closed mode,
     /// [`ErrorKind::Refused`] when the queue is full; [`ErrorKind::Closed`] after
     /// shutdown.
-    pub fn record(&self, mut event: AuditEvent) -> Result<(), Error> {
+    pub fn record(&self, event: AuditEvent) -> Result<(), Error> {
+        let room = match self.inner.overflow {
+            Overflow::DropAndCount | Overflow::FailClosed => self.inner.slots.try_take(),
+            Overflow::Block(timeout) => self.inner.slots.take_blocking(timeout),
+        };
+        if room {
+            self.record_reserved(event)
+        } else {
+            Err(self.lost())
+        }
+    }
+
+    /// Takes room for one event, if there is some; give it back with
+    /// [`unreserve`](Self::unreserve) or use it with
+    /// [`record_reserved`](Self::record_reserved).
+    pub(crate) fn try_reserve(&self) -> bool {
+        self.inner.slots.try_take()
+    }
+
+    /// Gives back room taken by [`try_reserve`](Self::try_reserve) and not used.
+    pub(crate) fn unreserve(&self) {
+        self.inner.slots.give(1);
+    }
+
+    /// Queues `event` even past the capacity: for the one more event of a request
+    /// that was given room before its handler ran (fail-closed), whose handler already
+    /// acted.
+    pub(crate) fn record_anyway(&self, event: AuditEvent) -> Result<(), Error> {
+        self.inner.slots.take_anyway();
+        self.record_reserved(event)
+    }
+
+    /// Waits, without blocking a thread, up to `timeout` for room for one event.
+    pub(crate) fn wait_for_room(&self, timeout: Duration) -> Wait {
+        Wait::new(Arc::clone(&self.inner.slots), timeout)
+    }
+
+    /// Counts an event that found no room, and says what that means in this mode.
+    pub(crate) fn lost(&self) -> Error {
+        let metrics = &self.inner.metrics;
+        let mut queue = self
+            .inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if queue.tx.is_none() {
+            return Error::from_kind(ErrorKind::Closed);
+        }
+        // A dropped event still uses its number: the gap shows in the trail.
+        queue.next_seq += 1;
+        drop(queue);
+        metrics.produced.inc();
+        metrics.dropped_full.inc();
+        Error::from_kind(match self.inner.overflow {
+            Overflow::FailClosed => ErrorKind::Refused,
+            _ => ErrorKind::Dropped,
+        })
+    }
+
+    /// Counts a request the layer refused before its handler ran (fail-closed).
+    pub(crate) fn refused_request(&self) {
+        self.inner.metrics.refused_requests.inc();
+    }
+
+    /// Queues `event` into room already reserved (given back if it cannot be queued).
+    pub(crate) fn record_reserved(&self, mut event: AuditEvent) -> Result<(), Error> {
         let metrics = &self.inner.metrics;
         let mut queue = self
             .inner
@@ -145,38 +246,21 @@ impl AuditPipeline {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let seq = queue.next_seq;
-        let Some(tx) = &queue.tx else {
-            return Err(Error::from_kind(ErrorKind::Closed));
-        };
         event.set_seq(seq);
-        let result = match self.inner.overflow {
-            Overflow::Block(timeout) => tx.send_timeout(event, timeout).map_err(|e| match e {
-                SendTimeoutError::Timeout(_) => Error::from_kind(ErrorKind::Dropped),
-                SendTimeoutError::Disconnected(_) => Error::from_kind(ErrorKind::Closed),
-            }),
-            Overflow::DropAndCount => tx.try_send(event).map_err(|e| match e {
-                TrySendError::Full(_) => Error::from_kind(ErrorKind::Dropped),
-                TrySendError::Disconnected(_) => Error::from_kind(ErrorKind::Closed),
-            }),
-            Overflow::FailClosed => tx.try_send(event).map_err(|e| match e {
-                TrySendError::Full(_) => Error::from_kind(ErrorKind::Refused),
-                TrySendError::Disconnected(_) => Error::from_kind(ErrorKind::Closed),
-            }),
+        let sent = match &queue.tx {
+            Some(tx) => tx.send(event).is_ok(),
+            None => false,
         };
-        // A dropped event still used its number: the gap shows in the trail.
+        if !sent {
+            drop(queue);
+            self.inner.slots.give(1);
+            return Err(Error::from_kind(ErrorKind::Closed));
+        }
         queue.next_seq += 1;
         drop(queue);
         metrics.produced.inc();
-        match result {
-            Ok(()) => {
-                metrics.depth.set(self.inner.rx.len() as i64);
-                Ok(())
-            }
-            Err(error) => {
-                metrics.dropped_full.inc();
-                Err(error)
-            }
-        }
+        metrics.depth.set(self.inner.rx.len() as i64);
+        Ok(())
     }
 
     /// Events written so far.
@@ -206,6 +290,8 @@ impl AuditPipeline {
             .tx
             .take()
             .is_some();
+        // Producers waiting for room give up now.
+        self.inner.slots.close();
         let mut abandoned = 0;
         if closed {
             match self.inner.done.recv_timeout(deadline) {

@@ -4,8 +4,9 @@
 //! forge a line, a terminal sequence or a misleading file name (C0 and C1 controls, DEL,
 //! U+2028/U+2029, bidirectional overrides and isolates, zero-width characters) are
 //! written as visible `\u{…}` escapes; the text is cut at a character boundary to a
-//! maximum size; and secrets (`Bearer` tokens, `token=`, `X-Amz-Signature=` and similar
-//! parameters) are replaced by `[redacted]`. The event records which of these happened
+//! maximum size; and secrets (`Bearer` tokens, the values of `token=`, `"password": "…"`,
+//! `X-Amz-Signature=` and similar parameters, see [`redact`]) are replaced by
+//! `[redacted]`. The event records which of these happened
 //! in its `flags`.
 
 use std::borrow::Cow;
@@ -17,6 +18,7 @@ pub(crate) struct Flags {
     pub(crate) escaped: bool,
     pub(crate) truncated: bool,
     pub(crate) redacted: bool,
+    pub(crate) client_ip_unreadable: bool,
 }
 
 impl Flags {
@@ -30,6 +32,9 @@ impl Flags {
         }
         if self.redacted {
             names.push("redacted");
+        }
+        if self.client_ip_unreadable {
+            names.push("client_ip_unreadable");
         }
         names
     }
@@ -49,110 +54,9 @@ pub(crate) fn is_dangerous(c: char) -> bool {
         )
 }
 
-/// Parameter names whose values are secrets wherever they appear.
-const SECRET_PARAMS: &[&str] = &[
-    "access_token",
-    "id_token",
-    "refresh_token",
-    "token",
-    "api_key",
-    "apikey",
-    "password",
-    "passwd",
-    "secret",
-    "client_secret",
-    "signature",
-    "sig",
-    "x-amz-signature",
-    "x-amz-credential",
-    "x-amz-security-token",
-    "x-goog-signature",
-    "x-goog-credential",
-    "session",
-    "sessionid",
-    "jwt",
-];
+mod redact;
 
-const REDACTED: &str = "[redacted]";
-
-fn is_value_end(b: u8) -> bool {
-    matches!(
-        b,
-        b'&' | b' ' | b'"' | b'\'' | b';' | b',' | b'\t' | b'\r' | b'\n' | b'#'
-    )
-}
-
-fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
-}
-
-/// Replaces secret values: `Bearer …`/`Basic …` credentials and the values of
-/// [`SECRET_PARAMS`] in `name=value` pairs (any case). One pass over the text; text
-/// without a space or an `=` is returned as it is.
-pub(crate) fn redact<'a>(input: &'a str, flags: &mut Flags) -> Cow<'a, str> {
-    let bytes = input.as_bytes();
-    // (start, end) of byte ranges to replace.
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
-    if bytes.contains(&b' ') {
-        for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b' ') {
-            let word_start = bytes[..i]
-                .iter()
-                .rposition(|b| !b.is_ascii_alphabetic())
-                .map_or(0, |p| p + 1);
-            let word = &bytes[word_start..i];
-            if word.eq_ignore_ascii_case(b"bearer") || word.eq_ignore_ascii_case(b"basic") {
-                let start = i + 1;
-                let end = bytes[start..]
-                    .iter()
-                    .position(|b| matches!(b, b' ' | b'"' | b'\'' | b',' | b'\r' | b'\n'))
-                    .map_or(bytes.len(), |p| start + p);
-                if end > start {
-                    ranges.push((start, end));
-                }
-            }
-        }
-    }
-    if bytes.contains(&b'=') {
-        for (eq, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'=') {
-            let name_start = bytes[..eq]
-                .iter()
-                .rposition(|b| !is_name_byte(*b))
-                .map_or(0, |p| p + 1);
-            let name = &bytes[name_start..eq];
-            if !SECRET_PARAMS
-                .iter()
-                .any(|s| s.as_bytes().eq_ignore_ascii_case(name))
-            {
-                continue;
-            }
-            let start = eq + 1;
-            let end = bytes[start..]
-                .iter()
-                .position(|b| is_value_end(*b))
-                .map_or(bytes.len(), |p| start + p);
-            if end > start {
-                ranges.push((start, end));
-            }
-        }
-    }
-    if ranges.is_empty() {
-        return Cow::Borrowed(input);
-    }
-    flags.redacted = true;
-    ranges.sort_unstable();
-    let mut out = String::with_capacity(input.len());
-    let mut pos = 0;
-    for (start, end) in ranges {
-        if start < pos {
-            continue;
-        }
-        out.push_str(&input[pos..start]);
-        out.push_str(REDACTED);
-        pos = end;
-    }
-    out.push_str(&input[pos..]);
-    Cow::Owned(out)
-}
+pub(crate) use redact::{might_hold_secret, redact, REDACTED};
 
 /// Escapes dangerous characters, then cuts to `max` bytes at a character boundary.
 pub(crate) fn escape_and_cut(input: &str, max: usize, flags: &mut Flags) -> String {
@@ -198,11 +102,8 @@ pub(crate) fn clean(input: &str, max: usize, flags: &mut Flags) -> String {
 
 /// Like [`clean`], keeping the string's allocation when it needs no change.
 pub(crate) fn clean_owned(input: String, max: usize, flags: &mut Flags) -> String {
-    let bytes = input.as_bytes();
-    let needs_work = input.len() > max
-        || bytes.contains(&b'=')
-        || bytes.contains(&b' ')
-        || input.chars().any(is_dangerous);
+    let needs_work =
+        input.len() > max || might_hold_secret(&input) || input.chars().any(is_dangerous);
     if needs_work {
         clean(&input, max, flags)
     } else {
@@ -218,8 +119,7 @@ pub(crate) fn clean_cow(
 ) -> Cow<'static, str> {
     match input {
         Cow::Borrowed(s) => {
-            let needs_work =
-                s.len() > max || s.contains('=') || s.contains(' ') || s.chars().any(is_dangerous);
+            let needs_work = s.len() > max || might_hold_secret(s) || s.chars().any(is_dangerous);
             if needs_work {
                 Cow::Owned(clean(s, max, flags))
             } else {

@@ -84,7 +84,8 @@ async fn every_hostile_input_gives_one_clean_line() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    // A 1 MiB reason: cut and flagged. The route answers 403 too: two events.
+    // A 1 MiB reason: cut and flagged. The route answers 403 too, and the layer
+    // leaves the denial to the handler's event: one event.
     let huge = "why ".repeat(256 * 1024);
     let r = client
         .post(url("/files/f2"))
@@ -104,7 +105,7 @@ async fn every_hostile_input_gives_one_clean_line() {
     assert!(String::from_utf8_lossy(&reply[..n]).starts_with("HTTP/1.1 400"));
 
     service.settle().await;
-    let total = users.len() + files.len() + 1 + 2;
+    let total = users.len() + files.len() + 1 + 1;
     assert_clean_lines(&service, total);
 
     let events = service.memory.events();
@@ -166,8 +167,8 @@ async fn secrets_never_reach_any_sink() {
         .await
         .unwrap();
     service.settle().await;
-    // 403, 401, and the denied file event plus its 403.
-    assert_eq!(service.memory.events().len(), 4);
+    // 403, 401, and the denied file event (its 403 is not recorded twice).
+    assert_eq!(service.memory.events().len(), 3);
     for (name, text) in service.outputs() {
         assert!(!text.is_empty(), "{name} is empty");
         for secret in ["SECRET", "U0VDUkVU"] {

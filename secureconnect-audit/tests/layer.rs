@@ -165,9 +165,10 @@ async fn a_thousand_concurrent_denials_get_unique_ids_and_increasing_seq() {
     let report = verify(
         std::io::BufReader::new(std::fs::File::open(&service.native).unwrap()),
         None,
+        None,
     )
     .unwrap();
-    assert_eq!((report.lines, report.broken), (1000, None));
+    assert_eq!((report.lines, report.breaks), (1000, vec![]));
 }
 
 #[tokio::test]
@@ -277,4 +278,88 @@ async fn auditor_sees_what_inner_middleware_adds() {
     assert_eq!(events[0].request_id(), Some("inner-id"));
     assert_eq!(events[0].client_ip(), Some("10.1.2.3".parse().unwrap()));
     assert_eq!(events[0].http().unwrap().route, "/probe/{id}");
+}
+
+#[tokio::test]
+async fn a_denial_recorded_by_the_handler_is_not_recorded_again_by_the_layer() {
+    let service = common::start(TrustedProxies::none(), AuditPipelineConfig::default()).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("http://{}/files/f1", service.addr))
+        .json(&serde_json::json!({ "user": "bob", "reason": "not the owner" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A plain 403 that no handler recorded is still the layer's.
+    let r = client
+        .get(format!("http://{}/admin", service.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    service.settle().await;
+    let events = service.memory.events();
+    let actions: Vec<(&str, Outcome)> = events.iter().map(|e| (e.action(), e.outcome())).collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("file.upload_url", Outcome::Denied),
+            ("http.request", Outcome::Denied)
+        ],
+        "one event per denial"
+    );
+}
+
+#[tokio::test]
+async fn forwarded_for_reads_every_line_from_the_right_and_flags_what_it_cannot_read() {
+    use http::HeaderValue;
+    let service = common::start(
+        "127.0.0.1/32, 10.0.0.0/8".parse().unwrap(),
+        AuditPipelineConfig::default(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let deny = |lines: Vec<HeaderValue>| {
+        let mut request = client.get(format!("http://{}/admin", service.addr));
+        for line in lines {
+            request = request.header("x-forwarded-for", line);
+        }
+        request.send()
+    };
+    let bytes = |b: &[u8]| HeaderValue::from_bytes(b).unwrap();
+    // The client's own line first, then the line its trusted proxy added.
+    deny(vec![bytes(b"6.6.6.6"), bytes(b"203.0.113.7")])
+        .await
+        .unwrap();
+    // Bytes that are not UTF-8 in the client's part cannot hide the hop that counts.
+    deny(vec![
+        bytes(b"\xff\xfe, 6.6.6.6"),
+        bytes(b"\xc3\x28, 198.51.100.3, 10.0.0.9"),
+    ])
+    .await
+    .unwrap();
+    // The hop that counts is unreadable: flagged, never the proxy's address.
+    deny(vec![bytes(b"1.2.3.4"), bytes(b"\xff\xfe, 10.0.0.9")])
+        .await
+        .unwrap();
+    service.settle().await;
+    let events = service.memory.events();
+    let ips: Vec<Option<IpAddr>> = events.iter().map(|e| e.client_ip()).collect();
+    assert_eq!(
+        ips,
+        vec![
+            Some("203.0.113.7".parse().unwrap()),
+            Some("198.51.100.3".parse().unwrap()),
+            None
+        ]
+    );
+    assert!(
+        events[2].has_flag("client_ip_unreadable"),
+        "{:?}",
+        events[2]
+    );
+    assert!(!events[0].has_flag("client_ip_unreadable"));
+    let native = std::fs::read_to_string(&service.native).unwrap();
+    assert!(native.contains("\"client_ip_unreadable\""), "{native}");
 }

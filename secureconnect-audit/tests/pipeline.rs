@@ -276,3 +276,152 @@ async fn shutdown_with_a_hung_sink_counts_what_it_abandons() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(pipeline.written() + pipeline.dropped(), 50);
 }
+
+/// A full queue: one event stuck in the hanging sink, `capacity` more queued.
+async fn fill(pipeline: &AuditPipeline, sink: &Hanging, capacity: usize) {
+    pipeline.record(event()).unwrap();
+    sink.entered().await;
+    for _ in 0..capacity {
+        pipeline.record(event()).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn block_mode_producers_wait_side_by_side_not_one_after_another() {
+    let sink = Hanging::default();
+    let timeout = Duration::from_millis(500);
+    let config = AuditPipelineConfig::default()
+        .capacity(1)
+        .overflow(Overflow::Block(timeout));
+    let pipeline = AuditPipeline::new(sink.clone(), config, &mut Registry::default()).unwrap();
+    fill(&pipeline, &sink, 1).await;
+    let waits: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let started = Instant::now();
+                    let result = pipeline.record(event());
+                    assert_eq!(result.map_err(|e| e.kind()), Err(ErrorKind::Dropped));
+                    started.elapsed()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Each waits its own timeout, at the same time as the others (holding the queue's
+    // lock while waiting made the fourth wait four timeouts).
+    for wait in &waits {
+        assert!(
+            *wait >= timeout && *wait < timeout * 2,
+            "waits {waits:?}, timeout {timeout:?}"
+        );
+    }
+    // Room that frees up while producers wait goes to them.
+    let waiting = std::thread::scope(|s| {
+        let producer = s.spawn(|| pipeline.record(event()));
+        std::thread::sleep(Duration::from_millis(100));
+        sink.release();
+        producer.join().unwrap()
+    });
+    assert!(waiting.is_ok(), "{waiting:?}");
+    let report = pipeline.shutdown(Duration::from_secs(2));
+    assert_eq!((report.written, report.dropped), (3, 4));
+}
+
+#[test]
+fn block_mode_parks_the_request_instead_of_stalling_the_runtime() {
+    // One runtime thread: if the layer blocked it while waiting for room, nothing else
+    // could run until the timeout.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sink = Hanging::default();
+        let config = AuditPipelineConfig::default()
+            .capacity(1)
+            .overflow(Overflow::Block(Duration::from_secs(30)));
+        let pipeline = AuditPipeline::new(sink.clone(), config, &mut Registry::default()).unwrap();
+        let app = app(&pipeline).route("/ok", get(|| async { "ok" }));
+        fill(&pipeline, &sink, 1).await;
+        let denial = {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let request = http::Request::get("/deny")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                app.oneshot(request).await.unwrap().status()
+            })
+        };
+        // The denial runs until it waits for room.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let request = http::Request::get("/ok")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(app.clone().oneshot(request).await.unwrap().status(), 200);
+        assert!(
+            !denial.is_finished(),
+            "the denial waits for room while other requests are served"
+        );
+        sink.release();
+        assert_eq!(denial.await.unwrap(), 403);
+        let report = pipeline.shutdown(Duration::from_secs(2));
+        assert_eq!(
+            (report.written, report.dropped),
+            (3, 0),
+            "the waiting denial got its room"
+        );
+    });
+}
+
+#[tokio::test]
+async fn fail_closed_refuses_before_the_handler_acts() {
+    let sink = Hanging::default();
+    let config = AuditPipelineConfig::default()
+        .capacity(1)
+        .overflow(Overflow::FailClosed);
+    let mut registry = Registry::default();
+    let pipeline = AuditPipeline::new(sink.clone(), config, &mut registry).unwrap();
+    let writes = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let writes = Arc::clone(&writes);
+        axum::Router::new()
+            .route(
+                "/delete",
+                axum::routing::post(move || async move {
+                    // The handler commits its write, then the response is a denial.
+                    writes.fetch_add(1, Ordering::SeqCst);
+                    http::StatusCode::FORBIDDEN
+                }),
+            )
+            .layer(AuditLayer::new(pipeline.clone(), AuditConfig::default()))
+    };
+    let delete = || async {
+        let request = http::Request::post("/delete")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        app.clone().oneshot(request).await.unwrap().status()
+    };
+    fill(&pipeline, &sink, 1).await;
+    assert_eq!(delete().await, 503);
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        0,
+        "a refused request never reached its handler"
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("audit_requests_refused_total 1"), "{text}");
+    sink.release();
+    // Room again: the request runs and is recorded.
+    for _ in 0..100 {
+        if pipeline.written() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(delete().await, 403);
+    assert_eq!(writes.load(Ordering::SeqCst), 1);
+    let report = pipeline.shutdown(Duration::from_secs(2));
+    assert_eq!((report.written, report.dropped), (3, 0));
+}

@@ -13,7 +13,7 @@ pub enum ErrorKind {
     /// id is not used twice within the store's fence TTL.
     AlreadyExists,
     /// This node does not own the call (another node adopted it, another process with
-    /// the same node id recovered it, or it ended elsewhere): its write is refused;
+    /// the same node id started since, or it ended elsewhere): its write is refused;
     /// drop the call locally. Also: another node's calls cannot be adopted while its
     /// lease is alive.
     NotOwner,
@@ -100,6 +100,22 @@ impl Error {
     pub(crate) fn lease_alive(node: &str) -> Self {
         let mut e = Self::new(ErrorKind::NotOwner);
         e.inner.node = Some(node.to_owned());
+        e
+    }
+
+    /// An error of the same kind for `call`, without the cause (which the first
+    /// call's error carries).
+    pub(crate) fn same_for(&self, call: &str) -> Self {
+        let mut e = Self::new(self.inner.kind).call_id(call);
+        e.inner.node.clone_from(&self.inner.node);
+        e
+    }
+
+    /// A newer process with this node's id claimed it: this one is fenced out.
+    pub(crate) fn superseded(node: &str) -> Self {
+        let mut e = Self::new(ErrorKind::NotOwner);
+        e.inner.node = Some(node.to_owned());
+        e.inner.detail = Some("superseded".to_owned());
         e
     }
 
@@ -281,6 +297,10 @@ impl fmt::Display for Error {
             ErrorKind::NotFound => write!(f, "no call {call:?}"),
             ErrorKind::AlreadyExists => write!(f, "call {call:?} exists already"),
             ErrorKind::NotOwner => match &self.inner.node {
+                Some(node) if self.inner.detail.is_some() => write!(
+                    f,
+                    "a newer process with node id {node:?} took over: this one is fenced out"
+                ),
                 Some(node) => write!(
                     f,
                     "the calls of node {node:?} cannot be adopted: its lease is alive"

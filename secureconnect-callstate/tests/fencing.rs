@@ -100,7 +100,15 @@ async fn a_second_process_with_the_same_node_id_fences_out_the_first_by_recoveri
     let new = store(&server, "node-a").await;
     let report = new.recover().await.unwrap();
     assert_eq!(report.calls.len(), 1);
-    assert_eq!(report.calls[0].epoch, 2, "recovery takes the call over");
+    assert_eq!(report.calls[0].epoch, 1, "recovery writes no call");
+    assert_eq!(
+        server
+            .command(&["GET", "sc:node:{node-a}:inc"])
+            .unwrap()
+            .text(),
+        Some("2".to_owned()),
+        "the new process claimed the next incarnation of the node id"
+    );
     history.see(&call(&new, "c").await);
 
     let refused = |what: &str, e: secureconnect_callstate::Error| {
@@ -112,15 +120,15 @@ async fn a_second_process_with_the_same_node_id_fences_out_the_first_by_recoveri
     );
     refused("leave", old.leave("c", "p1").await.unwrap_err());
     refused("put", old.put(&stale).await.unwrap_err());
-    // Nor by writing back what it reads now: the fence is the epoch it holds.
+    // Nor by writing back what it reads now: the fence is its incarnation.
     let read = call(&old, "c").await;
-    assert_eq!(read.epoch, 2);
+    assert_eq!(read.epoch, 1);
     refused("put of a fresh read", old.put(&read).await.unwrap_err());
     refused("end", old.end("c").await.unwrap_err());
 
     let now = call(&new, "c").await;
     history.see(&now);
-    assert_eq!((now.owner.as_str(), now.epoch), ("node-a", 2));
+    assert_eq!((now.owner.as_str(), now.epoch), ("node-a", 1));
     assert_eq!(
         now.participants.keys().collect::<Vec<_>>(),
         ["p1", "p2"],
@@ -313,7 +321,7 @@ async fn a_call_whose_set_update_was_lost_is_still_recovered_and_adopted() {
     b.heartbeat().await.unwrap();
     assert!(member(&mut server, "node-b", "c1"));
     let c1 = call(&b, "c1").await;
-    assert_eq!((c1.owner.as_str(), c1.epoch), ("node-b", 3));
+    assert_eq!((c1.owner.as_str(), c1.epoch), ("node-b", 2));
 }
 
 /// The command names in a `SLOWLOG GET` reply, newest first.
@@ -407,7 +415,7 @@ async fn a_heartbeat_over_20000_calls_goes_in_chunks_and_failures_are_counted() 
     }
     let report = s.recover().await.unwrap();
     assert_eq!(report.calls.len(), CALLS);
-    assert!(report.calls.iter().all(|c| c.epoch == 2));
+    assert!(report.calls.iter().all(|c| c.epoch == 1));
 
     // Every membership lost at once, every TTL about to lapse.
     server.command(&["DEL", "sc:node:{node-a}:calls"]).unwrap();
@@ -468,48 +476,103 @@ async fn scripts_are_loaded_again_after_redis_forgets_them() {
     assert_eq!(b.get("c").await.unwrap(), None);
 }
 
-/// A recovery (retried, or run late) leaves alone the calls this process holds already:
-/// it neither takes them over again (their epoch stays) nor reports them; and the epoch
-/// a recovery takes is recorded in the call's fence, so a stale process cannot put the
-/// call back after its keys expire.
+/// A recovery (retried, or run late) leaves alone the calls this process holds already
+/// (it does not report them), and a process keeps its incarnation for life: recovering
+/// again never fences out its own writes. The older process stays fenced out after the
+/// call's keys are gone, and also when the incarnation key is lost (Redis restarted
+/// empty): the newer process's next write sets it again.
 #[tokio::test]
-async fn recovery_leaves_this_process_calls_alone_and_fences_what_it_takes() {
+async fn recovery_leaves_this_process_calls_alone_and_the_old_process_stays_fenced() {
     let mut server = RedisServer::start().unwrap();
     let first = store(&server, "node-a").await;
     first.create("old").await.unwrap();
     first.join("old", participant("p1")).await.unwrap();
-    let before_old = call(&first, "old").await.epoch;
+    let stale = call(&first, "old").await;
 
-    // The same node id, restarted: it makes a call of its own, then recovers.
+    // The same node id, restarted: it makes a call of its own, then recovers, twice.
     let second = store(&server, "node-a").await;
     second.create("mine").await.unwrap();
-    let mine_epoch = call(&second, "mine").await.epoch;
     let report = second.recover().await.unwrap();
     let recovered: Vec<&str> = report.calls.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(recovered, ["old"], "only the calls it did not hold");
-    assert_eq!(
-        call(&second, "mine").await.epoch,
-        mine_epoch,
-        "not taken over again"
-    );
-    let taken = call(&second, "old").await.epoch;
-    assert!(taken > before_old);
+    assert!(second.recover().await.unwrap().calls.is_empty());
     second.join("mine", participant("p2")).await.unwrap();
+    second.join("old", participant("p3")).await.unwrap();
 
-    // The fence holds the taken epoch: once the call's keys are gone, the first
-    // process's put (at the old epoch) is refused.
-    let fence = server
-        .command(&["HGET", "sc:call:{old}:t", "epoch"])
-        .unwrap()
-        .text()
-        .unwrap();
-    assert_eq!(fence.parse::<u64>().unwrap(), taken);
+    // Once the call's keys are gone, the first process's put is refused.
     server
         .command(&["DEL", "sc:call:{old}", "sc:call:{old}:p"])
         .unwrap();
-    let mut stale = call(&second, "mine").await;
-    stale.id = "old".into();
-    stale.epoch = before_old;
     let refused = first.put(&stale).await.unwrap_err();
     assert!(refused.is_not_owner(), "{refused:?}");
+    assert_eq!(second.get("old").await.unwrap(), None);
+
+    // The incarnation key is lost: the newer process's write sets it again, and the
+    // older one is still refused.
+    server.command(&["DEL", "sc:node:{node-a}:inc"]).unwrap();
+    second.join("mine", participant("p4")).await.unwrap();
+    let refused = first.create("new").await.unwrap_err();
+    assert!(refused.is_not_owner(), "{refused:?}");
+    assert!(second.heartbeat().await.is_ok());
+    let superseded = first.heartbeat().await.unwrap_err();
+    assert!(superseded.is_not_owner(), "{superseded:?}");
+    assert_eq!(superseded.node(), Some("node-a"));
+}
+
+/// A create whose reply is lost (it reached Redis after the client gave up) leaves a
+/// call this store holds no epoch for: its `end` still ends it in Redis (this node owns
+/// it, and the incarnation makes this process its only writer), so a restart cannot
+/// bring it back. A call of another node is still refused.
+#[tokio::test]
+async fn an_end_after_a_create_whose_reply_was_lost_ends_the_call() {
+    let mut server = RedisServer::start().unwrap();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], server.port()).into())
+        .await
+        .unwrap();
+    let redis = RedisClient::connect(
+        RedisClientConfig::new(proxy.url()).call_timeout(Duration::from_millis(200)),
+        &mut Registry::default(),
+    )
+    .await
+    .unwrap();
+    let s = RedisCallStore::new(
+        redis.clone(),
+        "node-a",
+        RedisCallStoreConfig::default(),
+        &mut Registry::default(),
+    )
+    .unwrap();
+    s.create("warm").await.unwrap(); // the incarnation is claimed, the scripts loaded
+
+    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(600)));
+    let lost = s.create("c").await.unwrap_err();
+    assert!(lost.is_unavailable(), "{lost:?}");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    proxy.set_mode(ProxyMode::Forward);
+    assert!(
+        redis
+            .wait_for(Health::Healthy, Duration::from_secs(10))
+            .await
+    );
+    assert!(
+        s.get("c").await.unwrap().is_some(),
+        "the create reached Redis after the client gave up"
+    );
+
+    s.end("c").await.unwrap();
+    assert_eq!(s.get("c").await.unwrap(), None);
+    assert_eq!(
+        server
+            .command(&["HGET", "sc:call:{c}:t", "ended"])
+            .unwrap()
+            .text(),
+        Some("1".to_owned()),
+        "a tombstone: the id is not reused"
+    );
+    assert!(!member(&mut server, "node-a", "c"));
+
+    let other = store(&server, "node-b").await;
+    other.create("theirs").await.unwrap();
+    assert!(s.end("theirs").await.unwrap_err().is_not_owner());
+    assert!(other.get("theirs").await.unwrap().is_some());
 }

@@ -507,3 +507,61 @@ fn raw(json: &str) -> std::sync::Arc<serde_json::value::RawValue> {
         .unwrap()
         .into()
 }
+
+/// A full write-back's puts go pipelined; each call gets its own outcome (a call
+/// another node owns and a call that ended are refused, the others written), and an
+/// outage fails every call not written, as unavailable.
+#[tokio::test]
+async fn put_all_answers_each_call_and_fails_the_rest_on_an_outage() {
+    let mut server = RedisServer::start().unwrap();
+    let config = RedisCallStoreConfig::default().heartbeat_batch(2);
+    let a = store(&server, "node-a", config.clone()).await;
+    let b = store(&server, "node-b", config).await;
+    let token = RejoinToken::generate();
+    // Two calls node-a loses while Redis is away: "theirs" is adopted by node-b (its
+    // lease key is removed, as if it had lapsed), "ended" is adopted and ended there.
+    let mut lost = Vec::new();
+    for id in ["theirs", "ended"] {
+        a.create(id).await.unwrap();
+        a.join(id, participant("p1", &token)).await.unwrap();
+        lost.push(a.get(id).await.unwrap().unwrap());
+    }
+    server.command(&["DEL", "sc:node:{node-a}:lease"]).unwrap();
+    assert_eq!(b.adopt("node-a").await.unwrap().len(), 2);
+    b.end("ended").await.unwrap();
+    // And three it still has, changed in memory (their participant left).
+    let mut mine = Vec::new();
+    for id in ["d1", "d2", "d3"] {
+        a.create(id).await.unwrap();
+        a.join(id, participant("p1", &token)).await.unwrap();
+        let mut call = a.get(id).await.unwrap().unwrap();
+        call.participants.clear();
+        mine.push(call);
+    }
+    let mut batch = mine.clone();
+    batch.insert(1, lost[0].clone());
+    batch.insert(3, lost[1].clone());
+    let outcomes = a.put_all(&batch).await;
+    let refused: Vec<bool> = outcomes
+        .iter()
+        .map(|o| o.as_ref().is_err_and(|e| e.is_not_owner()))
+        .collect();
+    assert_eq!(refused, [false, true, false, true, false], "{outcomes:?}");
+    for call in &mine {
+        let now = a.get(&call.id).await.unwrap().unwrap();
+        assert!(now.participants.is_empty(), "written: {now:?}");
+        assert!(now.version > call.version);
+    }
+    assert_eq!(b.get("theirs").await.unwrap().unwrap().owner, "node-b");
+    assert_eq!(a.get("ended").await.unwrap(), None);
+
+    server.kill().unwrap();
+    let outcomes = a.put_all(&mine).await;
+    assert_eq!(outcomes.len(), mine.len());
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.as_ref().is_err_and(|e| e.is_unavailable())),
+        "{outcomes:?}"
+    );
+}

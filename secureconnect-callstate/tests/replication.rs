@@ -274,3 +274,43 @@ async fn a_partitioned_owner_does_not_resurrect_a_call_ended_elsewhere() {
     );
     assert_ended(&b, server.url(), "node-a", "c").await;
 }
+
+/// A write-back that runs before the hub has recovered (Redis came back, the recovery
+/// is still to come) ends no call of this node's set that memory lacks: those are
+/// calls still to recover, not calls that ended here. The recovery then brings them
+/// back.
+#[tokio::test]
+async fn a_write_back_before_recovery_leaves_the_calls_still_to_recover_alone() {
+    let server = RedisServer::start().unwrap();
+    let proxy = proxied(&server).await.unwrap();
+    let observer = store(server.url(), "observer").await;
+    // The previous process of node-a left a call with a participant.
+    {
+        let before = hub(&store(server.url(), "node-a").await);
+        before.create("old").await.unwrap();
+        before.join("old", "alice").await.unwrap();
+        stored(&observer, "old", 1).await;
+    }
+
+    // The restarted process makes a call while Redis is away, then writes back.
+    let a = store(proxy.url(), "node-a").await;
+    let hub = hub(&a);
+    proxy.set_mode(ProxyMode::Blackhole);
+    hub.create("new").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(hub.needs_write_back());
+    proxy.set_mode(ProxyMode::Forward);
+    written_back(&hub).await;
+    stored(&observer, "new", 0).await;
+    stored(&observer, "old", 1).await;
+    assert!(a
+        .list_node_calls()
+        .await
+        .unwrap()
+        .contains(&"old".to_owned()));
+
+    let report = hub.recover().await.unwrap();
+    let ids: Vec<&str> = report.calls.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["old"]);
+    stored(&observer, "old", 1).await;
+}

@@ -13,6 +13,8 @@
 //!   independent of ours, returning the same [`exposition::Sample`]s.
 //! - [`process`]: child processes killed on drop, signals (SIGSTOP that waits until the
 //!   process has stopped), and waiting for a service to answer.
+//! - [`tmpfs`]: a small tmpfs to run out of disk space for real (root; fails loudly
+//!   when it cannot mount, unless `SC_SKIP_TMPFS_TESTS=1`).
 //!
 //! ```
 //! use secureconnect_testkit::exposition::{parse, value};
@@ -26,6 +28,7 @@ pub mod exposition;
 pub mod process;
 mod promtool;
 pub mod python;
+pub mod tmpfs;
 
 pub use promtool::promtool_check;
 

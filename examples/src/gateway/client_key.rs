@@ -9,29 +9,22 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
-use secureconnect_audit::TrustedProxies;
+use axum::http::HeaderValue;
+use secureconnect_audit::{ClientIp, TrustedProxies};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
-/// The client's address for `parts`, through `proxies`.
-pub(super) fn client_ip(proxies: &TrustedProxies, parts: &Parts) -> Option<IpAddr> {
+/// The limit's key for `parts`, through `proxies`: the client's address (see [`key`]);
+/// for a request whose forwarded client cannot be read, one key per proxy it came
+/// through, shared by all such requests (never the proxy's own budget, which its
+/// well-behaved clients do not share).
+pub(super) fn client_key(proxies: &TrustedProxies, parts: &Parts) -> Option<String> {
     let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
-    let mut lines = parts.headers.get_all(X_FORWARDED_FOR).iter();
-    let first = lines.next();
-    match (first, lines.next()) {
-        (None, _) => proxies.client_ip(Some(peer.ip()), None),
-        (Some(only), None) => proxies.client_ip(Some(peer.ip()), Some(only.as_bytes())),
-        // Several lines are one list, in order (RFC 9110 §5.3).
-        (Some(_), Some(_)) => {
-            let mut joined = Vec::new();
-            for line in parts.headers.get_all(X_FORWARDED_FOR) {
-                if !joined.is_empty() {
-                    joined.extend_from_slice(b", ");
-                }
-                joined.extend_from_slice(line.as_bytes());
-            }
-            proxies.client_ip(Some(peer.ip()), Some(&joined))
-        }
+    let lines = parts.headers.get_all(X_FORWARDED_FOR);
+    match proxies.client_ip(Some(peer.ip()), lines.iter().map(HeaderValue::as_bytes)) {
+        ClientIp::Known(ip) => Some(key(ip)),
+        ClientIp::Unreadable { proxy } => Some(format!("unreadable via {proxy}")),
+        _ => None,
     }
 }
 
@@ -66,7 +59,7 @@ mod tests {
 
     fn resolved(proxies: &str, peer: &str, forwarded: &[&str]) -> Option<String> {
         let proxies: TrustedProxies = proxies.parse().unwrap();
-        client_ip(&proxies, &parts(peer, forwarded)).map(key)
+        client_key(&proxies, &parts(peer, forwarded))
     }
 
     #[test]
@@ -84,6 +77,19 @@ mod tests {
             resolved("10.0.0.0/8", "10.0.0.1", &["198.51.100.7", "203.0.113.9"]).as_deref(),
             Some("203.0.113.9"),
             "a second header line is read as the list's continuation"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_forwarded_client_is_not_keyed_as_its_proxy() {
+        assert_eq!(
+            resolved("10.0.0.0/8", "10.0.0.1", &["not-an-address"]).as_deref(),
+            Some("unreadable via 10.0.0.1")
+        );
+        assert_ne!(
+            resolved("10.0.0.0/8", "10.0.0.1", &["not-an-address"]),
+            resolved("10.0.0.0/8", "10.0.0.1", &[]),
+            "apart from the requests the proxy itself makes"
         );
     }
 

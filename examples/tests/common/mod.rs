@@ -2,6 +2,8 @@
 //! redis-server.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod all_in_one;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -22,6 +24,11 @@ pub struct System {
 impl System {
     pub fn gateway(&self) -> String {
         format!("http://127.0.0.1:{}", self.port("gateway"))
+    }
+
+    /// `http://127.0.0.1:<port of name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}", self.port(name))
     }
 
     pub fn port(&self, name: &str) -> u16 {
@@ -49,23 +56,6 @@ impl System {
         let mut system = Self::new(redis_url, extra);
         for name in names {
             system.spawn(name).await;
-        }
-        system
-    }
-
-    /// The four services in one process: the `secureconnect` binary (its audit file is
-    /// `audit_file("secureconnect")`, its stdout `stdout("secureconnect")`).
-    pub async fn all_in_one(redis_url: &str, extra: &[(&str, &str)]) -> Self {
-        let mut system = Self::new(redis_url, extra);
-        let mut cmd = system.command(env!("CARGO_BIN_EXE_secureconnect"), "secureconnect");
-        let child = ChildProcess::spawn(&mut cmd).unwrap();
-        system.children.push(("secureconnect", child));
-        for (name, port) in system.ports {
-            let url = format!("http://127.0.0.1:{port}/health");
-            assert!(
-                wait_until_ok(&url, Duration::from_secs(20)).await,
-                "{name} did not come up"
-            );
         }
         system
     }

@@ -1,6 +1,8 @@
-//! [`ResponseFuture`]: records the response when the policy asks for it, and answers
-//! `503` instead when a fail-closed trail cannot take the event.
+//! [`ResponseFuture`]: records the response when the policy asks for it; in fail-closed
+//! mode answers `503` for a request refused before its handler ran; in blocking mode
+//! waits for room without blocking a thread.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,22 +14,63 @@ use pin_project_lite::pin_project;
 
 use crate::context::{method_label, RequestContext};
 use crate::event::{Actor, AuditEvent, Outcome};
+use crate::pipeline::Wait;
+use crate::Overflow;
 
 pin_project! {
     /// Response future of [`Audit`](super::Audit).
-    #[derive(Debug)]
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F>
+    where
+        F: Future,
+    {
         #[pin]
-        inner: F,
+        kind: Kind<F>,
         ctx: Option<Arc<RequestContext>>,
+        waiting: Option<Waiting<F::Output>>,
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, ctx: Arc<RequestContext>) -> Self {
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        /// The handler runs.
+        Inner { #[pin] future: F },
+        /// Refused before the handler (fail-closed, no room): `503`.
+        Refused,
+    }
+}
+
+/// A response held back while its event waits for room (blocking mode).
+struct Waiting<O> {
+    output: O,
+    event: AuditEvent,
+    wait: Wait,
+    ctx: Arc<RequestContext>,
+}
+
+impl<F: Future> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("refused", &matches!(self.kind, Kind::Refused))
+            .field("waiting", &self.waiting.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> ResponseFuture<F> {
+    pub(super) fn new(future: F, ctx: Arc<RequestContext>) -> Self {
         Self {
-            inner,
+            kind: Kind::Inner { future },
             ctx: Some(ctx),
+            waiting: None,
+        }
+    }
+
+    pub(super) fn refused() -> Self {
+        Self {
+            kind: Kind::Refused,
+            ctx: None,
+            waiting: None,
         }
     }
 }
@@ -41,13 +84,34 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
-        let status = response.status().as_u16();
+        if let Some(waiting) = this.waiting {
+            let room = ready!(waiting.wait.poll(cx));
+            if let Some(Waiting {
+                output, event, ctx, ..
+            }) = this.waiting.take()
+            {
+                let pipeline = &ctx.shared().pipeline;
+                // Dropped and counted when the time is up; the response goes out as is.
+                let _ = if room {
+                    pipeline.record_reserved(event)
+                } else {
+                    Err(pipeline.lost())
+                };
+                return Poll::Ready(output);
+            }
+        }
+        let response = match this.kind.project() {
+            KindProj::Refused => return Poll::Ready(Ok(unavailable())),
+            KindProj::Inner { future } => ready!(future.poll(cx))?,
+        };
         let Some(ctx) = this.ctx.take() else {
             return Poll::Ready(Ok(response));
         };
+        let status = response.status().as_u16();
         let shared = ctx.shared();
-        if !shared.config.records(ctx.method(), status) {
+        // One event per denial: an Auditor already recorded this one.
+        let recorded_by_handler = matches!(status, 401 | 403) && ctx.denial_recorded();
+        if recorded_by_handler || !shared.config.records(ctx.method(), status) {
             return Poll::Ready(Ok(response));
         }
         let actor = response
@@ -57,18 +121,56 @@ where
             .cloned()
             .unwrap_or(Actor::Anonymous);
         let event = http_event(&ctx, actor, status);
-        match shared.pipeline.record(event) {
-            Err(error) if error.is_refused() => {
-                let mut refused = Response::new(B::default());
-                *refused.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                refused
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                Poll::Ready(Ok(refused))
+        let pipeline = &shared.pipeline;
+        if ctx.take_reserved() || pipeline.try_reserve() {
+            let _ = pipeline.record_reserved(event);
+            return Poll::Ready(Ok(response));
+        }
+        match pipeline.overflow() {
+            // Room was reserved before the handler ran and an Auditor used it: the
+            // handler acted, so its event is queued even past the capacity.
+            Overflow::FailClosed => {
+                let _ = pipeline.record_anyway(event);
+                Poll::Ready(Ok(response))
             }
-            _ => Poll::Ready(Ok(response)),
+            Overflow::Block(timeout) => {
+                let mut wait = pipeline.wait_for_room(timeout);
+                match wait.poll(cx) {
+                    Poll::Ready(room) => {
+                        let _ = if room {
+                            pipeline.record_reserved(event)
+                        } else {
+                            Err(pipeline.lost())
+                        };
+                        Poll::Ready(Ok(response))
+                    }
+                    Poll::Pending => {
+                        *this.waiting = Some(Waiting {
+                            output: Ok(response),
+                            event,
+                            wait,
+                            ctx,
+                        });
+                        Poll::Pending
+                    }
+                }
+            }
+            Overflow::DropAndCount => {
+                let _ = pipeline.lost();
+                Poll::Ready(Ok(response))
+            }
         }
     }
+}
+
+/// The `503` of a request refused because a fail-closed trail is full.
+fn unavailable<B: Default>() -> Response<B> {
+    let mut refused = Response::new(B::default());
+    *refused.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    refused
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    refused
 }
 
 /// The `http.request` event of a response.

@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::{AuditConfig, ResponseFuture, Shared};
 use crate::context::{AuditHandle, RequestContext};
-use crate::AuditPipeline;
+use crate::{AuditPipeline, Overflow};
 
 /// Middleware that records every 401 and 403 (and what the
 /// [`AuditPolicy`](crate::AuditPolicy) asks for); made by
@@ -61,9 +61,18 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let pipeline = &self.shared.pipeline;
+        // Fail-closed: room for the request's event before its handler runs, or no
+        // handler at all.
+        let reserved = pipeline.overflow() == Overflow::FailClosed;
+        if reserved && !pipeline.try_reserve() {
+            pipeline.refused_request();
+            return ResponseFuture::refused();
+        }
         let ctx = Arc::new(RequestContext::capture(
             &mut request,
             Arc::clone(&self.shared),
+            reserved,
         ));
         request
             .extensions_mut()

@@ -11,6 +11,7 @@ use super::{
     Actor, AuditEvent, FileInfo, HttpInfo, Outcome, Reason, Text, MAX_ACTION, MAX_ID,
     MAX_REASON_CODE, MAX_REASON_TEXT, MAX_REQUEST_ID, MAX_RESOURCE, MAX_USER_AGENT, SCHEMA_VERSION,
 };
+use crate::client_ip::ClientIp;
 use crate::sanitize::{clean_cow, clean_owned, without_query, Flags};
 
 /// Builds an [`AuditEvent`]; [`build`](Self::build) cleans every field.
@@ -24,6 +25,8 @@ pub struct EventBuilder {
     resource: Option<String>,
     reason: Option<(Text, Text)>,
     client_ip: Option<IpAddr>,
+    /// The request's client address could not be read (flag `client_ip_unreadable`).
+    client_ip_unreadable: bool,
     request_id: Option<String>,
     client_request_id: Option<String>,
     trace_id: Option<String>,
@@ -35,7 +38,7 @@ pub struct EventBuilder {
 /// What a request adds to an event built in its course: each is asked for only when
 /// the builder does not already have it, so nothing is computed for nothing.
 pub(crate) trait RequestDefaults {
-    fn client_ip(&self) -> Option<IpAddr>;
+    fn client_ip(&self) -> ClientIp;
     fn request_id(&self) -> Option<String>;
     fn client_request_id(&self) -> Option<String>;
     fn trace_id(&self) -> Option<String>;
@@ -55,6 +58,7 @@ impl EventBuilder {
             resource: None,
             reason: None,
             client_ip: None,
+            client_ip_unreadable: false,
             request_id: None,
             client_request_id: None,
             trace_id: None,
@@ -67,7 +71,11 @@ impl EventBuilder {
     /// Fills what the builder does not already have from its request.
     pub(crate) fn with_defaults(mut self, request: &impl RequestDefaults) -> Self {
         if self.client_ip.is_none() {
-            self.client_ip = request.client_ip();
+            match request.client_ip() {
+                ClientIp::Known(ip) => self.client_ip = Some(ip),
+                ClientIp::Unreadable { .. } => self.client_ip_unreadable = true,
+                _ => {}
+            }
         }
         if self.request_id.is_none() {
             self.request_id = request.request_id();
@@ -162,7 +170,10 @@ impl EventBuilder {
     /// Cleans every field and mints the id and time. The `seq` is set when the event
     /// is queued.
     pub fn build(self) -> AuditEvent {
-        let mut flags = Flags::default();
+        let mut flags = Flags {
+            client_ip_unreadable: self.client_ip_unreadable,
+            ..Flags::default()
+        };
         let f = &mut flags;
         let opt = |v: Option<String>, max: usize, f: &mut Flags| v.map(|v| clean_owned(v, max, f));
         let service = self.service.map(|v| clean_cow(v, MAX_ID, f));

@@ -10,11 +10,19 @@ pub enum Overflow {
     /// Drop the event and count it in `audit_events_dropped_total{reason="queue_full"}`.
     /// Requests are never slowed down.
     DropAndCount,
-    /// Wait up to this long for room, then drop and count.
+    /// Wait up to this long for room, then drop and count. Nobody holds a lock while
+    /// waiting, so producers wait side by side, each at most this long. The layer
+    /// waits for its event without blocking a thread (the request's task is parked);
+    /// [`AuditPipeline::record`](crate::AuditPipeline::record) and
+    /// [`Auditor`](crate::Auditor) calls wait on the calling thread.
     Block(Duration),
-    /// Refuse: the layer answers the request `503`, and
-    /// [`AuditPipeline::record`](crate::AuditPipeline::record) returns an error with
-    /// [`is_refused`](crate::Error::is_refused), so a handler can refuse its operation.
+    /// Refuse. The layer reserves room for one event before each request's handler
+    /// runs and, when there is none, answers `503` without running it, so a refused
+    /// request changed nothing (each request in flight holds its room until its event
+    /// is queued or it ends). [`AuditPipeline::record`](crate::AuditPipeline::record)
+    /// returns an error with [`is_refused`](crate::Error::is_refused), so a handler can
+    /// refuse its operation; an [`Auditor`](crate::Auditor) uses its request's room
+    /// first.
     FailClosed,
 }
 

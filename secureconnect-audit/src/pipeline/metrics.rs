@@ -21,6 +21,7 @@ pub(super) struct Metrics {
     pub(super) dropped_shutdown: Counter,
     pub(super) sink_errors: Counter,
     pub(super) depth: Gauge,
+    pub(super) refused_requests: Counter,
 }
 
 impl Metrics {
@@ -55,6 +56,12 @@ impl Metrics {
             "Audit events waiting for the sink",
             depth.clone(),
         );
+        let refused_requests = Counter::default();
+        registry.register(
+            "audit_requests_refused",
+            "Requests refused before their handler ran because a fail-closed audit trail was full",
+            refused_requests.clone(),
+        );
         let reason = |r| dropped.get_or_create_owned(&vec![("reason", r)]);
         Self {
             in_sink: Arc::new(AtomicU64::new(0)),
@@ -65,6 +72,7 @@ impl Metrics {
             dropped_shutdown: reason("shutdown"),
             sink_errors,
             depth,
+            refused_requests,
         }
     }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, TryRecvError};
 
 use super::metrics::Metrics;
+use super::slots::Slots;
+use crate::error::Causes;
 use crate::event::AuditEvent;
 use crate::sink::AuditSink;
 
@@ -20,6 +22,7 @@ const IDLE_TICKS: u32 = 50;
 pub(super) fn write_loop(
     mut sink: impl AuditSink,
     rx: &Receiver<AuditEvent>,
+    slots: &Slots,
     metrics: &Metrics,
     batch_size: usize,
 ) {
@@ -53,11 +56,13 @@ pub(super) fn write_loop(
             }
         }
         idle = 0;
+        // Off the queue: their room is free for producers again.
+        slots.give(batch.len());
         write_batch(&mut sink, &mut batch, rx, metrics);
     }
     if let Ok(Err(error)) = catch_unwind(AssertUnwindSafe(|| sink.flush())) {
         metrics.sink_errors.inc();
-        tracing::error!(target: "audit", error = %Chain(&error), "audit sink failed to flush at shutdown");
+        tracing::error!(target: "audit", error = %Causes(&error), "audit sink failed to flush at shutdown");
     }
 }
 
@@ -79,7 +84,7 @@ fn write_batch(
         Ok(Err(error)) => {
             metrics.sink_errors.inc();
             metrics.dropped_sink.inc_by(n);
-            tracing::error!(target: "audit", error = %Chain(&error), lost = n, "audit sink failed");
+            tracing::error!(target: "audit", error = %Causes(&error), lost = n, "audit sink failed");
         }
         Err(_) => {
             metrics.sink_errors.inc();
@@ -88,20 +93,4 @@ fn write_batch(
         }
     }
     batch.clear();
-}
-
-/// An error and its causes, `: `-separated, for the one log line that reports it
-/// (each `Display` describes its own level only).
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
 }

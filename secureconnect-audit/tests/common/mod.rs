@@ -2,6 +2,8 @@
 //! and the tracing sink at once, so that every output can be read back.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod files;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -74,6 +74,15 @@ impl CallHub {
             seconds = report.duration.as_secs_f64(),
             "calls recovered from redis"
         );
+        // The recovery wrote nothing: refresh the calls' TTLs now rather than at the
+        // next period, off this path.
+        if !report.calls.is_empty() {
+            let redis = redis.clone();
+            tokio::spawn(async move {
+                // A failure is counted and logged by the heartbeat itself.
+                let _ = redis.heartbeat().await;
+            });
+        }
         Ok(report)
     }
 

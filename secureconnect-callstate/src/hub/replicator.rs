@@ -141,10 +141,13 @@ pub(super) enum Pass {
     /// Due as soon as the client is healthy (on any event).
     Ready,
     /// Running; `stale`: something changed meanwhile that it may not cover, so another
-    /// one is due after it.
+    /// one is due after it; `refused`: Redis refused some of its writes (not an
+    /// outage: a key of the wrong type, an ACL), which the next attempt retries.
     Running {
         /// Another write-back is due after this one.
         stale: bool,
+        /// Redis refused one of its writes.
+        refused: bool,
     },
     /// The last attempt failed: wait for the next health change or heartbeat.
     Failed,
@@ -217,7 +220,7 @@ impl Replicator {
             } => {
                 set.extend(ended);
                 match p {
-                    Pass::Running { stale } => *stale = true,
+                    Pass::Running { stale, .. } => *stale = true,
                     // Redis just failed a write: wait for it before writing back.
                     Pass::Ready if pass == Pass::Failed => *p = Pass::Failed,
                     Pass::Ready | Pass::Failed => {}
@@ -238,7 +241,10 @@ impl Replicator {
                 Pass::Running { .. } => false,
             };
             if due {
-                *pass = Pass::Running { stale: false };
+                *pass = Pass::Running {
+                    stale: false,
+                    refused: false,
+                };
                 actions.push(Action::WriteBack);
             }
         }
@@ -248,6 +254,22 @@ impl Replicator {
     fn fail_pass(&mut self) {
         if let State::Dirty { pass, .. } = &mut self.state {
             *pass = Pass::Failed;
+        }
+    }
+
+    /// A write of the write-back failed: an outage stops it (the rest stays queued);
+    /// a refusal of one call's write does not hold up the others' (the pass goes on,
+    /// and is retried once it is done).
+    fn failed_in_pass(&mut self, unavailable: bool, actions: &mut Vec<Action>) {
+        if unavailable {
+            self.fail_pass();
+            actions.push(Action::Stop);
+        } else if let State::Dirty {
+            pass: Pass::Running { refused, .. },
+            ..
+        } = &mut self.state
+        {
+            *refused = true;
         }
     }
 
@@ -327,10 +349,8 @@ impl Replicator {
                         ended.remove(&call);
                     }
                 }
-                Written::Failed { .. } => {
-                    self.fail_pass();
-                    actions.push(Action::Stop);
-                }
+                // The call stays in `ended` either way.
+                Written::Failed { unavailable } => self.failed_in_pass(unavailable, &mut actions),
             },
             Event::Superseded(call) => {
                 if let State::Dirty { ended, .. } = &mut self.state {
@@ -341,15 +361,17 @@ impl Replicator {
                 Written::Done => {}
                 // Adopted by another node, or ended there: not this node's any more.
                 Written::NotOwner | Written::NotFound => actions.push(Action::DropLocal(call)),
-                Written::Failed { .. } => {
-                    self.fail_pass();
-                    actions.push(Action::Stop);
-                }
+                Written::Failed { unavailable } => self.failed_in_pass(unavailable, &mut actions),
             },
             Event::ReadFailed => self.fail_pass(),
             Event::PutsDone { health_moved } => {
                 if let State::Dirty { ended, pass } = &mut self.state {
-                    let stale = matches!(pass, Pass::Running { stale: true });
+                    if matches!(pass, Pass::Running { refused: true, .. }) {
+                        // Retried on the next heartbeat or health change, not at once.
+                        *pass = Pass::Failed;
+                        return actions;
+                    }
+                    let stale = matches!(pass, Pass::Running { stale: true, .. });
                     if stale || health_moved || !ended.is_empty() {
                         *pass = Pass::Ready;
                         // Health events and queued changes start the next one.

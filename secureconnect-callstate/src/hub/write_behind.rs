@@ -176,8 +176,10 @@ async fn write_back(
             }
         }
     }
-    for call in inner.memory.snapshot() {
-        let result = redis.put(&call).await;
+    // Pipelined: one round trip per batch of calls.
+    let calls = inner.memory.snapshot();
+    let outcomes = redis.put_all(&calls).await;
+    for (call, result) in calls.iter().zip(outcomes) {
         report(&call.id, &result, "writing a call back to redis failed");
         let answer = inner
             .replicator()

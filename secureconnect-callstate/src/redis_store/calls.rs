@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use secureconnect_redis_fallback::redis::{self, Value};
 
-use super::recovery::{parse_call, Parsed};
-use super::scripts::{call_key, owned_by_this_id, participants_key, status};
+use super::recovery::{parse_call, read_call, Parsed};
+use super::scripts::{owned_by_this_id, status};
 use super::{participant_json, Held, RedisCallStore};
 use crate::error::{check_id, Error};
 use crate::model::{now_ms, CallState, Participant, SCHEMA_VERSION};
@@ -17,7 +17,7 @@ impl CallStore for RedisCallStore {
     async fn create(&self, call_id: &str) -> Result<CallState, Error> {
         check_id(call_id)?;
         let created = now_ms();
-        let mut script = self.inner.scripts.create.on_call(call_id);
+        let mut script = self.script(&self.inner.scripts.create, call_id).await?;
         script
             .arg(&self.inner.node)
             .arg(self.ttl_ms())
@@ -45,7 +45,7 @@ impl CallStore for RedisCallStore {
         check_id(call_id)?;
         check_id(&participant.id)?;
         let epoch = self.epoch(call_id)?;
-        let mut script = self.inner.scripts.join.on_call(call_id);
+        let mut script = self.script(&self.inner.scripts.join, call_id).await?;
         script
             .arg(&self.inner.node)
             .arg(epoch)
@@ -63,7 +63,7 @@ impl CallStore for RedisCallStore {
     async fn leave(&self, call_id: &str, participant_id: &str) -> Result<LeaveOutcome, Error> {
         check_id(call_id)?;
         let epoch = self.epoch(call_id)?;
-        let mut script = self.inner.scripts.leave.on_call(call_id);
+        let mut script = self.script(&self.inner.scripts.leave, call_id).await?;
         script
             .arg(&self.inner.node)
             .arg(epoch)
@@ -90,8 +90,7 @@ impl CallStore for RedisCallStore {
         check_id(call_id)?;
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        pipe.cmd("HGETALL").arg(call_key(call_id));
-        pipe.cmd("HGETALL").arg(participants_key(call_id));
+        read_call(&mut pipe, call_id);
         let values: Vec<Value> = self.inner.redis.query_pipeline(&pipe).await?;
         match parse_call(
             call_id,
@@ -111,7 +110,9 @@ impl CallStore for RedisCallStore {
     /// Ends the call and leaves its tombstone (see
     /// [`fence_ttl`](crate::RedisCallStoreConfig::fence_ttl)). The call stops being
     /// refreshed by the heartbeat at once, even when the write fails; its epoch is
-    /// kept for a retry of `end`.
+    /// kept for a retry of `end`. A call this store holds no epoch for (its create's
+    /// reply was lost, or a call of this node's set that memory no longer has) is
+    /// ended if this node owns it: only the newest process of a node id writes.
     async fn end(&self, call_id: &str) -> Result<(), Error> {
         check_id(call_id)?;
         let epoch = {
@@ -120,11 +121,11 @@ impl CallStore for RedisCallStore {
                 .live
                 .remove(call_id)
                 .or_else(|| held.ending.get(call_id).copied())
-                .ok_or_else(|| Error::not_owner(call_id))?;
+                .unwrap_or(0);
             Held::remember(&mut held.ending, call_id, epoch);
             epoch
         };
-        let mut script = self.inner.scripts.end.on_call(call_id);
+        let mut script = self.script(&self.inner.scripts.end, call_id).await?;
         script
             .arg(&self.inner.node)
             .arg(epoch)

@@ -3,9 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
-use secureconnect_redis_fallback::redis;
+use secureconnect_redis_fallback::redis::{self, Value};
 
-use super::scripts::{call_key, fence_key, lease_key, node_calls_key, participants_key};
+use super::scripts::{
+    call_key, fence_key, incarnation_key, lease_key, node_calls_key, participants_key,
+};
 use super::RedisCallStore;
 use crate::error::{Chain, Error};
 use crate::model::now_ms;
@@ -50,16 +52,7 @@ impl RedisCallStore {
         let ttl = self.ttl_ms();
         let fence_ttl = self.fence_ttl_ms();
         let set = node_calls_key(&self.inner.node);
-        let mut lease = redis::pipe();
-        lease
-            .cmd("SET")
-            .arg(lease_key(&self.inner.node))
-            .arg(now_ms())
-            .arg("PX")
-            .arg(self.inner.config.lease_ttl.as_millis() as u64)
-            .ignore();
-        lease.cmd("PEXPIRE").arg(&set).arg(ttl * 2).ignore();
-        self.inner.redis.query_pipeline::<()>(&lease).await?;
+        self.refresh_lease().await?;
         for chunk in calls.chunks(self.inner.config.heartbeat_batch.max(1)) {
             let mut pipe = redis::pipe();
             pipe.cmd("SADD").arg(&set).arg(chunk).ignore();
@@ -78,5 +71,47 @@ impl RedisCallStore {
             self.inner.redis.query_pipeline::<()>(&pipe).await?;
         }
         Ok(())
+    }
+
+    /// Refreshes this node's lease and its set's TTL, and its incarnation key's, in one
+    /// round trip. Fails ([`Error::is_not_owner`], naming the node) when a newer process
+    /// with this node id has claimed it: this process's writes are refused from then
+    /// on, and its calls are not refreshed any more.
+    pub(super) async fn refresh_lease(&self) -> Result<(), Error> {
+        let node = &self.inner.node;
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("SET")
+            .arg(lease_key(node))
+            .arg(now_ms())
+            .arg("PX")
+            .arg(self.inner.config.lease_ttl.as_millis() as u64);
+        pipe.cmd("PEXPIRE")
+            .arg(node_calls_key(node))
+            .arg(self.ttl_ms() * 2);
+        let mine = self.inner.incarnation.get().copied();
+        if let Some(mine) = mine {
+            let mut hold = self
+                .inner
+                .scripts
+                .reassert
+                .on_keys(&[incarnation_key(node)]);
+            hold.arg(mine).arg(self.fence_ttl_ms());
+            pipe.add_command(hold);
+        }
+        let values = self.exec(&pipe).await?;
+        if let Some(Value::ServerError(e)) =
+            values.iter().find(|v| matches!(v, Value::ServerError(_)))
+        {
+            return Err(Error::refused(node, e.clone()));
+        }
+        match (mine, values.get(2)) {
+            (Some(mine), Some(Value::Int(newest)))
+                if u64::try_from(*newest).is_ok_and(|n| n > mine) =>
+            {
+                Err(Error::superseded(node))
+            }
+            _ => Ok(()),
+        }
     }
 }

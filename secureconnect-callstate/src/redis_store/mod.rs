@@ -22,7 +22,7 @@ use secureconnect_redis_fallback::RedisClient;
 
 pub use self::config::RedisCallStoreConfig;
 pub use self::recovery::{RecoveryReport, Skipped};
-use self::scripts::{node_calls_key, owned_by_this_id, status, Scripts};
+use self::scripts::{incarnation_key, node_calls_key, owned_by_this_id, status, Script, Scripts};
 use crate::error::{check_id, Error};
 use crate::model::{CallState, Participant, SCHEMA_VERSION};
 
@@ -37,6 +37,8 @@ struct Inner {
     config: RedisCallStoreConfig,
     scripts: Scripts,
     held: Mutex<Held>,
+    /// This process's incarnation of its node id: claimed once, on first use.
+    incarnation: tokio::sync::OnceCell<u64>,
     heartbeat_failures: Counter,
     /// Whether the last heartbeat failed (a warning is logged on each change to true).
     heartbeat_failing: AtomicBool,
@@ -113,6 +115,7 @@ impl RedisCallStore {
                 config,
                 scripts: Scripts::new(),
                 held: Mutex::new(Held::default()),
+                incarnation: tokio::sync::OnceCell::new(),
                 heartbeat_failures,
                 heartbeat_failing: AtomicBool::new(false),
             }),
@@ -223,6 +226,41 @@ impl RedisCallStore {
         Ok(())
     }
 
+    /// This process's incarnation of its node id, claimed on first use: `INCR` of the
+    /// node's incarnation key, which fences out every older process with this node id
+    /// at once (their writes carry a lower one). Claimed once per store: a write in
+    /// flight never meets a newer incarnation of its own process.
+    pub(super) async fn incarnation(&self) -> Result<u64, Error> {
+        let claimed = self
+            .inner
+            .incarnation
+            .get_or_try_init(|| async {
+                let key = incarnation_key(&self.inner.node);
+                let mut pipe = redis::pipe();
+                pipe.cmd("INCR").arg(&key);
+                pipe.cmd("PEXPIRE").arg(&key).arg(self.fence_ttl_ms()).ignore();
+                let claimed: Vec<u64> = self.inner.redis.query_pipeline(&pipe).await?;
+                let incarnation = claimed.first().copied().unwrap_or_default();
+                if incarnation > 1 {
+                    tracing::info!(
+                        node = %self.inner.node,
+                        incarnation,
+                        "took over this node id: older processes with it can no longer write its calls"
+                    );
+                }
+                Ok::<_, Error>(incarnation)
+            })
+            .await?;
+        Ok(*claimed)
+    }
+
+    /// `script` on `call`'s keys, with this process's incarnation (claimed first if
+    /// need be); the caller adds the script's own arguments.
+    async fn script(&self, script: &Script, call: &str) -> Result<redis::Cmd, Error> {
+        let incarnation = self.incarnation().await?;
+        Ok(script.on_call(call, &self.inner.node, incarnation, self.fence_ttl_ms()))
+    }
+
     /// Runs one script invocation (after `before`, in the same round trip) and reads
     /// its integer reply.
     async fn run(
@@ -297,6 +335,64 @@ impl RedisCallStore {
     ///
     /// [`Error::is_not_owner`] as above (drop the call locally); Redis errors.
     pub async fn put(&self, call: &CallState) -> Result<u64, Error> {
+        let (epoch, script) = self.put_script(call).await?;
+        let reply = self
+            .run(&call.id, Some(self.sadd(&call.id)), script)
+            .await?;
+        self.put_done(call, epoch, &reply).await
+    }
+
+    /// [`put`](Self::put) of each call of `calls`, pipelined: one round trip per
+    /// [`heartbeat_batch`](Self::heartbeat_batch) calls (each call's set update sent
+    /// before its script, as `put` does). Answers each call's outcome, in order. When a
+    /// round trip fails (Redis unavailable), no later one is sent: the first call not
+    /// written gets that error, every other one an error of the same kind.
+    pub async fn put_all(&self, calls: &[CallState]) -> Vec<Result<u64, Error>> {
+        let mut outcomes = Vec::with_capacity(calls.len());
+        for chunk in calls.chunks(self.inner.config.heartbeat_batch.max(1)) {
+            if let Err(e) = self.put_chunk(chunk, &mut outcomes).await {
+                let rest = &calls[outcomes.len()..];
+                let others: Vec<_> = rest
+                    .iter()
+                    .skip(1)
+                    .map(|c| Err(e.same_for(&c.id)))
+                    .collect();
+                outcomes.push(Err(e));
+                outcomes.extend(others);
+                break;
+            }
+        }
+        outcomes
+    }
+
+    async fn put_chunk(
+        &self,
+        chunk: &[CallState],
+        outcomes: &mut Vec<Result<u64, Error>>,
+    ) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut epochs = Vec::with_capacity(chunk.len());
+        for call in chunk {
+            let (epoch, script) = self.put_script(call).await?;
+            epochs.push(epoch);
+            pipe.add_command(self.sadd(&call.id)).ignore();
+            pipe.add_command(script);
+        }
+        let values = self.exec(&pipe).await?;
+        let mut values = values.into_iter();
+        for (call, epoch) in chunk.iter().zip(epochs) {
+            let reply = script_reply(&call.id, values.next().unwrap_or(Value::Nil));
+            outcomes.push(match reply {
+                Ok(reply) => self.put_done(call, epoch, &reply).await,
+                Err(e) => Err(e),
+            });
+        }
+        Ok(())
+    }
+
+    /// The epoch a `put` of `call` carries, and its script.
+    async fn put_script(&self, call: &CallState) -> Result<(u64, redis::Cmd), Error> {
         let epoch = {
             let held = self.held();
             held.live
@@ -305,7 +401,7 @@ impl RedisCallStore {
                 .copied()
                 .unwrap_or(call.epoch)
         };
-        let mut script = self.inner.scripts.put.on_call(&call.id);
+        let mut script = self.script(&self.inner.scripts.put, &call.id).await?;
         script
             .arg(&self.inner.node)
             .arg(epoch)
@@ -316,12 +412,14 @@ impl RedisCallStore {
         for p in call.participants.values() {
             script.arg(&p.id).arg(participant_json(p));
         }
-        let reply = self
-            .run(&call.id, Some(self.sadd(&call.id)), script)
-            .await?;
-        if let Err(e) = status(&reply, &call.id) {
+        Ok((epoch, script))
+    }
+
+    /// A `put`'s reply: the version written, or the refusal (the call is lost then).
+    async fn put_done(&self, call: &CallState, epoch: u64, reply: &[i64]) -> Result<u64, Error> {
+        if let Err(e) = status(reply, &call.id) {
             if e.is_not_owner() {
-                self.refused(&call.id, epoch, &reply).await;
+                self.refused(&call.id, epoch, reply).await;
             }
             return Err(e);
         }

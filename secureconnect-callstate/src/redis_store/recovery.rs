@@ -2,7 +2,7 @@
 //! [`RedisCallStore::adopt`] of a dead node's calls, and the parsing of a stored call
 //! that both rely on (a corrupt entry is reported, never fatal).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use secureconnect_redis_fallback::redis::{self, Value};
@@ -48,22 +48,26 @@ pub struct RecoveryReport {
 }
 
 impl RedisCallStore {
-    /// Reads back and takes over the calls this node owned: `SSCAN` of its set, then
-    /// one pipeline per [`recovery_batch`](Self::recovery_batch) calls of, for each
-    /// call, a small script that bumps its epoch, then two `HGETALL`s. A process still
-    /// holding the old epoch (the same node id: a rolling update, a paused process
-    /// that resumes) is fenced out: its later writes are refused
-    /// ([`Error::is_not_owner`]). Corrupt entries are skipped and reported, set members
-    /// whose call expired are removed, calls another node adopted are let go. `KEYS`
-    /// is never used. Takes the lease.
+    /// Reads back and takes over the calls this node owned. First this process claims
+    /// its incarnation of the node id (if it has none yet): from then on, a process
+    /// still running with this node id (a rolling update, a paused process that
+    /// resumes) is fenced out: its writes are refused ([`Error::is_not_owner`]). Then
+    /// `SSCAN` of the node's set and, per [`recovery_batch`](Self::recovery_batch)
+    /// calls, one pipeline of two reads per call (`HMGET`, `HVALS`): no call is written, so recovery
+    /// costs Redis about what reading the calls costs. Corrupt entries are skipped and
+    /// reported, set members whose call expired are removed, calls another node
+    /// adopted are let go. `KEYS` is never used. Takes the lease; the calls' TTLs are
+    /// refreshed by the next [`heartbeat`](Self::heartbeat) (run one right after).
     ///
     /// # Errors
     ///
-    /// When Redis is unavailable ([`Error::is_unavailable`]) or refuses a command.
+    /// When Redis is unavailable ([`Error::is_unavailable`]) or refuses a command;
+    /// nothing is held then, and a new attempt reads everything again.
     pub async fn recover(&self) -> Result<RecoveryReport, Error> {
         let started = Instant::now();
         let mut report = RecoveryReport::default();
-        self.heartbeat().await?;
+        self.incarnation().await?;
+        self.refresh_lease().await?;
         let mut ids = self.scan_node(&self.inner.node).await?;
         // Calls this process holds already (created, or taken over, since it started)
         // are current here: neither taken over again nor reported.
@@ -71,21 +75,18 @@ impl RedisCallStore {
             let held = self.held();
             ids.retain(|id| !held.live.contains_key(id));
         }
-        if !ids.is_empty() {
-            self.load_scripts().await?;
-        }
         let mut dangling = Vec::new();
         let batches: Vec<&[String]> = ids
             .chunks(self.inner.config.recovery_batch.max(1))
             .collect();
         let mut values = match batches.first() {
-            Some(batch) => self.exec(&self.recovery_pipeline(batch)).await?,
+            Some(batch) => self.exec(&recovery_pipeline(batch)).await?,
             None => Vec::new(),
         };
         for (k, batch) in batches.iter().enumerate() {
             // The next batch is sent before this one is read, so Redis runs it while
             // this one is parsed.
-            let next = batches.get(k + 1).map(|b| self.recovery_pipeline(b));
+            let next = batches.get(k + 1).map(|b| recovery_pipeline(b));
             let fetch = async {
                 match &next {
                     Some(pipe) => self.exec(pipe).await,
@@ -101,37 +102,26 @@ impl RedisCallStore {
             let (fetched, ()) = tokio::join!(fetch, read);
             values = fetched?;
         }
+        // Held from here on, all at once: a failed attempt leaves nothing half-held.
+        {
+            let mut held = self.held();
+            for call in &report.calls {
+                held.ending.remove(&call.id);
+                held.lost.remove(&call.id);
+                held.live.insert(call.id.clone(), call.epoch);
+            }
+        }
         for chunk in dangling.chunks(500) {
             let mut cmd = redis::cmd("SREM");
             cmd.arg(node_calls_key(&self.inner.node)).arg(chunk);
             self.inner.redis.query::<i64>(&cmd).await?;
         }
-        self.heartbeat().await?;
         report.duration = started.elapsed();
         Ok(report)
     }
 
-    /// Per call: the take-over first (the reads after it see the new epoch, and only
-    /// this process may write the call from then on), then the call and its
-    /// participants.
-    fn recovery_pipeline(&self, batch: &[String]) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for id in batch {
-            let mut script = self.inner.scripts.recover.on_call(id);
-            script
-                .arg(&self.inner.node)
-                .arg(SCHEMA_VERSION)
-                .arg(self.fence_ttl_ms());
-            pipe.add_command(script);
-            pipe.cmd("HGETALL").arg(call_key(id));
-            pipe.cmd("HGETALL").arg(participants_key(id));
-        }
-        pipe
-    }
-
-    /// Reads a batch's replies into the report (three per call: the script's, whose
-    /// failures show in the reads too, the call, its participants).
+    /// Reads a batch's replies (two per call: the call, its participants) into the
+    /// report.
     fn take_batch(
         &self,
         batch: &[String],
@@ -139,13 +129,10 @@ impl RedisCallStore {
         report: &mut RecoveryReport,
         dangling: &mut Vec<String>,
     ) {
-        for (id, replies) in batch.iter().zip(values.chunks(3)) {
-            let call = replies.get(1).unwrap_or(&Value::Nil);
-            match parse_call(id, call, replies.get(2).unwrap_or(&Value::Nil)) {
-                Parsed::Call(call) if call.owner == self.inner.node => {
-                    self.set_epoch(&call.id, Some(call.epoch));
-                    report.calls.push(call);
-                }
+        for (id, replies) in batch.iter().zip(values.chunks(2)) {
+            let call = replies.first().unwrap_or(&Value::Nil);
+            match parse_call(id, call, replies.get(1).unwrap_or(&Value::Nil)) {
+                Parsed::Call(call) if call.owner == self.inner.node => report.calls.push(call),
                 Parsed::Call(call) => {
                     dangling.push(call.id.clone());
                     report.skipped.push(Skipped::Foreign {
@@ -176,7 +163,7 @@ impl RedisCallStore {
             cmd.arg(node_calls_key(node))
                 .arg(cursor)
                 .arg("COUNT")
-                .arg(1000);
+                .arg(5000);
             let (next, mut batch): (u64, Vec<String>) = self.inner.redis.query(&cmd).await?;
             ids.append(&mut batch);
             if next == 0 {
@@ -214,6 +201,7 @@ impl RedisCallStore {
         let theirs = node_calls_key(dead_node);
         let mut adopted = Vec::new();
         let ids = self.scan_node(dead_node).await?;
+        let incarnation = self.incarnation().await?;
         if !ids.is_empty() {
             self.load_scripts().await?;
         }
@@ -224,7 +212,12 @@ impl RedisCallStore {
             pipe.ignore_errors();
             pipe.cmd("SADD").arg(&mine).arg(batch).ignore();
             for id in batch {
-                let mut script = self.inner.scripts.adopt.on_call(id);
+                let mut script = self.inner.scripts.adopt.on_call(
+                    id,
+                    &self.inner.node,
+                    incarnation,
+                    self.fence_ttl_ms(),
+                );
                 script
                     .arg(&self.inner.node)
                     .arg(dead_node)
@@ -258,6 +251,16 @@ impl RedisCallStore {
     }
 }
 
+/// The two reads of each call of `batch` ([`read_call`]).
+fn recovery_pipeline(batch: &[String]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for id in batch {
+        read_call(&mut pipe, id);
+    }
+    pipe
+}
+
 /// A call as read from its two hashes.
 pub(super) enum Parsed {
     Call(CallState),
@@ -265,55 +268,93 @@ pub(super) enum Parsed {
     Corrupt(String),
 }
 
-fn hash_fields(value: &Value) -> Result<HashMap<String, String>, String> {
+/// Adds to `pipe` the two reads of call `id` that [`parse_call`] takes: its fields
+/// (`HMGET`, in [`CALL_FIELDS`] order) and its participants (`HVALS`: each one's JSON
+/// holds its id).
+pub(super) fn read_call(pipe: &mut redis::Pipeline, id: &str) {
+    pipe.cmd("HMGET").arg(call_key(id)).arg(&CALL_FIELDS);
+    pipe.cmd("HVALS").arg(participants_key(id));
+}
+
+/// The fields of a call's hash that [`read_call`] reads, in order.
+const CALL_FIELDS: [&str; 5] = ["owner", "schema", "epoch", "version", "created"];
+
+/// A string reply's bytes; `None` for a nil.
+fn bulk(value: &Value) -> Result<Option<&[u8]>, String> {
     match value {
+        Value::Nil => Ok(None),
+        Value::BulkString(b) => Ok(Some(b)),
+        Value::SimpleString(s) => Ok(Some(s.as_bytes())),
         Value::ServerError(e) => Err(format!("wrong key type ({})", e.code())),
-        other => redis::from_redis_value_ref::<HashMap<String, String>>(other)
-            .map_err(|e| format!("unreadable hash: {e}")),
+        other => Err(format!("unexpected reply {other:?}")),
     }
 }
 
-/// Reads a call from the replies of `HGETALL` on its hash and on its participants.
+/// The items of an array reply (an error for a key of the wrong type).
+fn items(value: &Value) -> Result<&[Value], String> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(&[]),
+        Value::ServerError(e) => Err(format!("wrong key type ({})", e.code())),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+/// Reads a call from the replies of [`read_call`]'s two commands.
 pub(super) fn parse_call(id: &str, call: &Value, participants: &Value) -> Parsed {
-    let fields = match hash_fields(call) {
-        Ok(f) => f,
-        Err(reason) => return Parsed::Corrupt(reason),
-    };
-    if fields.is_empty() {
+    let fields =
+        match items(call).and_then(|items| items.iter().map(bulk).collect::<Result<Vec<_>, _>>()) {
+            Ok(fields) if fields.len() == CALL_FIELDS.len() => fields,
+            Ok(fields) => return Parsed::Corrupt(format!("{} fields read", fields.len())),
+            Err(reason) => return Parsed::Corrupt(reason),
+        };
+    if fields.iter().all(Option::is_none) {
         return Parsed::Missing;
     }
-    let Some(owner) = fields.get("owner").filter(|o| !o.is_empty()) else {
+    let number = |v: Option<&[u8]>| {
+        v.and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let Some(owner) = fields[0]
+        .and_then(|o| std::str::from_utf8(o).ok())
+        .filter(|o| !o.is_empty())
+    else {
         return Parsed::Corrupt("missing owner".into());
     };
-    match fields.get("schema").map(|s| s.parse::<u32>()) {
-        Some(Ok(SCHEMA_VERSION)) => {}
-        Some(Ok(other)) => return Parsed::Corrupt(format!("unknown schema version {other}")),
+    match (fields[1], number(fields[1])) {
+        (_, Some(v)) if v == u64::from(SCHEMA_VERSION) => {}
+        (_, Some(other)) => return Parsed::Corrupt(format!("unknown schema version {other}")),
         _ => return Parsed::Corrupt("missing schema version".into()),
     }
-    let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u64>().ok());
-    let (Some(epoch), Some(version)) = (number("epoch"), number("version")) else {
+    let (Some(epoch), Some(version)) = (number(fields[2]), number(fields[3])) else {
         return Parsed::Corrupt("missing epoch or version".into());
     };
-    let raw = match hash_fields(participants) {
-        Ok(f) => f,
+    let values = match items(participants) {
+        Ok(values) => values,
         Err(reason) => return Parsed::Corrupt(format!("participants: {reason}")),
     };
     let mut members = BTreeMap::new();
-    for (pid, json) in raw {
-        match serde_json::from_str::<Participant>(&json) {
-            Ok(p) if p.id == pid => {
-                members.insert(pid, p);
+    for value in values {
+        let json = match bulk(value) {
+            Ok(Some(json)) => json,
+            Ok(None) => return Parsed::Corrupt("participants: a nil value".into()),
+            Err(reason) => return Parsed::Corrupt(format!("participants: {reason}")),
+        };
+        match serde_json::from_slice::<Participant>(json) {
+            Ok(p) => {
+                if let Some(twice) = members.insert(p.id.clone(), p) {
+                    return Parsed::Corrupt(format!("participant {}: stored twice", twice.id));
+                }
             }
-            Ok(_) => return Parsed::Corrupt(format!("participant {pid}: id mismatch")),
-            Err(e) => return Parsed::Corrupt(format!("participant {pid}: bad JSON ({e})")),
+            Err(e) => return Parsed::Corrupt(format!("participant: bad JSON ({e})")),
         }
     }
     Parsed::Call(CallState {
         id: id.to_owned(),
-        owner: owner.clone(),
+        owner: owner.to_owned(),
         epoch,
         version,
-        created_at_ms: number("created").unwrap_or(0),
+        created_at_ms: number(fields[4]).unwrap_or(0),
         participants: members,
     })
 }

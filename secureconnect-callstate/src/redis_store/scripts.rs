@@ -1,18 +1,28 @@
-//! The key layout and the Lua scripts. Each script touches only the keys of one call
-//! (one hash tag), so it runs on a single Redis and on a Redis Cluster alike. Every
-//! script answers an array whose first element is a status: 1 done, 0 no such call,
-//! -1 not the owner (fencing), -2 exists already, -3 ended (a tombstone), -4 a key of
-//! the wrong type. A refusal (-1, -2) carries next whether the call's owner is this
-//! node's id (a newer process with the same id holds it): the node's set then keeps
-//! the call.
+//! The key layout and the Lua scripts. Each script touches the keys of one call (one
+//! hash tag) and its node's incarnation key. Every script answers an array whose first
+//! element is a status: 1 done, 0 no such call, -1 not the owner (fencing), -2 exists
+//! already, -3 ended (a tombstone). A refusal (-1, -2) carries next whether the call's
+//! owner is this node's id (a newer process with the same id holds it): the node's set
+//! then keeps the call.
 //!
-//! Fencing: every write carries the node and its epoch for the call. The epoch only
-//! grows: `adopt` and `recover` bump it in the script that takes the call over. `adopt`
-//! records it in the call's fence key `sc:call:{<id>}:t` (a hash: `epoch`, `version`,
-//! `ended`), which `end` (and the last `leave`) also write, with a TTL of its own. A
-//! `put` or a `create` checks that key, so a call that ended or was taken over by
-//! another node is never recreated by a process that missed it, even after the call's
-//! own keys are gone.
+//! Fencing has two parts.
+//! - Between processes with the same node id (a rolling update, a paused process that
+//!   resumes): each process claims an incarnation, `INCR sc:node:{<node>}:inc`, once,
+//!   before its first write or at recovery. Every write carries it and is refused when
+//!   the key holds a higher one, so the newest process of a node id fences out the
+//!   older ones at once, for all their calls, with one command (recovery touches no
+//!   call). A missing key (Redis restarted empty, or the id unused for the key's TTL)
+//!   is set again by the first write that finds it missing.
+//! - Between nodes: every write carries the node and its epoch for the call. The epoch
+//!   only grows: `adopt` bumps it and records it in the call's fence key
+//!   `sc:call:{<id>}:t` (a hash: `epoch`, `version`, `ended`), which `end` (and the
+//!   last `leave`) also write, with a TTL of its own. A `put` or a `create` checks that
+//!   key, so a call that ended or was taken over by another node is never recreated by
+//!   a process that missed it, even after the call's own keys are gone.
+//!
+//! The incarnation key is in another hash slot than the call's keys: one Redis (or a
+//! Sentinel-managed primary) runs these scripts; a Redis Cluster needs one incarnation
+//! key per slot, claimed for every slot at recovery.
 
 use secureconnect_redis_fallback::redis;
 
@@ -34,6 +44,9 @@ pub(super) fn node_calls_key(node: &str) -> String {
 pub(super) fn lease_key(node: &str) -> String {
     format!("sc:node:{{{node}}}:lease")
 }
+pub(super) fn incarnation_key(node: &str) -> String {
+    format!("sc:node:{{{node}}}:inc")
+}
 
 /// One script: its source (to load it after `NOSCRIPT`) and its SHA-1.
 pub(super) struct Script {
@@ -42,26 +55,54 @@ pub(super) struct Script {
 }
 
 impl Script {
-    fn new(code: &str) -> Self {
-        Self::fenced("", code)
+    /// A script as it is (not on a call's keys).
+    fn plain(code: &str) -> Self {
+        let hash = redis::Script::new(code).get_hash().to_owned();
+        Self {
+            code: code.to_owned(),
+            hash,
+        }
     }
 
-    /// A script whose body may call `fence` (the [`FENCE`] prelude).
+    /// `EVALSHA` of a [`plain`](Self::plain) script on `keys`; the caller adds the
+    /// arguments.
+    pub(super) fn on_keys(&self, keys: &[String]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.hash).arg(keys.len()).arg(keys);
+        cmd
+    }
+
+    /// A write script: the [`CURRENT`] prelude, then `body`.
+    fn new(body: &str) -> Self {
+        Self::fenced("", body)
+    }
+
+    /// A write script whose body may also call `fence` (the [`FENCE`] prelude).
     fn fenced(prelude: &str, body: &str) -> Self {
-        let code = format!("{prelude}{body}");
+        let code = format!("{CURRENT}{prelude}{body}");
         let hash = redis::Script::new(&code).get_hash().to_owned();
         Self { code, hash }
     }
 
-    /// `EVALSHA` on the three keys of `call` (call, participants, fence), for a
-    /// pipeline; the caller adds the arguments.
-    pub(super) fn on_call(&self, call: &str) -> redis::Cmd {
+    /// `EVALSHA` on the keys of `call` (call, participants, fence) and of `node`'s
+    /// incarnation, with the process's `incarnation` and the incarnation key's TTL as
+    /// the first arguments; the caller adds the script's own.
+    pub(super) fn on_call(
+        &self,
+        call: &str,
+        node: &str,
+        incarnation: u64,
+        ttl_ms: u64,
+    ) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.hash)
-            .arg(3)
+            .arg(4)
             .arg(call_key(call))
             .arg(participants_key(call))
-            .arg(fence_key(call));
+            .arg(fence_key(call))
+            .arg(incarnation_key(node))
+            .arg(incarnation)
+            .arg(ttl_ms);
         cmd
     }
 }
@@ -73,8 +114,8 @@ pub(super) struct Scripts {
     pub(super) leave: Script,
     pub(super) end: Script,
     pub(super) adopt: Script,
-    pub(super) recover: Script,
     pub(super) put: Script,
+    pub(super) reassert: Script,
 }
 
 impl Scripts {
@@ -85,8 +126,8 @@ impl Scripts {
             leave: Script::fenced(FENCE, LEAVE),
             end: Script::fenced(FENCE, END),
             adopt: Script::fenced(FENCE, ADOPT),
-            recover: Script::new(RECOVER),
             put: Script::new(PUT),
+            reassert: Script::plain(REASSERT),
         }
     }
 
@@ -100,8 +141,8 @@ impl Scripts {
             &self.leave,
             &self.end,
             &self.adopt,
-            &self.recover,
             &self.put,
+            &self.reassert,
         ] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(&script.code).ignore();
         }
@@ -135,6 +176,32 @@ pub(super) fn owned_by_this_id(values: &[i64]) -> bool {
     values.get(1) == Some(&1)
 }
 
+/// Lua prepended to every write script. Takes the process's incarnation and the
+/// incarnation key's TTL off the front of ARGV (the script's own arguments follow), and
+/// refuses, as not the owner held by this node's id, a process that a newer one with
+/// the same node id superseded. A missing key is set again.
+const CURRENT: &str = r"
+local incarnation = tonumber(table.remove(ARGV, 1))
+local incarnation_ttl = table.remove(ARGV, 1)
+local newest = tonumber(redis.call('GET', KEYS[4]) or '0')
+if newest > incarnation then return {-1, 1} end
+if newest < incarnation then
+  redis.call('SET', KEYS[4], incarnation, 'PX', incarnation_ttl)
+end
+";
+
+/// The heartbeat's hold on its incarnation. KEYS: the node's incarnation key. ARGV:
+/// this process's incarnation, the key's TTL. Sets the key again (and its TTL) unless
+/// a newer process claimed it, so a lost key does not leave an older process a window;
+/// answers the newest incarnation found.
+const REASSERT: &str = r"
+local newest = tonumber(redis.call('GET', KEYS[1]) or '0')
+if newest <= tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return newest
+";
+
 /// Lua prepended to the scripts that record a fence: `fence(epoch, version, ended,
 /// ttl)` keeps in the fence key (KEYS[3]) the highest epoch and version issued, marks
 /// the call ended if asked, and sets the key's TTL.
@@ -149,7 +216,8 @@ local function fence(epoch, version, ended, ttl)
 end
 ";
 
-/// KEYS: call, participants, fence. ARGV: node, ttl_ms, now_ms, schema.
+/// KEYS: call, participants, fence, incarnation. ARGV (after the [`CURRENT`] pair):
+/// node, ttl_ms, now_ms, schema.
 /// Refused (-2) if the call exists, or ended or was taken over within the fence's TTL.
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -162,8 +230,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {1, 1, 1}
 ";
 
-/// KEYS: call, participants, fence. ARGV: node, epoch, participant id, participant
-/// JSON, ttl_ms.
+/// KEYS: call, participants, fence, incarnation. ARGV (after the [`CURRENT`] pair):
+/// node, epoch, participant id, participant JSON, ttl_ms.
 const JOIN: &str = r"
 local call = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
 if not call[1] then return {0} end
@@ -178,7 +246,8 @@ redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return {1, version}
 ";
 
-/// KEYS: call, participants, fence. ARGV: node, epoch, participant id, fence_ttl_ms.
+/// KEYS: call, participants, fence, incarnation. ARGV (after the [`CURRENT`] pair):
+/// node, epoch, participant id, fence_ttl_ms.
 /// Answers {1, version, removed, call_ended}. A participant who is not there changes
 /// nothing (a duplicate leave does not bump the version). The last leave ends the call
 /// and leaves a tombstone.
@@ -201,9 +270,12 @@ end
 return {1, version, 1, 0}
 ";
 
-/// KEYS: call, participants, fence. ARGV: node, epoch, fence_ttl_ms. Leaves a
-/// tombstone, also when the call's keys are gone already (expired, or a Redis that
-/// restarted empty), unless the call was taken over since.
+/// KEYS: call, participants, fence, incarnation. ARGV (after the [`CURRENT`] pair):
+/// node, epoch, fence_ttl_ms. Leaves a tombstone, also when the call's keys are gone
+/// already (expired, or a Redis that restarted empty), unless the call was taken over
+/// since. Epoch 0: the process holds no epoch for the call (its create's reply was
+/// lost, or it never held it): the call is ended if this node owns it (the
+/// incarnation check makes this process its only writer).
 const END: &str = r"
 local epoch = tonumber(ARGV[2])
 local call = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'version')
@@ -213,16 +285,18 @@ if not call[1] then
   end
   return {0}
 end
-if call[1] ~= ARGV[1] or call[2] ~= ARGV[2] then
+if call[1] ~= ARGV[1] or (epoch ~= 0 and call[2] ~= ARGV[2]) then
   if call[1] == ARGV[1] then return {-1, 1} end
   return {-1, 0}
 end
+if epoch == 0 then epoch = tonumber(call[2] or '0') end
 redis.call('DEL', KEYS[1], KEYS[2])
 fence(epoch, tonumber(call[3] or '0'), true, ARGV[3])
 return {1}
 ";
 
-/// KEYS: call, participants, fence. ARGV: new owner, dead owner, ttl_ms,
+/// KEYS: call, participants, fence, incarnation. ARGV (after the [`CURRENT`] pair): new
+/// owner, dead owner, ttl_ms,
 /// fence_ttl_ms. Answers {1, epoch, version}; the epoch is bumped and recorded.
 const ADOPT: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -243,30 +317,11 @@ fence(epoch, version, false, ARGV[4])
 return {1, epoch, version}
 ";
 
-/// Takes a call back at recovery. KEYS: call, participants, fence. ARGV: node, schema,
-/// fence_ttl_ms. When the call is this node's (of a known schema, with a numeric
-/// epoch), its epoch is bumped and recorded in the fence, so a process that still holds
-/// the old epoch (the same node id: a rolling update, a paused process that resumes)
-/// is fenced out, also after the call's own keys expire. Answers the new epoch, or 0
-/// when the call was not taken (gone, another node's, unreadable). As small as it can
-/// be: it runs once per call at recovery (each `redis.call` costs microseconds), and
-/// the call is read by plain `HGETALL`s after it in the same pipeline. The call's epoch
-/// is never below its fence's (every script that raises the fence raises the call's
-/// epoch with it), so the fence need not be read first.
-const RECOVER: &str = r"
-local call = redis.call('HMGET', KEYS[1], 'owner', 'schema', 'epoch')
-if call[1] ~= ARGV[1] or call[2] ~= ARGV[2] or not tonumber(call[3]) then return 0 end
-local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-redis.call('HSET', KEYS[3], 'epoch', epoch)
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-return epoch
-";
-
-/// Writes a whole call back (after Redis was away). KEYS: call, participants, fence.
-/// ARGV: node, epoch, version, created, schema, ttl_ms, then participant id/JSON
-/// pairs. Refused (-1) if another node owns the call now or the call's epoch (or its
-/// fence's) is above the one given; refused (-3) if the call ended (a tombstone). The
-/// epoch and the version never go down.
+/// Writes a whole call back (after Redis was away). KEYS: call, participants, fence,
+/// incarnation. ARGV (after the [`CURRENT`] pair): node, epoch, version, created,
+/// schema, ttl_ms, then participant id/JSON pairs. Refused (-1) if another node owns
+/// the call now or the call's epoch (or its fence's) is above the one given; refused
+/// (-3) if the call ended (a tombstone). The epoch and the version never go down.
 const PUT: &str = r"
 local t = redis.call('HMGET', KEYS[3], 'epoch', 'version', 'ended')
 if t[3] then return {-3, 0} end

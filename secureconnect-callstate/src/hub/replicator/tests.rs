@@ -255,14 +255,44 @@ fn a_write_back_that_fails_half_way_keeps_the_remaining_work() {
     );
     assert_eq!(r.step(Event::Superseded("c".into())), []);
     assert_eq!(r.step(Event::EndWritten("d".into(), Written::Done)), []);
-    // A put that fails: stop; the next attempt puts everything again.
-    assert_eq!(
-        r.step(Event::PutWritten("e".into(), REFUSED)),
-        [Action::Stop]
-    );
+    // A put that fails for an outage: stop; the next attempt puts everything again.
+    assert_eq!(r.step(Event::PutWritten("e".into(), DOWN)), [Action::Stop]);
     assert!(r.needs_write_back());
     assert_eq!(degrade_and_recover(&mut r), [Action::WriteBack]);
     assert_eq!(write_back(&mut r, &[], &["e"]), []);
+    assert_eq!(r.state(), &State::Streaming);
+}
+
+/// One call whose writes Redis refuses (a key of the wrong type, an ACL) holds up no
+/// other call: the write-back goes on past it, keeps its end, and is retried on the
+/// next heartbeat (not at once, not forever in a loop).
+#[test]
+fn a_refused_call_does_not_hold_up_the_write_back_of_the_others() {
+    let mut r = Replicator::default();
+    let _ = r.step(Event::Dropped(ended("bad-end")));
+    let _ = r.step(Event::Dropped(ended("good-end")));
+    assert_eq!(r.step(Event::Heartbeat), [Action::WriteBack]);
+    let _ = r.step(Event::Scanned(Vec::new()));
+    assert_eq!(r.step(Event::EndWritten("bad-end".into(), REFUSED)), []);
+    assert_eq!(
+        r.step(Event::EndWritten("good-end".into(), Written::Done)),
+        []
+    );
+    assert_eq!(r.step(Event::PutWritten("bad".into(), REFUSED)), []);
+    assert_eq!(r.step(Event::PutWritten("good".into(), Written::Done)), []);
+    assert_eq!(
+        r.step(Event::PutsDone {
+            health_moved: false
+        }),
+        []
+    );
+    assert_eq!(ended_set(&r), ["bad-end"], "the refused end is kept");
+    assert!(r.needs_write_back());
+    // Not retried on the next change, but on the heartbeat; once Redis takes the
+    // writes, streaming resumes.
+    assert_eq!(r.step(Event::Queued(join("good"))), []);
+    assert_eq!(r.step(Event::Heartbeat), [Action::WriteBack]);
+    assert_eq!(write_back(&mut r, &[], &["bad", "good"]), []);
     assert_eq!(r.state(), &State::Streaming);
 }
 
