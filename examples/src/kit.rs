@@ -24,6 +24,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::Config;
 use crate::error::{chain, ApiError};
+use crate::sessions::{LocalSessions, SessionStore};
 use crate::token::Tokens;
 
 /// Writes each batch to the tracing sink and, when `AUDIT_FILE` is set, to the
@@ -65,7 +66,10 @@ pub struct Kit {
     pub audit: AuditPipeline,
     /// Token verification.
     pub tokens: Tokens,
+    /// Session checks (logout revokes tokens).
+    pub sessions: SessionStore,
     proxies: TrustedProxies,
+    metrics_token: Option<String>,
     layers: bool,
 }
 
@@ -91,7 +95,8 @@ impl Running {
 }
 
 impl Kit {
-    /// Sets up the common parts of service `name`.
+    /// Sets up the common parts of service `name`; `sessions` is what the process knows
+    /// about sessions, shared by the services it runs.
     ///
     /// # Errors
     ///
@@ -100,6 +105,7 @@ impl Kit {
         name: &'static str,
         config: &Config,
         jwt_secret: &str,
+        sessions: &LocalSessions,
     ) -> Result<Self, String> {
         let mut registry = Registry::default();
         let metrics = HttpMetricsLayer::new(
@@ -141,6 +147,7 @@ impl Kit {
             .trusted_proxies
             .parse()
             .map_err(|e| format!("TRUSTED_PROXIES: {}", chain(&e)))?;
+        let sessions = SessionStore::new(redis.clone(), sessions.clone(), &mut registry);
         Ok(Self {
             name,
             registry,
@@ -148,14 +155,21 @@ impl Kit {
             redis,
             audit,
             tokens: Tokens::new(jwt_secret, Duration::from_secs(15 * 60)),
+            sessions,
             proxies,
+            metrics_token: config.metrics_token.clone(),
             layers: config.layers,
         })
     }
 
-    /// The service's router with `/health`, `/ready`, `/metrics`, a JSON 404 fallback,
-    /// request ids, request spans, metrics and audit around `app`.
-    pub fn finish(self, app: Router) -> (Router, Running) {
+    /// The service's router with `/health`, `/ready`, `/metrics` (asking for
+    /// `METRICS_TOKEN` as a bearer token when it is set), a JSON 404 fallback, request
+    /// ids, request spans, metrics and audit around `app`.
+    ///
+    /// # Errors
+    ///
+    /// A message for a metrics token the endpoint refuses (empty, or not visible ASCII).
+    pub fn finish(self, app: Router) -> Result<(Router, Running), String> {
         let ready = ReadyState {
             name: self.name,
             redis: self.redis.clone(),
@@ -164,21 +178,26 @@ impl Kit {
             audit: self.audit.clone(),
             name: self.name,
         };
+        let mut endpoint = MetricsEndpointConfig::default();
+        if let Some(token) = &self.metrics_token {
+            endpoint = endpoint.bearer_token(token.as_str());
+        }
+        let metrics = MetricsService::new(Arc::new(self.registry), endpoint)
+            .map_err(|e| format!("METRICS_TOKEN: {}", chain(&e)))?;
         let router = app
             .route(
                 "/health",
                 get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
             )
             .route("/ready", get(ready_handler).with_state(Arc::new(ready)))
-            .route_service(
-                "/metrics",
-                MetricsService::new(Arc::new(self.registry), MetricsEndpointConfig::default())
-                    .expect("the default endpoint configuration is valid"),
-            )
+            .route_service("/metrics", metrics)
             .fallback(|| async { ApiError::not_found("no such route") });
         if !self.layers {
             // SC_LAYERS=off: no request metrics, no audit layer (for measuring them).
-            return (router.layer(Extension(self.tokens)), running);
+            let router = router
+                .layer(Extension(self.sessions))
+                .layer(Extension(self.tokens));
+            return Ok((router, running));
         }
         let layers = ServiceBuilder::new()
             .layer(PropagateRequestIdLayer::x_request_id())
@@ -188,7 +207,8 @@ impl Kit {
                     .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
             )
             .layer(self.metrics)
-            .layer(Extension(self.tokens));
+            .layer(Extension(self.tokens))
+            .layer(Extension(self.sessions));
         let router = router
             .layer(layers)
             // Outermost: it mints the request id the layers inside carry, and it needs
@@ -199,7 +219,7 @@ impl Kit {
                     .service_name(self.name)
                     .trusted_proxies(self.proxies),
             ));
-        (router, running)
+        Ok((router, running))
     }
 }
 

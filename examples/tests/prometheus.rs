@@ -19,8 +19,12 @@ struct Prometheus {
     _dir: tempfile::TempDir,
 }
 
-/// The shipped config with the test's ports, 1 s intervals and absolute rule paths.
-fn config_for(system: &System) -> String {
+/// The token the services ask for in this test.
+const METRICS_TOKEN: &str = "prometheus-scrapes-with-this";
+
+/// The shipped config with the test's ports, 1 s intervals, absolute rule paths, and
+/// its `authorization` lines uncommented to read the token from `token_file`.
+fn config_for(system: &System, token_file: &std::path::Path) -> String {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let shipped =
         std::fs::read_to_string(format!("{root}/examples/deploy/prometheus.yml")).unwrap();
@@ -41,13 +45,39 @@ fn config_for(system: &System) -> String {
         );
     }
     assert!(!config.contains(":8080\""), "every port was replaced");
-    config
+    let commented = "    # authorization:\n    #   credentials_file: /etc/prometheus/secureconnect-metrics-token\n";
+    assert_eq!(
+        config.matches(commented).count(),
+        4,
+        "each job shows the authorization setting"
+    );
+    config.replace(
+        commented,
+        &format!(
+            "    authorization:\n      credentials_file: {}\n",
+            token_file.display()
+        ),
+    )
 }
 
-fn start(config: &str) -> Prometheus {
+/// Starts Prometheus with the config `config_for` gives (after `promtool check config`
+/// accepted it).
+fn start(system: &System) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("metrics-token");
+    std::fs::write(&token_file, format!("{METRICS_TOKEN}\n")).unwrap();
     let path = dir.path().join("prometheus.yml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, config_for(system, &token_file)).unwrap();
+    let check = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&path)
+        .output()
+        .expect("Debian's promtool (scripts/test installs it)");
+    assert!(
+        check.status.success(),
+        "the config with its authorization lines in use is valid: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     let port = free_port();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", path.display()))
@@ -106,14 +136,20 @@ fn redis_down_alerts(alerts: &serde_json::Value) -> Vec<String> {
 #[tokio::test]
 async fn the_shipped_prometheus_config_scrapes_evaluates_and_alerts() {
     let mut redis = RedisServer::start().unwrap();
-    let system = System::start(&redis.url(), &[]).await;
-    let prometheus = start(&config_for(&system));
+    let system = System::start(&redis.url(), &[("METRICS_TOKEN", METRICS_TOKEN)]).await;
+    let prometheus = start(&system);
     let c = reqwest::Client::new();
     for name in ["gateway", "auth", "video", "storage"] {
         c.get(format!("http://127.0.0.1:{}/health", system.port(name)))
             .send()
             .await
             .unwrap();
+        let bare = c
+            .get(format!("http://127.0.0.1:{}/metrics", system.port(name)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bare.status(), 401, "{name} wants the token");
     }
 
     let all_up = eventually(Duration::from_secs(30), || async {

@@ -467,7 +467,11 @@ async fn main() {
         }
     }
 
-    let mut redis = RedisServer::start().expect("redis-server");
+    // Persistent, as a Redis holding sessions should be: a session lives in Redis only,
+    // so one restarted empty would log every user out.
+    let mut redis =
+        RedisServer::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"])
+            .expect("redis-server");
     let dir = std::env::temp_dir().join(format!("sc-soak-{}", std::process::id()));
     let ports: Vec<(&'static str, u16)> = ["auth", "storage", "video", "gateway"]
         .iter()

@@ -26,6 +26,11 @@ impl System {
         format!("http://127.0.0.1:{}", self.port("gateway"))
     }
 
+    /// `http://127.0.0.1:<port of name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}", self.port(name))
+    }
+
     pub fn port(&self, name: &str) -> u16 {
         self.ports.iter().find(|(n, _)| *n == name).unwrap().1
     }
@@ -39,7 +44,24 @@ impl System {
     }
 
     pub async fn start(redis_url: &str, extra: &[(&str, &str)]) -> Self {
-        let mut system = Self {
+        Self::start_only(&["auth", "storage", "video", "gateway"], redis_url, extra).await
+    }
+
+    /// Starts only the services `names` (the others' ports stay unused).
+    pub async fn start_only(
+        names: &[&'static str],
+        redis_url: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let mut system = Self::new(redis_url, extra);
+        for name in names {
+            system.spawn(name).await;
+        }
+        system
+    }
+
+    fn new(redis_url: &str, extra: &[(&str, &str)]) -> Self {
+        Self {
             dir: tempfile::tempdir().unwrap(),
             ports: [
                 ("auth", free_port()),
@@ -53,30 +75,22 @@ impl System {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             children: Vec::new(),
-        };
-        for name in ["auth", "storage", "video", "gateway"] {
-            system.spawn(name).await;
         }
-        system
     }
 
-    pub async fn spawn(&mut self, name: &'static str) {
-        let exe = match name {
-            "auth" => env!("CARGO_BIN_EXE_auth"),
-            "storage" => env!("CARGO_BIN_EXE_storage"),
-            "video" => env!("CARGO_BIN_EXE_video"),
-            _ => env!("CARGO_BIN_EXE_gateway"),
-        };
+    /// The command for `exe`, with the system's environment; stdout to `<file>.out`,
+    /// audit events to `audit_file(file)`.
+    fn command(&self, exe: &str, file: &str) -> Command {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join(format!("{name}.out")))
+            .open(self.dir.path().join(format!("{file}.out")))
             .unwrap();
         let mut cmd = Command::new(exe);
         cmd.env("JWT_SECRET", SECRET)
             .env("REDIS_URL", &self.redis_url)
-            .env("STORAGE_DIR", self.dir.path().join("files"))
-            .env("AUDIT_FILE", self.audit_file(name))
+            .env("STORAGE_DIR", self.storage_dir())
+            .env("AUDIT_FILE", self.audit_file(file))
             .env("RUST_LOG", "info");
         for (service, port) in self.ports {
             cmd.env(
@@ -87,10 +101,47 @@ impl System {
         for (k, v) in &self.extra {
             cmd.env(k, v);
         }
-        let child =
-            ChildProcess::spawn(cmd.stdout(Stdio::from(out)).stderr(Stdio::null())).unwrap();
+        cmd.stdout(Stdio::from(out)).stderr(Stdio::null());
+        cmd
+    }
+
+    /// Where the storage services keep their files.
+    pub fn storage_dir(&self) -> PathBuf {
+        self.dir.path().join("files")
+    }
+
+    fn exe(name: &str) -> &'static str {
+        match name {
+            "auth" => env!("CARGO_BIN_EXE_auth"),
+            "storage" => env!("CARGO_BIN_EXE_storage"),
+            "video" => env!("CARGO_BIN_EXE_video"),
+            _ => env!("CARGO_BIN_EXE_gateway"),
+        }
+    }
+
+    pub async fn spawn(&mut self, name: &'static str) {
+        let cmd = self.command(Self::exe(name), name);
+        self.spawn_on(name, cmd, self.port(name)).await;
+    }
+
+    /// Starts another instance of `name` (sharing Redis, the storage folder and the
+    /// other services' addresses) on a port of its own, which it returns. Its stdout and
+    /// audit file are named `<name>-<port>`.
+    pub async fn spawn_another(&mut self, name: &'static str) -> u16 {
+        let port = free_port();
+        let mut cmd = self.command(Self::exe(name), &format!("{name}-{port}"));
+        cmd.env(
+            format!("{}_ADDR", name.to_ascii_uppercase()),
+            format!("127.0.0.1:{port}"),
+        );
+        self.spawn_on(name, cmd, port).await;
+        port
+    }
+
+    async fn spawn_on(&mut self, name: &'static str, mut cmd: Command, port: u16) {
+        let child = ChildProcess::spawn(&mut cmd).unwrap();
         self.children.push((name, child));
-        let url = format!("http://127.0.0.1:{}/health", self.port(name));
+        let url = format!("http://127.0.0.1:{port}/health");
         assert!(
             wait_until_ok(&url, Duration::from_secs(20)).await,
             "{name} did not come up"
