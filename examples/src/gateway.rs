@@ -55,6 +55,8 @@ struct GatewayState {
     client: Client<HttpConnector, Body>,
     upstreams: Upstreams,
     timeout: Duration,
+    /// Whose `X-Forwarded-For` lines are believed (`TRUSTED_PROXIES`).
+    proxies: secureconnect_audit::TrustedProxies,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -173,11 +175,8 @@ async fn forward(state: &GatewayState, peer: SocketAddr, mut request: Request) -
     };
     *request.uri_mut() = uri;
     strip_hop_by_hop(request.headers_mut(), upgrade);
-    request.headers_mut().insert(
-        "x-forwarded-for",
-        HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown")),
-    );
+    let forwarded = client_key::forwarded_for(&state.proxies, peer, request.headers());
+    request.headers_mut().insert("x-forwarded-for", forwarded);
 
     let response = match tokio::time::timeout(state.timeout, state.client.request(request)).await {
         Err(_) => {
@@ -285,8 +284,9 @@ pub fn router(
         .trusted_proxies
         .parse()
         .map_err(|e| format!("TRUSTED_PROXIES: {}", crate::error::chain(&e)))?;
+    let limit_proxies = proxies.clone();
     let per_client = rate_limit(limiter("client", config.rate_limit_client)?, move |parts| {
-        client_key::client_key(&proxies, parts)
+        client_key::client_key(&limit_proxies, parts)
     });
     let per_user = rate_limit(limiter("user", config.rate_limit)?, |parts| {
         Some(parts.extensions.get::<Claims>()?.sub.clone())
@@ -302,6 +302,7 @@ pub fn router(
             video: format!("http://{video}"),
         },
         timeout: config.upstream_timeout,
+        proxies,
     });
     // The last layer added sees a request first: per client, authentication, per user.
     let route = any(proxy)

@@ -28,6 +28,25 @@ pub(super) fn client_key(proxies: &TrustedProxies, parts: &Parts) -> Option<Stri
     }
 }
 
+/// The `X-Forwarded-For` the gateway sends upstream: the client as resolved through
+/// `proxies` (so the services, which trust the gateway, audit the client and not the
+/// load balancer in front of it); `unknown` when a forwarded hop cannot be read (the
+/// services flag it); the peer when nothing was forwarded by a trusted proxy. The
+/// client's own lines are never passed on.
+pub(super) fn forwarded_for(
+    proxies: &TrustedProxies,
+    peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> HeaderValue {
+    let lines = headers.get_all(X_FORWARDED_FOR);
+    let client = match proxies.client_ip(Some(peer.ip()), lines.iter().map(HeaderValue::as_bytes)) {
+        ClientIp::Known(ip) => ip,
+        ClientIp::Unreadable { .. } => return HeaderValue::from_static("unknown"),
+        _ => peer.ip(),
+    };
+    HeaderValue::from_str(&client.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
 /// The limit's key for a client address: an IPv4 address as such, an IPv6 one by its
 /// /64 (an IPv4-mapped IPv6 address is the IPv4 address).
 pub(super) fn key(ip: IpAddr) -> String {
