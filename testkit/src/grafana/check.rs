@@ -12,7 +12,8 @@ use crate::promtool_parse;
 /// query uses only variables it has a test value for, parses with the real PromQL
 /// parser once they are substituted (`promtool`), and names only metrics in the known
 /// set (what the services export after traffic, what the recording rules record, and
-/// whatever else the caller adds).
+/// whatever else the caller adds); so does every query variable's `label_values(…)` or
+/// `query_result(…)`.
 ///
 /// ```no_run
 /// use secureconnect_testkit::grafana::{load_dir, Checker};
@@ -82,7 +83,7 @@ impl Checker {
     /// query) its `refId`: a missing or duplicate `uid`, no `schemaVersion`, no
     /// `datasource` variable, a panel or query on another data source, a variable
     /// without a test value, a query promtool cannot parse, a metric nobody exports or
-    /// records, a dashboard without queries.
+    /// records (in a query or a variable's query), a dashboard without queries.
     ///
     /// # Panics
     ///
@@ -115,6 +116,19 @@ impl Checker {
                 problems.push(format!(
                     "{name}: no `datasource` variable of type datasource for Prometheus"
                 ));
+            }
+            for (variable, query) in variable_queries(dashboard) {
+                let at = format!("{name}: variable ${variable}");
+                match self.substitute(&query).and_then(|q| metric_names(&q)) {
+                    Ok(names) => {
+                        for metric in names.iter().filter(|m| !self.known.contains(*m)) {
+                            problems.push(format!(
+                                "{at}: metric `{metric}` is exported by no service and recorded by no rule"
+                            ));
+                        }
+                    }
+                    Err(e) => problems.push(format!("{at}: {e}")),
+                }
             }
             for panel in dashboard.panels() {
                 let uses_variable = |v: &serde_json::Value| {
@@ -173,6 +187,37 @@ impl Checker {
             Err(problems.join("\n"))
         }
     }
+}
+
+/// The PromQL inside each query variable's `label_values(<selector>, <label>)` or
+/// `query_result(<expr>)` (variables with other queries have none).
+fn variable_queries(dashboard: &Dashboard) -> Vec<(String, String)> {
+    dashboard.json()["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["type"] == "query")
+        .filter_map(|v| {
+            let query = v["definition"]
+                .as_str()
+                .or_else(|| v["query"]["query"].as_str())
+                .or_else(|| v["query"].as_str())?
+                .trim();
+            let inner = |prefix: &str| {
+                query
+                    .strip_prefix(prefix)
+                    .and_then(|q| q.trim_start().strip_prefix('('))
+                    .and_then(|q| q.strip_suffix(')'))
+            };
+            let promql = if let Some(args) = inner("label_values") {
+                // The selector is all but the last argument; `label_values(job)` has none.
+                args.rsplit_once(',')?.0.trim().to_owned()
+            } else {
+                inner("query_result")?.trim().to_owned()
+            };
+            Some((v["name"].as_str().unwrap_or_default().to_owned(), promql))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -280,6 +325,26 @@ mod tests {
         ] {
             assert!(e.contains(says), "{says}:\n{e}");
         }
+    }
+
+    #[test]
+    fn a_variable_listing_jobs_of_an_unknown_metric_fails() {
+        let d = dashboard("var", &[("Rate", "requests_total")]);
+        let text = d.json().to_string().replacen(
+            r#""name":"job","#,
+            r#""name":"job","definition":"label_values(http_requests_total{code=\"200\"}, job)","#,
+            1,
+        );
+        let d = Dashboard::parse("var.json", &text).unwrap();
+        assert_eq!(
+            checker().check(&[d]).unwrap_err(),
+            "var.json: variable $job: metric `http_requests_total` is exported by no service and recorded by no rule"
+        );
+        let fine = text.replace("http_requests_total{code=\\\"200\\\"}", "requests_total");
+        assert_eq!(
+            checker().check(&[Dashboard::parse("var.json", &fine).unwrap()]),
+            Ok(1)
+        );
     }
 
     #[test]
