@@ -726,6 +726,12 @@ async fn main() {
 
     tokio::time::sleep_until(at(0.90).into()).await;
     shared.stop.store(true, Ordering::Relaxed);
+    shared
+        .stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .timeline
+        .end(Instant::now());
     for task in tasks {
         let _ = task.await;
     }

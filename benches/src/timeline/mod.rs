@@ -65,6 +65,8 @@ pub struct Timeline {
     origin: Instant,
     seconds: Vec<Second>,
     faults: Vec<Fault>,
+    /// Whole seconds of load, once it ended: the seconds after are left out.
+    full_seconds: Option<usize>,
 }
 
 impl Timeline {
@@ -74,6 +76,7 @@ impl Timeline {
             origin,
             seconds: Vec::new(),
             faults: Vec::new(),
+            full_seconds: None,
         }
     }
 
@@ -104,16 +107,24 @@ impl Timeline {
         });
     }
 
+    /// Marks the end of the load at `at`: [`points`](Self::points) then stops at the
+    /// last whole second before it, so that the requests still finishing while the
+    /// clients stop (a partial second, the slowest requests) do not look like a fall.
+    pub fn end(&mut self, at: Instant) {
+        self.full_seconds = Some(at.saturating_duration_since(self.origin).as_secs() as usize);
+    }
+
     /// The fault windows, in the order recorded.
     pub fn faults(&self) -> &[Fault] {
         &self.faults
     }
 
-    /// Every second from the origin to the last request, summarized (a second without
-    /// requests has zeros).
+    /// Every second from the origin to the last request (or to the
+    /// [`end`](Self::end)), summarized; a second without requests has zeros.
     pub fn points(&self) -> Vec<Point> {
         self.seconds
             .iter()
+            .take(self.full_seconds.unwrap_or(usize::MAX))
             .enumerate()
             .map(|(second, s)| {
                 let mut sorted = s.latencies.clone();
@@ -197,6 +208,22 @@ mod tests {
         );
         assert_eq!(points[2].requests, 2);
         assert_eq!((points[2].server_errors, points[2].no_response), (1, 1));
+    }
+
+    #[test]
+    fn the_seconds_after_the_end_are_left_out() {
+        let start = Instant::now();
+        let mut t = Timeline::new(start);
+        for ms in [100, 1_100, 2_100, 2_900, 3_500] {
+            t.record(at(start, ms), 200, Duration::from_millis(1));
+        }
+        t.end(at(start, 2_950));
+        let seconds: Vec<usize> = t.points().iter().map(|p| p.second).collect();
+        assert_eq!(
+            seconds,
+            [0, 1],
+            "second 2 is partial, second 3 after the end"
+        );
     }
 
     #[test]
