@@ -236,10 +236,9 @@ fn next_variable(text: &str) -> Option<(&str, &str, &str)> {
                 let name = inner[..end].split(':').next().unwrap_or_default();
                 (name, 2 + end + 2)
             })
-        } else if let Some(inner) = tail.strip_prefix('$') {
-            Some((&inner[..word(inner)], 1 + word(inner)))
         } else {
-            None
+            tail.strip_prefix('$')
+                .map(|inner| (&inner[..word(inner)], 1 + word(inner)))
         };
         match found {
             Some((name, len))
