@@ -72,3 +72,45 @@ async fn services_write_json_lines_where_the_shippers_look() {
         assert!(first["level"].is_string() && first["timestamp"].is_string());
     }
 }
+
+#[test]
+fn grafana_provisioning_loads_the_dashboards_from_prometheus_yml_s_prometheus() {
+    let datasource = deploy("grafana/provisioning/datasources/secureconnect.yml");
+    let provider = deploy("grafana/provisioning/dashboards/secureconnect.yml");
+    let readme = deploy("README.md");
+    // Grafana's $__rate_interval is built on the data source's interval: if it is not
+    // the scrape interval, short-range panels go empty or smooth too much.
+    let scrape = deploy("prometheus.yml")
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("scrape_interval:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap();
+    assert!(
+        datasource.contains(&format!("timeInterval: {scrape}")),
+        "{datasource}"
+    );
+    assert!(datasource.contains("type: prometheus"));
+    assert!(datasource.contains("url: http://127.0.0.1:9090"));
+    // The provider reads the directory the README's command names.
+    assert!(
+        provider.contains("path: ${SECURECONNECT_DASHBOARDS}"),
+        "{provider}"
+    );
+    for (variable, dir) in [
+        ("SECURECONNECT_DASHBOARDS", "grafana/dashboards"),
+        ("GF_PATHS_PROVISIONING", "grafana/provisioning"),
+    ] {
+        assert!(
+            readme.contains(&format!("{variable}=$PWD/examples/deploy/{dir} ")),
+            "{variable}"
+        );
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy")
+            .join(dir);
+        assert!(path.is_dir(), "{}", path.display());
+    }
+    assert!(common::dashboards().len() >= 5);
+}

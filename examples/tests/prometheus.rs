@@ -1,15 +1,19 @@
 //! examples/deploy/prometheus.yml and rules/ in Debian's real Prometheus, against the
-//! running reference services and a real redis-server that is killed and restarted.
+//! running reference services and a real redis-server that is killed and restarted; and
+//! every query of the Grafana dashboards (examples/deploy/grafana) evaluated by it.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, System};
+use common::{dashboards, free_port, register_and_login, traffic, System};
 use secureconnect_redis_fallback::testing::RedisServer;
+use secureconnect_testkit::grafana::{Checker, PanelQuery};
 use secureconnect_testkit::process::ChildProcess;
 
 struct Prometheus {
@@ -95,6 +99,51 @@ fn start(system: &System) -> Prometheus {
         url: format!("http://127.0.0.1:{port}"),
         _dir: dir,
     }
+}
+
+/// The overview's RED panels: each must show every service.
+const RED_PANELS: [&str; 4] = [
+    "Requests per second",
+    "5xx ratio",
+    "Latency p50 and p99",
+    "Active requests",
+];
+const JOBS: [&str; 4] = ["auth", "gateway", "storage", "video"];
+
+/// `query` evaluated now: its series as (job, value), or Prometheus's error.
+async fn evaluate(prometheus: &Prometheus, query: &str) -> Result<Vec<(String, f64)>, String> {
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", prometheus.url))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+    if v["status"] != "success" {
+        return Err(format!("{}: {}", v["errorType"], v["error"]));
+    }
+    Ok(v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|series| {
+            let job = series["metric"]["job"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let value = series["value"][1]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            (job, value)
+        })
+        .collect())
+}
+
+/// Whether a RED panel's answer has a finite value for every service.
+fn shows_every_service(series: &[(String, f64)]) -> bool {
+    JOBS.iter()
+        .all(|job| series.iter().any(|(j, v)| j == job && v.is_finite()))
 }
 
 async fn api(prometheus: &Prometheus, path: &str) -> Option<serde_json::Value> {
@@ -202,6 +251,8 @@ async fn the_shipped_prometheus_config_scrapes_evaluates_and_alerts() {
     .await;
     assert!(red, "a RED query returns data for each service");
 
+    every_dashboard_query_evaluates(&prometheus, &system).await;
+
     redis.kill().unwrap();
     let alerting = eventually(Duration::from_secs(30), || async {
         api(&prometheus, "/api/v1/alerts")
@@ -219,4 +270,108 @@ async fn the_shipped_prometheus_config_scrapes_evaluates_and_alerts() {
     })
     .await;
     assert!(cleared, "RedisDown cleared once Redis was back");
+}
+
+/// Every panel query of the shipped dashboards, as Grafana would send it with all
+/// services selected, evaluates without an error; the RED panels show every service;
+/// and, with traffic flowing, every other panel has data too.
+async fn every_dashboard_query_evaluates(prometheus: &Prometheus, system: &System) {
+    // Light traffic to every service, so that rates over the last seconds are not 0/0:
+    // a failed login (auth), an unknown file (storage), an unknown call (video).
+    let c = reqwest::Client::new();
+    let user = register_and_login(&c, &system.gateway(), "load@example.org").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, gateway) = (stop.clone(), system.gateway());
+        tokio::spawn(async move {
+            let body = serde_json::json!({ "email": "load@example.org", "password": "wrong" });
+            for _ in 0..600 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let token = user.token.as_str();
+                let _ = c
+                    .post(format!("{gateway}/v1/auth/login"))
+                    .json(&body)
+                    .send()
+                    .await;
+                let _ = c
+                    .get(format!("{gateway}/v1/storage/download-url/f-none"))
+                    .bearer_auth(token)
+                    .send()
+                    .await;
+                let _ = c
+                    .get(format!("{gateway}/v1/calls/c-none"))
+                    .bearer_auth(token)
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    traffic(system).await;
+
+    // Grafana's values with every service selected and a 1 s scrape interval.
+    let checker = Checker::new(Vec::<String>::new())
+        .value("job", "auth|gateway|storage|video")
+        .value("__rate_interval", "10s")
+        .value("__range", "5m");
+    let queries: Vec<(PanelQuery, String)> = dashboards()
+        .iter()
+        .flat_map(|d| d.queries())
+        .map(|q| {
+            let expr = checker.substitute(&q.expr).unwrap();
+            (q, expr)
+        })
+        .collect();
+    assert!(queries.len() >= 40);
+
+    let red: Vec<&(PanelQuery, String)> = queries
+        .iter()
+        .filter(|(q, _)| {
+            q.dashboard == "secureconnect-overview.json" && RED_PANELS.contains(&q.panel.as_str())
+        })
+        .collect();
+    assert_eq!(red.len(), 5, "four RED panels, two queries for the latency");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut missing = Vec::new();
+    loop {
+        missing.clear();
+        for (q, expr) in &red {
+            let series = match evaluate(prometheus, expr).await {
+                Ok(series) => series,
+                Err(e) => {
+                    missing.push(format!("{} ({}): {e}", q.panel, q.ref_id));
+                    continue;
+                }
+            };
+            if !shows_every_service(&series) {
+                missing.push(format!("{} ({}): {series:?}", q.panel, q.ref_id));
+            }
+        }
+        if missing.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        missing.is_empty(),
+        "RED panels without data for every service: {missing:#?}"
+    );
+
+    let mut failed = Vec::new();
+    let mut empty = Vec::new();
+    for (q, expr) in &queries {
+        match evaluate(prometheus, expr).await {
+            Err(e) => failed.push(format!("{}: {} ({}): {e}", q.dashboard, q.panel, q.ref_id)),
+            Ok(series) if series.is_empty() => {
+                empty.push(format!("{}: {} ({})", q.dashboard, q.panel, q.ref_id));
+            }
+            Ok(_) => {}
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(failed.is_empty(), "Prometheus refused: {failed:#?}");
+    assert!(empty.is_empty(), "panels without data: {empty:#?}");
 }

@@ -241,3 +241,133 @@ pub async fn recv(socket: &mut Socket) -> serde_json::Value {
         }
     }
 }
+
+/// A user's whole day through the gateway, so that every service has served requests
+/// and every family of metrics has series: accounts and logins (auth), a file uploaded,
+/// refused to another user and downloaded (storage), a conversation (gateway), a call
+/// joined over WebSocket, dropped, rejoined with a wrong and then the right token, and
+/// left (video), and requests that end in 401 and 404.
+pub async fn traffic(system: &System) {
+    let g = system.gateway();
+    let c = reqwest::Client::new();
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let alice = register_and_login(&c, &g, &format!("alice-{n}@example.org")).await;
+    let bob = register_and_login(&c, &g, &format!("bob-{n}@example.org")).await;
+
+    let up = json(
+        c.post(format!("{g}/v1/storage/upload-url"))
+            .bearer_auth(&alice.token)
+            .json(&serde_json::json!({ "file_name": "a.txt", "file_size": 5, "content_type": "text/plain" })),
+    )
+    .await;
+    let put = c
+        .put(format!("{g}{}", up["upload_url"].as_str().unwrap()))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let file = up["file_id"].as_str().unwrap();
+    let denied = c
+        .get(format!("{g}/v1/storage/download-url/{file}"))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let dl = json(
+        c.get(format!("{g}/v1/storage/download-url/{file}"))
+            .bearer_auth(&alice.token),
+    )
+    .await;
+    let got = c
+        .get(format!("{g}{}", dl["download_url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+
+    let conv = json(
+        c.post(format!("{g}/v1/conversations"))
+            .bearer_auth(&alice.token)
+            .json(&serde_json::json!({})),
+    )
+    .await;
+    let read = c
+        .get(format!(
+            "{g}/v1/conversations/{}",
+            conv["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+
+    let call = json(c.post(format!("{g}/v1/calls")).bearer_auth(&alice.token)).await;
+    let call = call["call_id"].as_str().unwrap();
+    let mut joined = Vec::new();
+    for user in [&alice, &bob] {
+        let mut socket = ws(system, call, &user.token).await;
+        send(&mut socket, serde_json::json!({ "type": "join" })).await;
+        let reply = recv(&mut socket).await;
+        assert_eq!(reply["type"], "joined", "{reply}");
+        joined.push((socket, reply));
+    }
+    let (bob_socket, bob_joined) = joined.pop().unwrap();
+    let (alice_socket, alice_joined) = joined.pop().unwrap();
+    drop(alice_socket); // closed without a leave: awaiting rejoin
+    let (id, token) = (
+        &alice_joined["participant_id"],
+        &alice_joined["rejoin_token"],
+    );
+    let mut socket = ws(system, call, &alice.token).await;
+    send(
+        &mut socket,
+        serde_json::json!({ "type": "rejoin", "participant_id": id, "token": bob_joined["rejoin_token"] }),
+    )
+    .await;
+    let refused = recv(&mut socket).await;
+    assert_eq!(refused["code"], "bad_token", "{refused}");
+    drop(bob_socket);
+    let mut socket = ws(system, call, &alice.token).await;
+    send(
+        &mut socket,
+        serde_json::json!({ "type": "rejoin", "participant_id": id, "token": token }),
+    )
+    .await;
+    assert_eq!(recv(&mut socket).await["type"], "rejoined");
+    send(&mut socket, serde_json::json!({ "type": "leave" })).await;
+
+    for (path, status) in [("/v1/nowhere", 404), ("/v1/calls", 401)] {
+        let r = c.post(format!("{g}{path}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+    }
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The shipped Grafana dashboards (examples/deploy/grafana/dashboards).
+pub fn dashboards() -> Vec<secureconnect_testkit::grafana::Dashboard> {
+    secureconnect_testkit::grafana::load_dir(&repo().join("examples/deploy/grafana/dashboards"))
+}
+
+/// The metric names the shipped recording rules (rules/*.yml) record.
+pub fn recorded_metrics() -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(repo().join("rules")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            names.extend(secureconnect_testkit::promql::recorded_metrics(&text));
+        }
+    }
+    names.sort();
+    names
+}
