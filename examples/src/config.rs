@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secureconnect_redis_fallback::rate_limit::Policy;
+use secureconnect_redis_fallback::RedisClientConfig;
 
 /// A configuration error: which variable, and what is wrong with it.
 #[derive(Debug)]
@@ -42,11 +43,39 @@ where
     }
 }
 
+/// How the services reach Redis: `REDIS_MODE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisMode {
+    /// One server at `REDIS_URL` (the default).
+    Standalone,
+    /// A Redis Cluster; `REDIS_URL` lists seed nodes.
+    Cluster,
+    /// The primary that the sentinels listed in `REDIS_URL` name
+    /// `REDIS_SENTINEL_MASTER`.
+    Sentinel,
+}
+
+impl RedisMode {
+    /// `standalone`, `cluster` or `sentinel`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standalone => "standalone",
+            Self::Cluster => "cluster",
+            Self::Sentinel => "sentinel",
+        }
+    }
+}
+
 /// Everything the reference services read from the environment.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `REDIS_URL` (default `redis://127.0.0.1:6379/`).
+    /// `REDIS_URL` (default `redis://127.0.0.1:6379/`): one URL, or a comma-separated
+    /// list of cluster seed nodes or sentinels.
     pub redis_url: String,
+    /// `REDIS_MODE`: `standalone` (default), `cluster` or `sentinel`.
+    pub redis_mode: RedisMode,
+    /// `REDIS_SENTINEL_MASTER` (default `mymaster`): the master name, in sentinel mode.
+    pub redis_sentinel_master: String,
     /// `GATEWAY_ADDR` (default `127.0.0.1:8080`).
     pub gateway_addr: SocketAddr,
     /// `AUTH_ADDR` (default `127.0.0.1:8081`).
@@ -102,6 +131,26 @@ pub struct Config {
 }
 
 impl Config {
+    /// The Redis client's configuration for `REDIS_MODE`, `REDIS_URL` and
+    /// `REDIS_SENTINEL_MASTER` (the URLs are checked when the client is made).
+    pub fn redis_client_config(&self) -> RedisClientConfig {
+        let urls = || {
+            self.redis_url
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        match self.redis_mode {
+            RedisMode::Standalone => RedisClientConfig::new(self.redis_url.trim()),
+            RedisMode::Cluster => RedisClientConfig::cluster(urls()),
+            RedisMode::Sentinel => {
+                RedisClientConfig::sentinel(self.redis_sentinel_master.as_str(), urls())
+            }
+        }
+    }
+
     /// Reads the environment.
     ///
     /// # Errors
@@ -127,8 +176,27 @@ impl Config {
                 )))
             }
         };
+        let redis_mode = match var("REDIS_MODE")?.as_deref() {
+            None | Some("standalone") => RedisMode::Standalone,
+            Some("cluster") => RedisMode::Cluster,
+            Some("sentinel") => RedisMode::Sentinel,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "REDIS_MODE={other:?} is not one of standalone, cluster, sentinel"
+                )))
+            }
+        };
+        let redis_url = var("REDIS_URL")?.unwrap_or_else(|| "redis://127.0.0.1:6379/".into());
+        if redis_mode == RedisMode::Standalone && redis_url.contains(',') {
+            return Err(ConfigError(format!(
+                "REDIS_URL={redis_url:?} lists several URLs: set REDIS_MODE=cluster or REDIS_MODE=sentinel"
+            )));
+        }
         let config = Self {
-            redis_url: var("REDIS_URL")?.unwrap_or_else(|| "redis://127.0.0.1:6379/".into()),
+            redis_url,
+            redis_mode,
+            redis_sentinel_master: var("REDIS_SENTINEL_MASTER")?
+                .unwrap_or_else(|| "mymaster".into()),
             gateway_addr: addr("GATEWAY_ADDR", 8080)?,
             auth_addr: addr("AUTH_ADDR", 8081)?,
             video_addr: addr("VIDEO_ADDR", 8083)?,

@@ -17,7 +17,7 @@ use secureconnect_obs::{
     HttpMetricsConfig, HttpMetricsLayer, MatchedPathRoute, MetricsEndpointConfig, MetricsService,
     RequestSpan,
 };
-use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
+use secureconnect_redis_fallback::RedisClient;
 use tower::ServiceBuilder;
 use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -114,12 +114,16 @@ impl Kit {
         )
         .map_err(|e| chain(&e))?;
         secureconnect_obs::process::register(secureconnect_obs::build_info!(), &mut registry);
-        let redis = RedisClient::connect(
-            RedisClientConfig::new(config.redis_url.as_str()),
-            &mut registry,
-        )
-        .await
-        .map_err(|e| format!("REDIS_URL={:?}: {}", config.redis_url, chain(&e)))?;
+        let redis = RedisClient::connect(config.redis_client_config(), &mut registry)
+            .await
+            .map_err(|e| {
+                format!(
+                    "REDIS_URL={:?} (REDIS_MODE={}): {}",
+                    config.redis_url,
+                    config.redis_mode.as_str(),
+                    chain(&e)
+                )
+            })?;
         let file = match &config.audit_file {
             Some(path) => {
                 let mut file = FileSinkConfig::default();
@@ -231,11 +235,16 @@ struct ReadyState {
 
 async fn ready_handler(State(state): State<Arc<ReadyState>>) -> Json<serde_json::Value> {
     // Ready also when Redis is degraded: the service keeps serving from its fallbacks.
-    Json(serde_json::json!({
+    let mut body = serde_json::json!({
         "status": "ready",
         "service": state.name,
         "redis": state.redis.health().as_str(),
-    }))
+    });
+    if state.redis.is_cluster() {
+        // A master down degrades its slots only: how many take their fallback now.
+        body["redis_slots_down"] = state.redis.slots_down().into();
+    }
+    Json(body)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, with peer addresses for

@@ -8,8 +8,10 @@
 //! | refused at once: writes refused | `WritesUnavailable` | `rejected` | — |
 //! | no connection yet | `Unavailable` | `rejected` | `Unavailable` |
 //! | our deadline, or a redis-rs timeout | `Timeout` | `timeout` | `Timeout` |
-//! | I/O, dropped or refused connection, `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN` | `Unavailable` | `unavailable` | `Unavailable` |
-//! | `NOAUTH`, `WRONGPASS`, `NOPERM`, authentication failed | `Unavailable` | `unavailable` | `AuthRefused` |
+//! | I/O, dropped or refused connection, `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`, a `MOVED`/`ASK` left after redis-rs's retries | `Unavailable` | `unavailable` | `Unavailable` (on a Cluster: for the slot's master only) |
+//! | refused at once: the slot's Cluster master is down | `Unavailable` | `rejected` | — |
+//! | `NOAUTH`, `WRONGPASS`, authentication failed | `Unavailable` | `unavailable` | `AuthRefused` |
+//! | `NOPERM` (an ACL refuses this command or key) | `PermissionDenied` | `command_error` | `Reply` (Redis is up; the caller's error) |
 //! | `OOM`, `READONLY` | `WritesUnavailable` | `unavailable` | `WritesRefused` |
 //! | `WRONGTYPE`, `NOSCRIPT`, bad arguments, unexpected reply | `Command` | `command_error` | `Reply` (Redis is up) |
 
@@ -69,6 +71,15 @@ impl Failure {
         "no connection",
     );
 
+    /// On a Cluster, the master of the call's slot is down: refused without touching
+    /// the network.
+    pub(crate) const NODE_DOWN: Self = Self::new(
+        ErrorKind::Unavailable,
+        Outcome::Rejected,
+        None,
+        "the cluster master of this key is down",
+    );
+
     /// The call ran out of its deadline.
     pub(crate) const DEADLINE: Self = Self::new(
         ErrorKind::Timeout,
@@ -104,6 +115,12 @@ pub(crate) fn classify(error: &redis::RedisError) -> Failure {
         Some(Event::WritesRefused),
         "",
     );
+    const PERMISSION: Failure = Failure::new(
+        ErrorKind::PermissionDenied,
+        Outcome::CommandError,
+        Some(Event::Reply),
+        "",
+    );
     const COMMAND: Failure = Failure::new(
         ErrorKind::Command,
         Outcome::CommandError,
@@ -120,8 +137,13 @@ pub(crate) fn classify(error: &redis::RedisError) -> Failure {
         return AUTH;
     }
     match error.code() {
-        Some("LOADING" | "BUSY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN") => UNAVAILABLE,
-        Some("NOAUTH" | "WRONGPASS" | "NOPERM") => AUTH,
+        // A redirection still owed after redis-rs's retries: a Cluster in the middle of
+        // a failover or a resharding.
+        Some("LOADING" | "BUSY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "MOVED" | "ASK") => {
+            UNAVAILABLE
+        }
+        Some("NOAUTH" | "WRONGPASS") => AUTH,
+        Some("NOPERM") => PERMISSION,
         Some("OOM" | "READONLY") => WRITES_REFUSED,
         _ => match error.kind() {
             redis::ErrorKind::Io | redis::ErrorKind::ClusterConnectionNotFound => UNAVAILABLE,
@@ -218,7 +240,15 @@ mod tests {
             let f = classify(&server_error(code));
             (f.kind, f.outcome, f.event)
         };
-        for code in ["LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"] {
+        for code in [
+            "LOADING",
+            "BUSY",
+            "MASTERDOWN",
+            "CLUSTERDOWN",
+            "TRYAGAIN",
+            "MOVED",
+            "ASK",
+        ] {
             assert_eq!(
                 read(code),
                 (
@@ -229,7 +259,16 @@ mod tests {
                 "{code}"
             );
         }
-        for code in ["NOAUTH", "WRONGPASS", "NOPERM"] {
+        assert_eq!(
+            read("NOPERM"),
+            (
+                ErrorKind::PermissionDenied,
+                Outcome::CommandError,
+                Some(Event::Reply)
+            ),
+            "an ACL refusing one command is the caller's error, not a health signal"
+        );
+        for code in ["NOAUTH", "WRONGPASS"] {
             assert_eq!(
                 read(code),
                 (

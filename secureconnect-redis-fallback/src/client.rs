@@ -1,18 +1,19 @@
 //! The resilient client: admission, deadline and classification of every call. Its
 //! background task lives in [`supervisor`](crate::supervisor).
 
-use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline};
+use redis::{Cmd, FromRedisValue, Pipeline};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::backend::Backend;
 use crate::classify::{classify, is_read_only, Failure};
+use crate::cluster::view::NodeEvent;
 use crate::config::RedisClientConfig;
+use crate::conn::Conn;
 use crate::error::Error;
 use crate::health::{Event, Health, Machine, Tracker};
 use crate::metrics::{ClientMetrics, Outcome};
@@ -43,16 +44,34 @@ use crate::supervisor::supervise;
 #[derive(Clone, Debug)]
 pub struct RedisClient {
     inner: Arc<Inner>,
-    _supervisor: Arc<AbortOnDrop>,
+    _tasks: Arc<[AbortOnDrop]>,
 }
 
 /// What the client and its supervisor share.
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) config: RedisClientConfig,
-    client: redis::Client,
-    conn: RwLock<Option<MultiplexedConnection>>,
+    pub(crate) backend: Backend,
+    conn: RwLock<Option<Conn>>,
     pub(crate) tracker: Tracker,
+}
+
+/// What a call sends.
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    Cmd(&'a Cmd),
+    Pipeline(&'a Pipeline),
+    Script(&'a redis::ScriptInvocation<'a>),
+}
+
+impl Request<'_> {
+    async fn send<T: FromRedisValue>(self, conn: &mut Conn) -> redis::RedisResult<T> {
+        match self {
+            Self::Cmd(cmd) => cmd.query_async(conn).await,
+            Self::Pipeline(pipeline) => pipeline.query_async(conn).await,
+            Self::Script(invocation) => invocation.invoke_async(conn).await,
+        }
+    }
 }
 
 /// Ends a background task when the last handle of its owner is dropped.
@@ -74,8 +93,12 @@ impl RedisClient {
     ///
     /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) for a malformed URL or zero durations.
     pub fn new(config: RedisClientConfig, registry: &mut Registry) -> Result<Self, Error> {
-        let client = config.validate()?;
+        let infos = config.validate()?;
+        let backend = Backend::new(&config, infos)?;
         let metrics = ClientMetrics::register(registry, config.name.as_deref());
+        if let Some(view) = backend.cluster_view() {
+            metrics.register_cluster(registry, config.name.as_deref(), Arc::clone(view));
+        }
         let machine = Machine::new(
             config.recovery_probes,
             config.timeouts_to_rebuild,
@@ -84,14 +107,20 @@ impl RedisClient {
         let tracker = Tracker::new(metrics, machine);
         let inner = Arc::new(Inner {
             config,
-            client,
+            backend,
             conn: RwLock::new(None),
             tracker,
         });
-        let supervisor = tokio::spawn(supervise(Arc::clone(&inner)));
+        let mut tasks = vec![AbortOnDrop(tokio::spawn(supervise(Arc::clone(&inner))))];
+        if let Some(sentinel) = inner.backend.sentinel() {
+            for i in 0..sentinel.sentinels().len() {
+                let watch = crate::sentinel::watch(Arc::downgrade(&inner), i);
+                tasks.push(AbortOnDrop(tokio::spawn(watch)));
+            }
+        }
         Ok(Self {
             inner,
-            _supervisor: Arc::new(AbortOnDrop(supervisor)),
+            _tasks: tasks.into(),
         })
     }
 
@@ -161,9 +190,26 @@ impl RedisClient {
         self.inner.config.call_timeout
     }
 
-    /// The redis-rs client, for connections of a primitive's own.
-    pub(crate) fn redis_client(&self) -> redis::Client {
-        self.inner.client.clone()
+    /// Whether this client talks to a Redis Cluster: a script or a transaction must then
+    /// keep its keys in one hash slot, and the commands of a pipeline are ordered only
+    /// within a slot.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.backend.cluster_view().is_some()
+    }
+
+    /// On a Cluster, how many hash slots are served by a master this client sees down
+    /// (their calls are refused at once); 0 on one server or Sentinel.
+    pub fn slots_down(&self) -> u32 {
+        self.inner
+            .backend
+            .cluster_view()
+            .map_or(0, |view| view.slots_down())
+    }
+
+    /// A redis-rs client for a subscriber connection of a primitive's own: the server,
+    /// the current primary, or a master of the Cluster that is up.
+    pub(crate) fn pubsub_client(&self) -> Option<redis::Client> {
+        self.inner.backend.pubsub_client()
     }
 
     pub(crate) fn fallback_counter(
@@ -203,27 +249,23 @@ impl RedisClient {
     /// See [`Error`]: [`is_unavailable`](Error::is_unavailable) means "take the
     /// fallback"; [`is_command_error`](Error::is_command_error) is a bug in the call.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
-        let write = !cmd
-            .args_iter()
-            .next()
-            .is_some_and(|arg| matches!(arg, redis::Arg::Simple(name) if is_read_only(name)));
-        self.call(
-            write,
-            |mut conn| async move { cmd.query_async(&mut conn).await },
-        )
-        .await
+        self.call(writes(cmd), Request::Cmd(cmd)).await
     }
 
-    /// Runs a pipeline (or a `MULTI`/`EXEC` transaction); counted as a write.
+    /// Runs a pipeline (or a `MULTI`/`EXEC` transaction); a write if any of its
+    /// commands writes, so a pipeline of reads still runs while writes are refused.
+    ///
+    /// On a Cluster, a pipeline whose commands span several hash slots is split into one
+    /// pipeline per slot, sent concurrently (commands of one slot keep their order;
+    /// commands of different slots are not ordered), and the replies are put back in
+    /// order. A transaction must stay within one slot.
     ///
     /// # Errors
     ///
     /// As [`query`](Self::query).
     pub async fn query_pipeline<T: FromRedisValue>(&self, pipeline: &Pipeline) -> Result<T, Error> {
-        self.call(true, |mut conn| async move {
-            pipeline.query_async(&mut conn).await
-        })
-        .await
+        let write = pipeline.cmd_iter().any(writes);
+        self.call(write, Request::Pipeline(pipeline)).await
     }
 
     /// Runs a Lua script with `EVALSHA`, loading it on `NOSCRIPT`; counted as a write.
@@ -235,42 +277,65 @@ impl RedisClient {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, Error> {
-        self.call(true, |mut conn| async move {
-            invocation.invoke_async(&mut conn).await
-        })
-        .await
+        self.call(true, Request::Script(invocation)).await
     }
 
     /// The core of every call: admission, deadline, classification.
-    async fn call<T, F, Fut>(&self, write: bool, f: F) -> Result<T, Error>
-    where
-        F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
+    async fn call<T: FromRedisValue>(&self, write: bool, request: Request<'_>) -> Result<T, Error> {
         if let Err(refused) = self.inner.tracker.admit(write) {
-            return Err(self.fail(refused, None));
+            return Err(self.fail(refused, None, None));
         }
-        let Some(conn) = self.inner.conn() else {
-            return Err(self.fail(Failure::NO_CONNECTION, None));
+        let Some(mut conn) = self.inner.conn() else {
+            return Err(self.fail(Failure::NO_CONNECTION, None, None));
         };
-        match tokio::time::timeout(self.inner.config.call_timeout, f(conn)).await {
-            Err(_) => Err(self.fail(Failure::DEADLINE, None)),
+        let result =
+            tokio::time::timeout(self.inner.config.call_timeout, request.send(&mut conn)).await;
+        let touched = conn.touched();
+        if touched.refused {
+            return Err(self.fail(Failure::NODE_DOWN, None, None));
+        }
+        match result {
+            Err(_) => Err(self.fail(Failure::DEADLINE, None, touched.node)),
             Ok(Ok(value)) => {
                 self.inner.tracker.metrics().count(Outcome::Ok);
+                if let (Some(node), Some(view)) = (touched.node, self.inner.backend.cluster_view())
+                {
+                    view.record(node, NodeEvent::Reply);
+                }
                 self.inner.tracker.feed(Event::Reply);
                 Ok(value)
             }
-            Ok(Err(error)) => Err(self.fail(classify(&error), Some(error))),
+            Ok(Err(error)) => Err(self.fail(classify(&error), Some(error), touched.node)),
         }
     }
 
-    /// Counts a failure, tells the tracker what it says about Redis, and makes the
-    /// caller's error.
-    fn fail(&self, failure: Failure, source: Option<redis::RedisError>) -> Error {
+    /// Counts a failure, tells the tracker (or, for one node of a Cluster, the slot
+    /// view) what it says about Redis, and makes the caller's error.
+    fn fail(
+        &self,
+        failure: Failure,
+        source: Option<redis::RedisError>,
+        node: Option<u16>,
+    ) -> Error {
         let tracker = &self.inner.tracker;
         tracker.metrics().count(failure.outcome);
-        if let Some(event) = failure.event {
-            tracker.feed(event);
+        match (failure.event, self.inner.backend.cluster_view()) {
+            // On a Cluster, a node that fails is that node's business: its slots are
+            // refused, the others keep working. A failure of no known node (a command
+            // without a key) says nothing about the cluster: the probe decides.
+            (Some(Event::Timeout | Event::Unavailable(_)), Some(view)) => {
+                let event = match failure.event {
+                    Some(Event::Timeout) => NodeEvent::Timeout,
+                    _ => NodeEvent::Unavailable,
+                };
+                if node.is_some_and(|node| view.record(node, event)) {
+                    tracker.wake.notify_one();
+                }
+            }
+            (Some(event), _) => {
+                tracker.feed(event);
+            }
+            (None, _) => {}
         }
         match source {
             Some(source) => Error::with_source(failure.kind, failure.message, source),
@@ -279,40 +344,37 @@ impl RedisClient {
     }
 }
 
+/// Whether a command may write (by its name: unknown commands count as writes).
+fn writes(cmd: &Cmd) -> bool {
+    !cmd.args_iter()
+        .next()
+        .is_some_and(|arg| matches!(arg, redis::Arg::Simple(name) if is_read_only(name)))
+}
+
 impl Inner {
-    pub(crate) fn set_conn(&self, conn: Option<MultiplexedConnection>) {
+    pub(crate) fn set_conn(&self, conn: Option<Conn>) {
         *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
     }
 
-    /// Opens a multiplexed connection within the connect deadline (handshake
-    /// included: a stopped server accepts TCP but never answers).
-    pub(crate) async fn open(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.config.connect_timeout))
-            .set_response_timeout(None);
-        match tokio::time::timeout(
-            self.config.connect_timeout,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
-        }
-    }
-
     /// The main connection, if there is one.
-    pub(crate) fn conn(&self) -> Option<MultiplexedConnection> {
+    pub(crate) fn conn(&self) -> Option<Conn> {
         self.conn
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    pub(crate) async fn open_main(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let conn = self.open().await?;
-        self.tracker.metrics().main_connections.inc();
-        Ok(conn)
+    /// Opens a main connection (it is not installed).
+    pub(crate) async fn open_main(&self) -> redis::RedisResult<Conn> {
+        self.backend
+            .open_main(&self.config, self.tracker.metrics())
+            .await
+    }
+
+    /// A probe, as the backend makes it.
+    pub(crate) async fn probe(&self) -> Event {
+        self.backend
+            .probe(&self.config, self.tracker.metrics())
+            .await
     }
 }

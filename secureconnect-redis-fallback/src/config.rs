@@ -27,7 +27,7 @@ use crate::error::{Error, ErrorKind};
 /// ```
 #[derive(Clone, Debug)]
 pub struct RedisClientConfig {
-    pub(crate) url: String,
+    pub(crate) topology: Topology,
     pub(crate) name: Option<String>,
     pub(crate) call_timeout: Duration,
     pub(crate) connect_timeout: Duration,
@@ -39,13 +39,93 @@ pub struct RedisClientConfig {
     pub(crate) auth_backoff: Duration,
     pub(crate) recovery_probes: u32,
     pub(crate) recovery_interval: Duration,
+    /// A certificate authority (PEM) trusted instead of the system's roots.
+    #[cfg(feature = "tls")]
+    pub(crate) tls_ca: Option<Vec<u8>>,
+}
+
+/// Where Redis is: one server, a Cluster, or a primary found through Sentinel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Topology {
+    /// One server (or a proxy in front of several).
+    Standalone(String),
+    /// A Redis Cluster, found through these seed nodes.
+    Cluster(Vec<String>),
+    /// The primary that these sentinels name `master`.
+    Sentinel {
+        master: String,
+        sentinels: Vec<String>,
+    },
+}
+
+impl Topology {
+    /// Every URL, in the order given.
+    pub(crate) fn urls(&self) -> &[String] {
+        match self {
+            Self::Standalone(url) => std::slice::from_ref(url),
+            Self::Cluster(urls)
+            | Self::Sentinel {
+                sentinels: urls, ..
+            } => urls,
+        }
+    }
 }
 
 impl RedisClientConfig {
-    /// Talks to the Redis at `url` (`redis://[:password@]host:port[/db]`).
+    /// Talks to the Redis at `url` (`redis://[:password@]host:port[/db]`, or
+    /// `rediss://` with the `tls` feature).
     pub fn new(url: impl Into<String>) -> Self {
+        Self::with_topology(Topology::Standalone(url.into()))
+    }
+
+    /// Talks to a Redis Cluster, discovered through `nodes` (seed URLs: any reachable
+    /// node of the cluster will do; the client learns the others and follows slot
+    /// moves, failovers and promotions by itself). The user name and password of the
+    /// first URL are used for every node.
+    ///
+    /// ```
+    /// use secureconnect_redis_fallback::RedisClientConfig;
+    ///
+    /// let config = RedisClientConfig::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]);
+    /// ```
+    pub fn cluster<I, S>(nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::with_topology(Topology::Cluster(
+            nodes.into_iter().map(Into::into).collect(),
+        ))
+    }
+
+    /// Talks to the primary that the Redis Sentinels at `sentinels` know as `master`,
+    /// and follows it through failovers: the sentinels' `+switch-master` announcements
+    /// move the client to the new primary at once; a periodic check and every
+    /// `READONLY` or lost connection ask the sentinels again. The primary is reached
+    /// with the user name, password, database and scheme of the first sentinel URL.
+    ///
+    /// ```
+    /// use secureconnect_redis_fallback::RedisClientConfig;
+    ///
+    /// let config = RedisClientConfig::sentinel(
+    ///     "mymaster",
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    /// );
+    /// ```
+    pub fn sentinel<I, S>(master: impl Into<String>, sentinels: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::with_topology(Topology::Sentinel {
+            master: master.into(),
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    fn with_topology(topology: Topology) -> Self {
         Self {
-            url: url.into(),
+            topology,
             name: None,
             call_timeout: Duration::from_millis(250),
             connect_timeout: Duration::from_millis(500),
@@ -57,6 +137,8 @@ impl RedisClientConfig {
             auth_backoff: Duration::from_secs(5),
             recovery_probes: 3,
             recovery_interval: Duration::from_millis(100),
+            #[cfg(feature = "tls")]
+            tls_ca: None,
         }
     }
 
@@ -133,12 +215,40 @@ impl RedisClientConfig {
         self
     }
 
-    /// The Redis URL.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// Trusts the certificate authority in `pem` (PEM: one or more certificates) for
+    /// `rediss://` connections, instead of the system's roots: every URL must then be
+    /// `rediss://` (feature `tls`). Cluster nodes and the primary a sentinel names are
+    /// reached with the same trust.
+    ///
+    /// ```no_run
+    /// use secureconnect_redis_fallback::RedisClientConfig;
+    ///
+    /// let ca = std::fs::read("/etc/redis/ca.pem")?;
+    /// let config = RedisClientConfig::new("rediss://redis.internal:6380/").tls_ca(ca);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca = Some(pem.into());
+        self
     }
 
-    pub(crate) fn validate(&self) -> Result<redis::Client, Error> {
+    /// The custom CA as redis-rs takes it.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_certificates(&self) -> Option<redis::TlsCertificates> {
+        self.tls_ca.as_ref().map(|ca| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone()),
+        })
+    }
+
+    /// The Redis URL (the first seed node or sentinel for a Cluster or Sentinel).
+    pub fn url(&self) -> &str {
+        self.topology.urls().first().map_or("", String::as_str)
+    }
+
+    /// Checks the durations and parses every URL (an empty list is refused).
+    pub(crate) fn validate(&self) -> Result<Vec<redis::ConnectionInfo>, Error> {
         if self.call_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::new(
                 ErrorKind::InvalidConfig,
@@ -151,7 +261,57 @@ impl RedisClientConfig {
                 "probe intervals must be greater than zero",
             ));
         }
-        redis::Client::open(self.url.as_str())
-            .map_err(|e| Error::with_source(ErrorKind::InvalidConfig, "malformed redis URL", e))
+        if let Topology::Sentinel { master, .. } = &self.topology {
+            if master.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    "the sentinel master name is empty",
+                ));
+            }
+        }
+        let urls = self.topology.urls();
+        if urls.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidConfig, "no redis URL given"));
+        }
+        urls.iter()
+            .map(|url| {
+                let info =
+                    redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| {
+                        Error::with_source(ErrorKind::InvalidConfig, "malformed redis URL", e)
+                    })?;
+                self.with_tls(info)
+            })
+            .collect()
+    }
+
+    /// `info` with the custom CA, if one is set.
+    #[cfg(feature = "tls")]
+    fn with_tls(&self, info: redis::ConnectionInfo) -> Result<redis::ConnectionInfo, Error> {
+        let pem = self.tls_ca.as_deref().unwrap_or_default();
+        if self.tls_ca.is_some() && !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+            // redis-rs would trust no root at all, silently.
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "the custom CA holds no PEM certificate",
+            ));
+        }
+        match self.tls_certificates() {
+            None => Ok(info),
+            Some(certificates) => redis::Client::build_with_tls(info, certificates)
+                .map(|client| client.get_connection_info().clone())
+                .map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::InvalidConfig,
+                        "a custom CA needs rediss:// URLs and a readable PEM certificate",
+                        e,
+                    )
+                }),
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[allow(clippy::unnecessary_wraps)]
+    fn with_tls(&self, info: redis::ConnectionInfo) -> Result<redis::ConnectionInfo, Error> {
+        Ok(info)
     }
 }

@@ -10,13 +10,17 @@ pub enum ErrorKind {
     /// Redis is unavailable as this client sees it: the call was refused at once
     /// because the client is degraded, or it failed with a connection error or a
     /// server state such as `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`,
-    /// `TRYAGAIN`, `NOAUTH`. Take the fallback.
+    /// `TRYAGAIN`, `NOAUTH`, or, on a Cluster, the master of the key's slot is down.
+    /// Take the fallback.
     Unavailable,
     /// The call did not complete within its deadline. Take the fallback.
     Timeout,
     /// Writes are refused (`OOM`, `READONLY`): reads still work. Take the fallback for
     /// writes.
     WritesUnavailable,
+    /// An ACL refuses this command or key to this client's user (`NOPERM`). Not a
+    /// health signal: the caller's error (take a fallback for this call, fix the ACL).
+    PermissionDenied,
     /// Redis answered with an error about the command itself (`WRONGTYPE`,
     /// `NOSCRIPT`, wrong arguments, a reply of an unexpected type). Not a health signal:
     /// the caller's bug.
@@ -87,6 +91,11 @@ impl Error {
         self.kind == ErrorKind::Command
     }
 
+    /// Whether an ACL refused the command or key (`NOPERM`): the caller's error.
+    pub fn is_permission_denied(&self) -> bool {
+        self.kind == ErrorKind::PermissionDenied
+    }
+
     /// The Redis error, when there was one.
     pub fn redis_error(&self) -> Option<&redis::RedisError> {
         self.source.as_ref()
@@ -100,6 +109,7 @@ impl fmt::Display for Error {
             ErrorKind::Timeout => "redis call timed out",
             ErrorKind::WritesUnavailable => "redis refuses writes",
             ErrorKind::Command => "redis rejected the command",
+            ErrorKind::PermissionDenied => "redis refuses this command to this user",
             ErrorKind::InvalidConfig => "invalid configuration",
         };
         f.write_str(what)?;

@@ -30,21 +30,31 @@
 //! Errors are classified by what they say about Redis: connection errors, timeouts, `LOADING`,
 //! `BUSY`, `MASTERDOWN`, `CLUSTERDOWN` and `TRYAGAIN` make Redis unavailable;
 //! `NOAUTH`/`WRONGPASS` degrade with a loud log and slow retries; `OOM` and `READONLY`
-//! refuse writes only; `WRONGTYPE`, `NOSCRIPT` and bad arguments are the caller's
-//! errors and say nothing about health.
+//! refuse writes only; `WRONGTYPE`, `NOSCRIPT`, `NOPERM` and bad arguments are the
+//! caller's errors and say nothing about health.
+//!
+//! The same client talks to one server ([`RedisClientConfig::new`]), a Redis Cluster
+//! ([`RedisClientConfig::cluster`]: a master that is down fails only its hash slots, see
+//! [`cluster`]) or the primary Redis Sentinel names ([`RedisClientConfig::sentinel`]:
+//! failovers followed as Sentinel announces them, writes held while a replica is being
+//! promoted).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod backend;
 mod classify;
 mod client;
+pub mod cluster;
 mod config;
+mod conn;
 mod error;
 mod health;
 pub mod kv;
 pub mod metrics;
 pub mod pubsub;
 pub mod rate_limit;
+mod sentinel;
 mod supervisor;
 #[cfg(feature = "test-util")]
 pub mod testing;

@@ -9,6 +9,7 @@
 //! | `redis_degraded_seconds_total` | counter | |
 //! | `redis_probe_duration_seconds` | histogram | |
 //! | `redis_connections_total` | counter: connections opened | `purpose` = `main` / `probe` |
+//! | `redis_cluster_slots_down` | gauge (Cluster only): hash slots whose master is down | |
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::cluster::view::ClusterView;
 use crate::health::Health;
 
 /// How a call ended, for `redis_commands_total{outcome}`.
@@ -94,14 +96,43 @@ impl Collector for DegradedCollector {
     }
 }
 
+#[derive(Debug)]
+struct SlotsDownCollector(Arc<ClusterView>);
+
+impl Collector for SlotsDownCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let metric = encoder.encode_descriptor(
+            "redis_cluster_slots_down",
+            "Hash slots whose Cluster master this client sees down (their calls are refused)",
+            None,
+            MetricType::Gauge,
+        )?;
+        prometheus_client::metrics::gauge::ConstGauge::new(i64::from(self.0.slots_down()))
+            .encode(metric)
+    }
+}
+
+/// `registry`, or its sub-registry labelled `redis="<name>"`.
+fn labelled<'a>(registry: &'a mut Registry, name: Option<&str>) -> &'a mut Registry {
+    match name {
+        Some(name) => registry.sub_registry_with_label(("redis".into(), name.to_owned().into())),
+        None => registry,
+    }
+}
+
 impl ClientMetrics {
+    /// `redis_cluster_slots_down`, read from `view` at each scrape.
+    pub(crate) fn register_cluster(
+        &self,
+        registry: &mut Registry,
+        name: Option<&str>,
+        view: Arc<ClusterView>,
+    ) {
+        labelled(registry, name).register_collector(Box::new(SlotsDownCollector(view)));
+    }
+
     pub(crate) fn register(registry: &mut Registry, name: Option<&str>) -> Self {
-        let registry = match name {
-            Some(name) => {
-                registry.sub_registry_with_label(("redis".into(), name.to_owned().into()))
-            }
-            None => registry,
-        };
+        let registry = labelled(registry, name);
         let up = Gauge::default();
         registry.register(
             "redis_up",

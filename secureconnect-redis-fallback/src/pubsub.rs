@@ -10,7 +10,12 @@
 //!
 //! Every channel buffers at most `capacity` messages per subscriber; a subscriber that
 //! falls further behind skips the oldest and [`Subscription::recv`] counts them in
-//! [`Subscription::skipped`].
+//! [`Subscription::skipped`]. A channel is dropped, and unsubscribed in Redis, when its
+//! last [`Subscription`] is dropped; publishing to a channel nobody in this process
+//! listens to creates nothing.
+//!
+//! On a Cluster the subscriber connection goes to one master that is up (a Cluster
+//! forwards every `PUBLISH` to every node); behind Sentinel, to the primary.
 //!
 //! ```no_run
 //! # async fn f(redis: secureconnect_redis_fallback::RedisClient) -> Result<(), secureconnect_redis_fallback::Error> {
@@ -60,11 +65,10 @@ pub struct Message {
 #[derive(Debug)]
 struct Inner {
     redis: RedisClient,
-    subscriber: redis::Client,
     capacity: usize,
     channels: Mutex<HashMap<Arc<str>, broadcast::Sender<Message>>>,
-    /// A channel was added: the subscriber connection must subscribe to it.
-    added: Notify,
+    /// A channel was added or dropped: the subscriber connection must (un)subscribe.
+    changed: Notify,
     fallback: Counter,
 }
 
@@ -104,14 +108,12 @@ impl FallbackPubSub {
     #[allow(clippy::needless_pass_by_value)]
     pub fn new(redis: RedisClient, config: FallbackPubSubConfig) -> Self {
         let FallbackPubSubConfig { capacity } = config;
-        let subscriber = redis.redis_client();
         let inner = Arc::new(Inner {
             fallback: redis.fallback_counter("pubsub", "local"),
             redis,
-            subscriber,
             capacity: capacity.max(1),
             channels: Mutex::new(HashMap::new()),
-            added: Notify::new(),
+            changed: Notify::new(),
         });
         let task = tokio::spawn(run_subscriber(Arc::downgrade(&inner)));
         Self {
@@ -120,27 +122,38 @@ impl FallbackPubSub {
         }
     }
 
-    fn sender(&self, channel: &str) -> broadcast::Sender<Message> {
-        let mut channels = self
-            .inner
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, broadcast::Sender<Message>>> {
+        self.inner
             .channels
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(sender) = channels.get(channel) {
-            return sender.clone();
-        }
-        let (sender, _) = broadcast::channel(self.inner.capacity);
-        channels.insert(channel.into(), sender.clone());
-        self.inner.added.notify_one();
-        sender
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Subscribes to `channel`.
     pub fn subscribe(&self, channel: &str) -> Subscription {
+        let mut channels = self.channels();
+        // Under the lock: a subscription being dropped cannot remove the channel
+        // between its lookup and this receiver.
+        let rx = match channels.get(channel) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, rx) = broadcast::channel(self.inner.capacity);
+                channels.insert(channel.into(), sender);
+                self.inner.changed.notify_one();
+                rx
+            }
+        };
         Subscription {
-            rx: self.sender(channel).subscribe(),
+            rx,
             skipped: 0,
+            channel: channel.into(),
+            owner: Arc::downgrade(&self.inner),
         }
+    }
+
+    /// How many channels have subscribers in this process.
+    pub fn channel_count(&self) -> usize {
+        self.channels().len()
     }
 
     /// Publishes `payload` on `channel`: through Redis when it is usable, else to this
@@ -159,7 +172,9 @@ impl FallbackPubSub {
             Ok(receivers) => Ok(Delivery::Redis(receivers)),
             Err(e) if e.is_unavailable() => {
                 self.inner.fallback.inc();
-                let sender = self.sender(channel);
+                let Some(sender) = self.channels().get(channel).cloned() else {
+                    return Ok(Delivery::Local(0));
+                };
                 let message = Message {
                     channel: channel.into(),
                     payload: payload.into(),
@@ -172,11 +187,35 @@ impl FallbackPubSub {
     }
 }
 
-/// The messages of one channel.
+/// The messages of one channel. Dropping the last subscription of a channel drops the
+/// channel (and its subscription in Redis).
 #[derive(Debug)]
 pub struct Subscription {
     rx: broadcast::Receiver<Message>,
     skipped: u64,
+    channel: Arc<str>,
+    owner: Weak<Inner>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let Some(inner) = self.owner.upgrade() else {
+            return;
+        };
+        let mut channels = inner
+            .channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // This subscription's receiver is still alive here: it is the last when it is
+        // the only one.
+        if channels
+            .get(&self.channel)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            channels.remove(&self.channel);
+            inner.changed.notify_one();
+        }
+    }
 }
 
 impl Subscription {
@@ -211,11 +250,13 @@ async fn run_subscriber(weak: Weak<Inner>) {
         let Some(inner) = weak.upgrade() else {
             return;
         };
-        let connect = tokio::time::timeout(
-            inner.redis.config().connect_timeout,
-            inner.subscriber.get_async_pubsub(),
-        )
-        .await;
+        let connect = async {
+            match inner.redis.pubsub_client() {
+                Some(client) => client.get_async_pubsub().await.map_err(drop),
+                None => Err(()),
+            }
+        };
+        let connect = tokio::time::timeout(inner.redis.config().connect_timeout, connect).await;
         let Ok(Ok(pubsub)) = connect else {
             drop(inner);
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -225,16 +266,40 @@ async fn run_subscriber(weak: Weak<Inner>) {
         let mut subscribed: Vec<Arc<str>> = Vec::new();
         let mut failed = false;
         loop {
-            // Subscribe to channels we do not have yet.
-            let wanted: Vec<Arc<str>> = inner
-                .channels
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .keys()
-                .filter(|c| !subscribed.contains(c))
-                .cloned()
-                .collect();
+            // Subscribe to channels we do not have yet; drop those nobody listens to.
+            let (wanted, unwanted): (Vec<Arc<str>>, Vec<Arc<str>>) = {
+                let channels = inner
+                    .channels
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let wanted = channels
+                    .keys()
+                    .filter(|c| !subscribed.contains(c))
+                    .cloned()
+                    .collect();
+                let unwanted = subscribed
+                    .iter()
+                    .filter(|c| !channels.contains_key(*c))
+                    .cloned()
+                    .collect();
+                (wanted, unwanted)
+            };
+            for channel in unwanted {
+                let done = tokio::time::timeout(
+                    inner.redis.config().call_timeout * 4,
+                    sink.unsubscribe(&*channel),
+                )
+                .await;
+                if !matches!(done, Ok(Ok(()))) {
+                    failed = true;
+                    break;
+                }
+                subscribed.retain(|c| *c != channel);
+            }
             for channel in wanted {
+                if failed {
+                    break;
+                }
                 let done = tokio::time::timeout(
                     inner.redis.config().call_timeout * 4,
                     sink.subscribe(&*channel),
@@ -267,7 +332,7 @@ async fn run_subscriber(weak: Weak<Inner>) {
                         });
                     }
                 }
-                () = inner.added.notified() => {}
+                () = inner.changed.notified() => {}
                 changed = health.changed() => {
                     if changed.is_err() || *health.borrow() != Health::Healthy {
                         break;

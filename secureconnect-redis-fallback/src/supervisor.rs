@@ -5,12 +5,13 @@
 //! the current [`Health`] ([`healthy`], [`degraded`], [`recovering`]), which waits,
 //! probes, feeds what it saw to the [`Tracker`](crate::health::Tracker) as an
 //! [`Event`], and performs the I/O the tracker's state calls for (rebuilding the main
-//! connection, dropping it while degraded, probing writes while they are refused).
+//! connection, dropping it while degraded, probing writes while they are refused,
+//! moving it to a new Sentinel primary or onto a Cluster's new slot map). What a probe
+//! and a main connection are for each topology is the [`Backend`](crate::backend)'s
+//! business.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use redis::aio::MultiplexedConnection;
+use std::time::Duration;
 
 use crate::classify::classify;
 use crate::client::Inner;
@@ -20,9 +21,7 @@ use crate::health::{Event, Health};
 #[derive(Debug)]
 struct Supervisor {
     inner: Arc<Inner>,
-    /// The connection `PING` probes go on, separate from the calls'.
-    probe_conn: Option<MultiplexedConnection>,
-    /// The next probe delay while degraded.
+    /// The next probe delay while degraded (or while a Cluster master is down).
     backoff: Duration,
     /// Whether no connection was attempted yet.
     first: bool,
@@ -33,7 +32,6 @@ pub(crate) async fn supervise(inner: Arc<Inner>) {
     let mut supervisor = Supervisor {
         backoff: inner.config.backoff_min,
         inner,
-        probe_conn: None,
         first: true,
     };
     loop {
@@ -45,15 +43,41 @@ pub(crate) async fn supervise(inner: Arc<Inner>) {
     }
 }
 
-/// Healthy: wait for a wake-up or the probe interval; then rebuild the main connection
-/// if timeouts asked for it, probe writes while they are refused, or `PING`.
+impl Supervisor {
+    fn grow_backoff(&mut self) {
+        let config = &self.inner.config;
+        self.backoff = self
+            .backoff
+            .mul_f64(1.5)
+            .min(config.backoff_max.max(config.backoff_min));
+    }
+}
+
+/// Healthy: wait for a wake-up or the probe interval (the backoff while a Cluster
+/// master is down); then move to a new primary if Sentinel named one, rebuild the main
+/// connection if timeouts asked for it, probe writes while they are refused, or probe.
 async fn healthy(s: &mut Supervisor) {
     let inner = Arc::clone(&s.inner);
     let (config, tracker) = (&inner.config, &inner.tracker);
-    s.backoff = config.backoff_min;
-    let wake = tokio::time::timeout(config.probe_interval, tracker.wake.notified());
-    let woken = wake.await.is_ok();
+    if inner.backend.take_switch() {
+        switch(&inner).await;
+        return;
+    }
+    let partly_down = inner.backend.partly_down();
+    let wait = if partly_down || tracker.writes_refused() {
+        jitter(s.backoff)
+    } else {
+        s.backoff = config.backoff_min;
+        config.probe_interval
+    };
+    let woken = tokio::time::timeout(wait, tracker.wake.notified())
+        .await
+        .is_ok();
     if tracker.health() != Health::Healthy {
+        return;
+    }
+    if inner.backend.take_switch() {
+        switch(&inner).await;
         return;
     }
     if tracker.take_rebuild() {
@@ -69,6 +93,16 @@ async fn healthy(s: &mut Supervisor) {
         return;
     }
     if tracker.writes_refused() {
+        if inner.backend.sentinel().is_some_and(|s| s.holding_writes()) {
+            // A failover is promoting a replica: wait for the announcement of the new
+            // primary (it wakes this task) before writing anywhere.
+            let _ = tokio::time::timeout(jitter(s.backoff), tracker.wake.notified()).await;
+            return;
+        }
+        if inner.backend.follows_primary() {
+            // READONLY from Sentinel's primary: it may have been demoted. Look it up.
+            switch(&inner).await;
+        }
         if probe_write(&inner).await {
             tracker.feed(Event::WritesAccepted);
         } else {
@@ -76,16 +110,43 @@ async fn healthy(s: &mut Supervisor) {
         }
         return;
     }
-    if woken {
+    if woken && !inner.backend.partly_down() {
         return;
     }
-    let event = probe(&inner, &mut s.probe_conn).await;
+    let event = inner.probe().await;
     tracker.feed(event);
+    if inner.backend.take_switch() && tracker.health() == Health::Healthy {
+        switch(&inner).await;
+    }
+    if partly_down {
+        s.grow_backoff();
+    }
+}
+
+/// Moves the main connection: to the primary the sentinels name now (if it cannot be
+/// reached, the client degrades: the old primary is never written to again), or onto
+/// a Cluster's new slot map (if that fails, the old connection stays and the next
+/// probe tries again).
+async fn switch(inner: &Inner) {
+    match inner.open_main().await {
+        Ok(conn) => inner.set_conn(Some(conn)),
+        Err(e) if !inner.backend.follows_primary() => {
+            tracing::debug!(target: "secureconnect_redis_fallback", error = %e, "reconnecting on the new slot map failed");
+            inner.backend.request_switch();
+        }
+        Err(e) => {
+            tracing::debug!(target: "secureconnect_redis_fallback", error = %e, "moving to the new primary failed");
+            inner.tracker.feed(Event::Unavailable(
+                "the primary moved and the new one is not usable yet",
+            ));
+        }
+    }
 }
 
 /// Degraded: drop the main connection, wait the backoff (slow while credentials are
-/// refused), probe; on success open a new main connection and start recovering (or,
-/// at start, be healthy at once).
+/// refused; cut short by a wake-up, such as Sentinel naming a new primary), probe; on
+/// success open a new main connection and start recovering (or, at start, be healthy
+/// at once).
 async fn degraded(s: &mut Supervisor) {
     let inner = Arc::clone(&s.inner);
     let (config, tracker) = (&inner.config, &inner.tracker);
@@ -98,13 +159,12 @@ async fn degraded(s: &mut Supervisor) {
         } else {
             s.backoff
         };
-        tokio::time::sleep(jitter(delay)).await;
-        s.backoff = s
-            .backoff
-            .mul_f64(1.5)
-            .min(config.backoff_max.max(config.backoff_min));
+        let _ = tokio::time::timeout(jitter(delay), tracker.wake.notified()).await;
+        s.grow_backoff();
     }
-    match probe(&inner, &mut s.probe_conn).await {
+    // The probe and the new main connection look the primary up anyway.
+    let _ = inner.backend.take_switch();
+    match inner.probe().await {
         Event::ProbeOk => {
             tracker.feed(Event::ProbeOk);
             match inner.open_main().await {
@@ -119,7 +179,9 @@ async fn degraded(s: &mut Supervisor) {
                 Err(e) if classify(&e).event == Some(Event::AuthRefused) => {
                     tracker.feed(Event::AuthRefused);
                 }
-                Err(_) => {}
+                Err(e) => {
+                    tracing::debug!(target: "secureconnect_redis_fallback", error = %e, "opening the main connection failed");
+                }
             }
         }
         Event::AuthRefused => {
@@ -131,7 +193,7 @@ async fn degraded(s: &mut Supervisor) {
     if s.first && tracker.health() == Health::Degraded {
         tracing::warn!(
             target: "secureconnect_redis_fallback",
-            url = %redacted(&config.url),
+            url = %redacted(config.url()),
             "redis is not reachable at start; running degraded and retrying"
         );
     }
@@ -147,48 +209,11 @@ async fn recovering(s: &mut Supervisor) {
     if tracker.health() != Health::Recovering {
         return;
     }
-    let event = probe(&inner, &mut s.probe_conn).await;
-    tracker.feed(event);
-}
-
-/// A `PING` on the probe connection, opening it if needed: [`Event::ProbeOk`],
-/// [`Event::AuthRefused`] or [`Event::ProbeFailed`].
-async fn probe(inner: &Inner, conn: &mut Option<MultiplexedConnection>) -> Event {
-    let failed = |error: &redis::RedisError| match classify(error).event {
-        Some(Event::AuthRefused) => Event::AuthRefused,
-        _ => Event::ProbeFailed,
-    };
-    if conn.is_none() {
-        match inner.open().await {
-            Ok(opened) => {
-                inner.tracker.metrics().probe_connections.inc();
-                *conn = Some(opened);
-            }
-            Err(e) => return failed(&e),
-        }
+    if inner.backend.take_switch() {
+        switch(&inner).await;
     }
-    let Some(c) = conn.as_mut() else {
-        return Event::ProbeFailed;
-    };
-    let start = Instant::now();
-    let result = tokio::time::timeout(
-        inner.config.call_timeout,
-        redis::cmd("PING").query_async::<String>(c),
-    )
-    .await;
-    inner
-        .tracker
-        .metrics()
-        .probe_duration
-        .observe(start.elapsed().as_secs_f64());
-    let event = match result {
-        Ok(Ok(_)) => return Event::ProbeOk,
-        Ok(Err(e)) => failed(&e),
-        Err(_) => Event::ProbeFailed,
-    };
-    // Whatever went wrong, the next probe starts on a fresh connection.
-    *conn = None;
-    event
+    let event = inner.probe().await;
+    tracker.feed(event);
 }
 
 /// Whether Redis takes a write again after `OOM`/`READONLY`.

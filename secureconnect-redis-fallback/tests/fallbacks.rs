@@ -211,3 +211,66 @@ async fn pubsub_goes_through_redis_falls_back_in_process_and_resubscribes() {
     assert!(through_redis, "resubscribed after Redis came back");
     assert_eq!(a_room.skipped(), 0);
 }
+
+/// `PUBSUB NUMSUB <channel>` on the server.
+fn numsub(server: &mut RedisServer, channel: &str) -> Option<i64> {
+    match server.command(&["PUBSUB", "NUMSUB", channel]).ok()? {
+        Reply::Array(items) => match items.get(1) {
+            Some(Reply::Integer(n)) => Some(*n),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+async fn numsub_becomes(server: &mut RedisServer, channel: &str, n: i64) -> bool {
+    for _ in 0..250 {
+        if numsub(server, channel) == Some(n) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_channel_is_dropped_and_unsubscribed_with_its_last_subscriber() {
+    let mut server = RedisServer::start().unwrap();
+    let redis = client(&server.url()).await;
+    let pubsub = FallbackPubSub::new(redis.clone(), FallbackPubSubConfig::default());
+    let first = pubsub.subscribe("room:gone");
+    let second = pubsub.subscribe("room:gone");
+    let other = pubsub.subscribe("room:kept");
+    assert!(numsub_becomes(&mut server, "room:gone", 1).await);
+    assert!(numsub_becomes(&mut server, "room:kept", 1).await);
+    assert_eq!(pubsub.channel_count(), 2);
+    drop(first);
+    assert_eq!(pubsub.channel_count(), 2, "one subscriber is left");
+    drop(second);
+    assert_eq!(pubsub.channel_count(), 1);
+    assert!(
+        numsub_becomes(&mut server, "room:gone", 0).await,
+        "unsubscribed in Redis"
+    );
+    assert_eq!(
+        numsub(&mut server, "room:kept"),
+        Some(1),
+        "the other channel stays"
+    );
+    // Subscribing again works, on a channel made anew.
+    let again = pubsub.subscribe("room:gone");
+    assert!(numsub_becomes(&mut server, "room:gone", 1).await);
+    drop(again);
+    drop(other);
+    assert_eq!(pubsub.channel_count(), 0);
+
+    // Publishing while Redis is away to channels nobody here listens to keeps nothing.
+    server.kill().unwrap();
+    for i in 0..100 {
+        assert_eq!(
+            pubsub.publish(&format!("room:{i}"), b"x").await.unwrap(),
+            Delivery::Local(0)
+        );
+    }
+    assert_eq!(pubsub.channel_count(), 0);
+}

@@ -187,3 +187,60 @@ async fn layer_answers_429_with_retry_after_over_tcp() {
         assert_eq!(r.status(), 200);
     }
 }
+
+#[tokio::test]
+async fn an_acl_refusing_scripts_makes_each_check_fall_back_and_the_client_stays_healthy() {
+    let mut server = RedisServer::start().unwrap();
+    let created = server
+        .command(&[
+            "ACL",
+            "SETUSER",
+            "limited",
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-@scripting",
+        ])
+        .unwrap();
+    assert!(!created.is_error(), "{created:?}");
+    let url = format!("redis://limited:pw@127.0.0.1:{}/", server.port());
+    let node = instance(&url, Policy::FailClosed, 10).await;
+    assert_eq!(node.redis.health(), Health::Healthy);
+    for _ in 0..20 {
+        let d = node.limiter.check("user:1").await;
+        assert_eq!(
+            d.source,
+            Source::FailClosed,
+            "NOPERM: this call takes the policy"
+        );
+    }
+    assert_eq!(
+        node.redis.health(),
+        Health::Healthy,
+        "NOPERM is not a health signal"
+    );
+    assert!(!node.redis.writes_refused());
+    let value: Option<String> = node.redis.query(redis::cmd("GET").arg("k")).await.unwrap();
+    assert_eq!(value, None, "other commands go on");
+    // A key the ACL forbids: the caller's error, still no health signal.
+    server
+        .command(&["ACL", "SETUSER", "limited", "resetkeys", "~allowed:*"])
+        .unwrap();
+    let e = node
+        .redis
+        .query::<Option<String>>(redis::cmd("GET").arg("forbidden"))
+        .await
+        .unwrap_err();
+    assert!(e.is_permission_denied(), "{e}");
+    assert!(!e.is_unavailable());
+    assert_eq!(node.redis.health(), Health::Healthy);
+    let text = exposition(&node.registry);
+    assert!(text.contains("redis_up 1"), "{text}");
+    // Scripts allowed again: the limiter decides in Redis again, nothing restarted.
+    server
+        .command(&["ACL", "SETUSER", "limited", "~*", "+@scripting"])
+        .unwrap();
+    assert_eq!(node.limiter.check("allowed:1").await.source, Source::Redis);
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 pub mod all_in_one;
+pub mod redis_load;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

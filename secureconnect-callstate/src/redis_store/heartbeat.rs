@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
+use secureconnect_redis_fallback::cluster::key_slot;
 use secureconnect_redis_fallback::redis::{self, Value};
 
 use super::scripts::{
@@ -17,7 +18,9 @@ impl RedisCallStore {
     /// membership in the node's set (re-added, so a call whose `SADD` was lost is found
     /// again by recovery and adoption), in pipelines of
     /// [`heartbeat_batch`](Self::heartbeat_batch) calls, each within the client's call
-    /// deadline. Stops at the first failing pipeline.
+    /// deadline. Stops at the first failing pipeline. On a Cluster it also holds this
+    /// process's incarnation in the slots of its calls, and in every slot once a
+    /// quarter of the fence TTL.
     ///
     /// A failure counts in `call_heartbeat_failures_total` and logs a warning when
     /// heartbeats start failing (not at each one); success after failures is logged too.
@@ -53,7 +56,23 @@ impl RedisCallStore {
         let fence_ttl = self.fence_ttl_ms();
         let set = node_calls_key(&self.inner.node);
         self.refresh_lease().await?;
+        let cluster = self.inner.redis.is_cluster();
+        let incarnation = self.inner.incarnation.get().copied();
+        if let (true, Some(incarnation)) = (cluster, incarnation) {
+            self.reclaim_all_if_due(incarnation).await?;
+        }
         for chunk in calls.chunks(self.inner.config.heartbeat_batch.max(1)) {
+            if let (true, Some(incarnation)) = (cluster, incarnation) {
+                // The incarnation keys of the slots these calls live in, held as the
+                // node's one key is on one Redis.
+                let mut slots: Vec<u16> = chunk
+                    .iter()
+                    .map(|c| key_slot(call_key(c).as_bytes()))
+                    .collect();
+                slots.sort_unstable();
+                slots.dedup();
+                self.claim_slots(incarnation, slots).await?;
+            }
             let mut pipe = redis::pipe();
             pipe.cmd("SADD").arg(&set).arg(chunk).ignore();
             pipe.cmd("PEXPIRE").arg(&set).arg(ttl * 2).ignore();

@@ -7,6 +7,7 @@
 mod calls;
 mod config;
 mod heartbeat;
+mod incarnation;
 mod recovery;
 mod scripts;
 
@@ -22,7 +23,7 @@ use secureconnect_redis_fallback::RedisClient;
 
 pub use self::config::RedisCallStoreConfig;
 pub use self::recovery::{RecoveryReport, Skipped};
-use self::scripts::{incarnation_key, node_calls_key, owned_by_this_id, status, Script, Scripts};
+use self::scripts::{node_calls_key, owned_by_this_id, status, Script, Scripts};
 use crate::error::{check_id, Error};
 use crate::model::{CallState, Participant, SCHEMA_VERSION};
 
@@ -42,6 +43,8 @@ struct Inner {
     held: Mutex<Held>,
     /// This process's incarnation of its node id: claimed once, on first use.
     incarnation: tokio::sync::OnceCell<u64>,
+    /// On a Cluster, when every slot's incarnation key was last claimed.
+    full_claim: Mutex<Option<std::time::Instant>>,
     heartbeat_failures: Counter,
     /// Whether the last heartbeat failed (a warning is logged on each change to true).
     heartbeat_failing: AtomicBool,
@@ -122,6 +125,7 @@ impl RedisCallStore {
                 scripts: Scripts::new(),
                 held: Mutex::new(Held::default()),
                 incarnation: tokio::sync::OnceCell::new(),
+                full_claim: Mutex::new(None),
                 heartbeat_failures,
                 heartbeat_failing: AtomicBool::new(false),
             }),
@@ -233,42 +237,35 @@ impl RedisCallStore {
         Ok(())
     }
 
-    /// This process's incarnation of its node id, claimed on first use (the
-    /// [`CLAIM`](scripts) script: above the key's value and above Redis's clock), which
-    /// fences out every older process with this node id at once (their writes carry a
-    /// lower one). Claimed once per store: a write in flight never meets a newer
-    /// incarnation of its own process.
+    /// This process's incarnation of its node id, claimed on first use (the `CLAIM`
+    /// script: above the node key's value and above Redis's clock, so the order holds
+    /// when the key is lost), which fences out every older process with this node id
+    /// at once (their writes carry a lower one); on a Cluster, then claimed in every
+    /// hash slot's incarnation key before any call is read or written. Claimed once per
+    /// store: a write in flight never meets a newer incarnation of its own process.
     pub(super) async fn incarnation(&self) -> Result<u64, Error> {
         let claimed = self
             .inner
             .incarnation
             .get_or_try_init(|| async {
-                let mut claim = self
-                    .inner
-                    .scripts
-                    .claim
-                    .on_keys(&[incarnation_key(&self.inner.node)]);
-                claim.arg(self.fence_ttl_ms());
-                let mut pipe = redis::pipe();
-                pipe.ignore_errors();
-                pipe.add_command(claim);
-                let reply = self.exec(&pipe).await?.into_iter().next();
-                let incarnation = match reply {
-                    Some(Value::Int(n)) if n > 0 => n as u64,
-                    Some(Value::ServerError(e)) => return Err(Error::refused("", e)),
-                    other => {
-                        return Err(Error::corrupt(
-                            "",
-                            format!("unexpected incarnation claim reply {other:?}"),
-                        ))
-                    }
-                };
+                let incarnation = self.new_incarnation().await?;
+                if self.inner.redis.is_cluster() {
+                    let started = std::time::Instant::now();
+                    self.claim_slots(incarnation, 0..secureconnect_redis_fallback::cluster::SLOTS)
+                        .await?;
+                    *self
+                        .inner
+                        .full_claim
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
+                    tracing::debug!(node = %self.inner.node, took = ?started.elapsed(), "claimed the incarnation in every cluster slot");
+                }
                 tracing::info!(
                     node = %self.inner.node,
                     incarnation,
                     "claimed this node id: older processes with it can no longer write its calls"
                 );
-                Ok(incarnation)
+                Ok::<_, Error>(incarnation)
             })
             .await?;
         Ok(*claimed)
@@ -278,11 +275,17 @@ impl RedisCallStore {
     /// need be); the caller adds the script's own arguments.
     async fn script(&self, script: &Script, call: &str) -> Result<redis::Cmd, Error> {
         let incarnation = self.incarnation().await?;
-        Ok(script.on_call(call, &self.inner.node, incarnation, self.fence_ttl_ms()))
+        Ok(script.on_call(
+            call,
+            &self.incarnation_key_for(call),
+            incarnation,
+            self.fence_ttl_ms(),
+        ))
     }
 
-    /// Runs one script invocation (after `before`, in the same round trip) and reads
-    /// its integer reply.
+    /// Runs one script invocation (after `before`: in the same round trip on one Redis;
+    /// on a Cluster, where `before` is in another slot, once it is done) and reads its
+    /// integer reply.
     async fn run(
         &self,
         call: &str,
@@ -292,7 +295,11 @@ impl RedisCallStore {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         if let Some(cmd) = before {
-            pipe.add_command(cmd).ignore();
+            if self.inner.redis.is_cluster() {
+                self.inner.redis.query::<Value>(&cmd).await?;
+            } else {
+                pipe.add_command(cmd).ignore();
+            }
         }
         pipe.add_command(script);
         let values = self.exec(&pipe).await?;
@@ -367,8 +374,10 @@ impl RedisCallStore {
     }
 
     /// [`put`](Self::put) of each call of `calls`, pipelined: one round trip per
-    /// 100 calls at most (each call's set update sent before its script, as
-    /// `put` does; a round trip of whole calls stays well within the call deadline). Answers each call's outcome, in order. When a
+    /// 100 calls at most (each call's set update sent before its script, as `put`
+    /// does; on a Cluster, the batch's set update first, then its scripts; a round trip
+    /// of whole calls stays well within the call deadline). Answers each call's
+    /// outcome, in order. When a
     /// round trip fails (Redis unavailable), no later one is sent: the first call not
     /// written gets that error, every other one an error of the same kind.
     pub async fn put_all(&self, calls: &[CallState]) -> Vec<Result<u64, Error>> {
@@ -397,10 +406,21 @@ impl RedisCallStore {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let mut epochs = Vec::with_capacity(chunk.len());
+        let cluster = self.inner.redis.is_cluster();
+        if cluster {
+            // The node's set is in another slot than the calls: filled first, so a
+            // crash in between leaves no call in no set.
+            let ids: Vec<&str> = chunk.iter().map(|c| c.id.as_str()).collect();
+            let mut sadd = redis::cmd("SADD");
+            sadd.arg(node_calls_key(&self.inner.node)).arg(&ids);
+            self.inner.redis.query::<Value>(&sadd).await?;
+        }
         for call in chunk {
             let (epoch, script) = self.put_script(call).await?;
             epochs.push(epoch);
-            pipe.add_command(self.sadd(&call.id)).ignore();
+            if !cluster {
+                pipe.add_command(self.sadd(&call.id)).ignore();
+            }
             pipe.add_command(script);
         }
         let values = self.exec(&pipe).await?;

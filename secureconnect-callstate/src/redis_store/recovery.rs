@@ -208,16 +208,24 @@ impl RedisCallStore {
             self.load_scripts().await?;
         }
         for batch in ids.chunks(self.inner.config.recovery_batch.max(1)) {
-            // Into this node's set first, then the scripts, in one round trip; out of
-            // the dead node's set only once the replies say which calls moved. A crash
-            // at any point leaves each call in a set.
+            // Into this node's set first, then the scripts (in one round trip on one
+            // Redis; on a Cluster, where the sets are in other slots, the set first);
+            // out of the dead node's set only once the replies say which calls moved. A
+            // crash at any point leaves each call in a set.
+            let cluster = self.inner.redis.is_cluster();
+            let mut sadd = redis::cmd("SADD");
+            sadd.arg(&mine).arg(batch);
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
-            pipe.cmd("SADD").arg(&mine).arg(batch).ignore();
+            if cluster {
+                self.inner.redis.query::<i64>(&sadd).await?;
+            } else {
+                pipe.add_command(sadd).ignore();
+            }
             for id in batch {
                 let mut script = self.inner.scripts.adopt.on_call(
                     id,
-                    &self.inner.node,
+                    &self.incarnation_key_for(id),
                     incarnation,
                     self.fence_ttl_ms(),
                 );

@@ -21,9 +21,9 @@
 //!   key, so a call that ended or was taken over by another node is never recreated by
 //!   a process that missed it, even after the call's own keys are gone.
 //!
-//! The incarnation key is in another hash slot than the call's keys: one Redis (or a
-//! Sentinel-managed primary) runs these scripts; a Redis Cluster needs one incarnation
-//! key per slot, claimed for every slot at recovery.
+//! The incarnation key a script checks is in the call's hash slot on a Redis Cluster
+//! (one key per slot, see `incarnation`), and the node's one key on one Redis: every
+//! script is single-slot, so they run unchanged on a Cluster.
 
 use secureconnect_redis_fallback::redis;
 
@@ -85,13 +85,14 @@ impl Script {
         Self { code, hash }
     }
 
-    /// `EVALSHA` on the keys of `call` (call, participants, fence) and of `node`'s
-    /// incarnation, with the process's `incarnation` and the incarnation key's TTL as
-    /// the first arguments; the caller adds the script's own.
+    /// `EVALSHA` on the keys of `call` (call, participants, fence) and the node's
+    /// incarnation key for it (in the call's slot on a Cluster), with the process's
+    /// `incarnation` and the incarnation key's TTL as the first arguments; the caller
+    /// adds the script's own.
     pub(super) fn on_call(
         &self,
         call: &str,
-        node: &str,
+        incarnation_key: &str,
         incarnation: u64,
         ttl_ms: u64,
     ) -> redis::Cmd {
@@ -101,7 +102,7 @@ impl Script {
             .arg(call_key(call))
             .arg(participants_key(call))
             .arg(fence_key(call))
-            .arg(incarnation_key(node))
+            .arg(incarnation_key)
             .arg(incarnation)
             .arg(ttl_ms);
         cmd
@@ -118,6 +119,7 @@ pub(super) struct Scripts {
     pub(super) put: Script,
     pub(super) reassert: Script,
     pub(super) claim: Script,
+    pub(super) claim_slot: Script,
 }
 
 impl Scripts {
@@ -131,6 +133,7 @@ impl Scripts {
             put: Script::new(PUT),
             reassert: Script::plain(REASSERT),
             claim: Script::plain(CLAIM),
+            claim_slot: Script::plain(CLAIM_SLOT),
         }
     }
 
@@ -147,6 +150,7 @@ impl Scripts {
             &self.put,
             &self.reassert,
             &self.claim,
+            &self.claim_slot,
         ] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(&script.code).ignore();
         }
@@ -223,6 +227,18 @@ local newest = tonumber(redis.call('GET', KEYS[1]) or '0')
 if newest > tonumber(ARGV[1]) then return newest end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+return newest
+";
+
+/// A slot's claim on a Cluster. KEYS: the node's incarnation key of one hash slot.
+/// ARGV: this process's incarnation, the key's TTL. Raises the key to it (never lowers
+/// it) and refreshes its TTL unless a newer process claimed it; answers the newest
+/// incarnation found.
+const CLAIM_SLOT: &str = r"
+local newest = tonumber(redis.call('GET', KEYS[1]) or '0')
+if newest <= tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
 return newest
 ";
 

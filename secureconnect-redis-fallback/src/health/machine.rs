@@ -18,13 +18,19 @@ pub(crate) enum Event {
     AuthRefused,
     /// Redis refused a write (`OOM`, `READONLY`); it answered, so it is up.
     WritesRefused,
+    /// A Sentinel failover of the primary is under way: writes would land on a
+    /// primary about to be replaced, so they are held (refused) until the new primary
+    /// is known.
+    FailoverStarted,
     /// The write probe succeeded.
     WritesAccepted,
     /// A `PING` probe succeeded.
     ProbeOk,
     /// A `PING` probe failed (other than on credentials).
     ProbeFailed,
-    /// The first connection at start succeeded.
+    /// The first connection at start succeeded: healthy at once, from Degraded, once
+    /// in the client's life (a late one, after a call degraded the client, changes
+    /// nothing).
     Connected,
     /// While degraded, a probe and a new main connection succeeded.
     Reconnected,
@@ -50,6 +56,8 @@ pub(crate) struct Step {
     /// `Some(true)`: writes were just refused (log, wake the supervisor to probe);
     /// `Some(false)`: writes are accepted again (log).
     pub(crate) writes_refused: Option<bool>,
+    /// Writes were refused because a failover started (not by Redis): say so.
+    pub(crate) failover: bool,
 }
 
 impl Step {
@@ -63,6 +71,8 @@ impl Step {
 #[derive(Clone, Debug)]
 pub(crate) struct Machine {
     health: Health,
+    /// Whether [`Event::Connected`] was taken.
+    connected_once: bool,
     writes_refused: bool,
     auth_failed: bool,
     timeouts_in_a_row: u32,
@@ -83,6 +93,7 @@ impl Machine {
     ) -> Self {
         Self {
             health: Health::Degraded,
+            connected_once: false,
             writes_refused: false,
             auth_failed: false,
             timeouts_in_a_row: 0,
@@ -175,6 +186,12 @@ impl Machine {
                     step.writes_refused = Some(true);
                 }
             }
+            Event::FailoverStarted => {
+                if !std::mem::replace(&mut self.writes_refused, true) {
+                    step.writes_refused = Some(true);
+                    step.failover = true;
+                }
+            }
             Event::WritesAccepted => {
                 if std::mem::replace(&mut self.writes_refused, false) {
                     step.writes_refused = Some(false);
@@ -197,7 +214,14 @@ impl Machine {
                 };
                 step.transition = self.go(Health::Degraded, reason);
             }
-            Event::Connected => step.transition = self.go(Health::Healthy, "connected"),
+            // Each transition has its required prior state: a healing event that lost a
+            // race to a degrading one changes nothing.
+            Event::Connected => {
+                if self.health == Health::Degraded && !self.connected_once {
+                    step.transition = self.go(Health::Healthy, "connected");
+                }
+                self.connected_once = true;
+            }
             Event::Reconnected => {
                 if self.health == Health::Degraded {
                     step.transition = self.go(Health::Recovering, "probe succeeded");

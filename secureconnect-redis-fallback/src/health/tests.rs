@@ -248,6 +248,7 @@ fn every_event_in_every_state_keeps_the_machine_consistent() {
         Event::Unavailable("test"),
         Event::AuthRefused,
         Event::WritesRefused,
+        Event::FailoverStarted,
         Event::WritesAccepted,
         Event::ProbeOk,
         Event::ProbeFailed,
@@ -341,6 +342,51 @@ fn a_reply_without_timeouts_does_nothing() {
     assert_eq!(tracker.lock().timeouts_in_a_row(), 0);
 }
 
+/// The race behind a client stuck degraded in its views while calls were admitted: the
+/// supervisor decides to turn healthy, a call fails and degrades the client, then the
+/// supervisor's decision arrives. Replayed in that order: the late healing event
+/// changes nothing (each transition requires its prior state), and every view (the
+/// atomic state calls are admitted by, the watch channel, `redis_up`, the state
+/// gauges) says Degraded.
+#[test]
+fn a_healing_event_that_lost_the_race_to_a_failure_changes_nothing() {
+    let tracker = tracker();
+    let mut rx = tracker.subscribe();
+    tracker.feed(Event::Connected);
+    assert_eq!(*rx.borrow_and_update(), Health::Healthy);
+    // A call fails while the supervisor is about to report a good probe and a new
+    // connection.
+    tracker.feed(Event::Unavailable("connection error or server unavailable"));
+    assert_eq!(*rx.borrow_and_update(), Health::Degraded);
+    for late in [Event::Connected, Event::ProbeOk] {
+        let step = tracker.feed(late);
+        assert_eq!(step.transition, None, "{late:?} arrived late");
+        assert_eq!(tracker.health(), Health::Degraded);
+        assert!(!rx.has_changed().unwrap(), "nothing published for {late:?}");
+        assert_views_agree(&tracker);
+        assert_eq!(tracker.admit(false), Err(Failure::DEGRADED));
+    }
+    // Only the recovery path heals it: a probe and a new connection, then probes.
+    tracker.feed(Event::Reconnected);
+    assert_eq!(tracker.health(), Health::Recovering);
+    tracker.feed(Event::ProbeOk);
+    tracker.feed(Event::ProbeOk);
+    assert_eq!(tracker.health(), Health::Healthy);
+    assert_views_agree(&tracker);
+}
+
+#[test]
+fn connected_only_heals_a_client_that_never_connected() {
+    let mut m = machine();
+    assert_eq!(to(m.step(Event::Connected)), Some(Health::Healthy));
+    m.step(Event::Unavailable("test"));
+    assert!(m.step(Event::Connected).transition.is_none());
+    assert_eq!(m.health(), Health::Degraded);
+    let mut m = recovering();
+    assert!(m.step(Event::Connected).transition.is_none());
+    assert_eq!(m.health(), Health::Recovering);
+}
+
 /// Two threads degrade and heal the client at the same moment, many times over: after
 /// each round every view shows the same state.
 #[test]
@@ -349,18 +395,20 @@ fn racing_transitions_leave_every_view_agreeing() {
     tracker.feed(Event::Connected);
     let rounds = 20_000;
     let barrier = Arc::new(Barrier::new(3));
-    let spawn = |event: Event| {
+    let spawn = |events: &'static [Event]| {
         let (tracker, barrier) = (Arc::clone(&tracker), Arc::clone(&barrier));
         std::thread::spawn(move || {
             for _ in 0..rounds {
                 barrier.wait();
-                tracker.feed(event);
+                for event in events {
+                    tracker.feed(*event);
+                }
                 barrier.wait();
             }
         })
     };
-    let degrading = spawn(Event::Unavailable("test"));
-    let healing = spawn(Event::Connected);
+    let degrading = spawn(&[Event::Unavailable("test")]);
+    let healing = spawn(&[Event::Reconnected, Event::ProbeOk, Event::ProbeOk]);
     for _ in 0..rounds {
         barrier.wait();
         barrier.wait();

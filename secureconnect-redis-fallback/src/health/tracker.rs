@@ -121,6 +121,10 @@ impl Tracker {
             );
         }
         match step.writes_refused {
+            Some(true) if step.failover => tracing::warn!(
+                target: "secureconnect_redis_fallback",
+                "a sentinel failover of the primary is under way: writes take their fallback until the new primary is known, reads go on"
+            ),
             Some(true) => tracing::warn!(
                 target: "secureconnect_redis_fallback",
                 "redis refuses writes (OOM or READONLY): writes take their fallback, reads go on"

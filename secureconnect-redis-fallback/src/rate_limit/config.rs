@@ -104,7 +104,7 @@ pub struct RateLimiterConfig {
 }
 
 impl RateLimiterConfig {
-    /// A limiter `name` (it names the Redis keys, `sc:rl:{name}:<key>`, and the
+    /// A limiter `name` (it names the Redis keys, `sc:rl:{<name>:<key>}`, one hash slot per key, and the
     /// metrics) enforcing `quota` per key, with the policy
     /// [`Policy::LocalApprox`] for one instance until [`policy`](Self::policy) says
     /// otherwise.

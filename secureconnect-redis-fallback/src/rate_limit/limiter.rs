@@ -1,5 +1,6 @@
 //! The limiter: GCRA in one Lua script in Redis, the [`Policy`] without it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -47,6 +48,15 @@ struct Inner {
     fallback: Counter,
     /// `[source][allowed]`, resolved once.
     decisions: [[Counter; 2]; 4],
+    /// Whether a refusal of the script (`NOPERM`, a bug) was logged at `error`: once,
+    /// then at `debug`, so a refusing ACL does not flood the log.
+    refusal_logged: AtomicBool,
+}
+
+/// The Redis key of `key` in limiter `name`: the whole of it is the hash tag, so a
+/// Cluster spreads a limiter's keys over every slot instead of one hot slot.
+pub(crate) fn redis_key(name: &str, key: &str) -> String {
+    format!("sc:rl:{{{name}:{key}}}")
 }
 
 /// A named rate limiter; cheap to clone. See the [module docs](super).
@@ -75,6 +85,7 @@ impl RateLimiter {
             fallback,
             decisions,
             redis,
+            refusal_logged: AtomicBool::new(false),
         });
         // The shared state in Redis is the truth again: local counts are not merged.
         inner.redis.on_healthy(Arc::downgrade(&inner), |inner| {
@@ -121,7 +132,7 @@ impl RateLimiter {
         let tolerance = emission * (inner.quota.limit() - 1);
         let mut invocation = inner.script.prepare_invoke();
         invocation
-            .key(format!("sc:rl:{{{}}}:{key}", inner.name))
+            .key(redis_key(&inner.name, key))
             .arg(emission.as_micros() as u64)
             .arg(tolerance.as_micros() as u64);
         match inner
@@ -135,11 +146,20 @@ impl RateLimiter {
                 source: Source::Redis,
             }),
             Err(error) => {
-                if error.is_command_error() {
-                    tracing::error!(
-                        target: "secureconnect_redis_fallback",
-                        limiter = %inner.name, error = %Chain(&error), "rate-limit script failed; deciding locally"
-                    );
+                // Redis refused this call (an ACL without scripting, a bug): this call
+                // takes the policy; the client stays healthy.
+                if error.is_command_error() || error.is_permission_denied() {
+                    if inner.refusal_logged.swap(true, Ordering::Relaxed) {
+                        tracing::debug!(
+                            target: "secureconnect_redis_fallback",
+                            limiter = %inner.name, error = %Chain(&error), "rate-limit script refused; deciding without Redis"
+                        );
+                    } else {
+                        tracing::error!(
+                            target: "secureconnect_redis_fallback",
+                            limiter = %inner.name, error = %Chain(&error), "rate-limit script refused; deciding without Redis (logged once)"
+                        );
+                    }
                 }
                 None
             }
@@ -201,5 +221,24 @@ impl RateLimiter {
                 self.inner.quota.share(instances).to_governor(),
             ))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::key_slot;
+
+    #[test]
+    fn each_key_of_a_limiter_has_a_slot_of_its_own() {
+        assert_eq!(redis_key("login", "alice"), "sc:rl:{login:alice}");
+        let slots: std::collections::HashSet<u16> = (0..1000)
+            .map(|i| key_slot(redis_key("login", &format!("user-{i}")).as_bytes()))
+            .collect();
+        assert!(
+            slots.len() > 900,
+            "spread over the cluster: {}",
+            slots.len()
+        );
     }
 }

@@ -16,10 +16,20 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! `redis-server` must be on `PATH` (Debian's `redis-server` package).
+//! [`RedisCluster`] makes six of them a Redis Cluster (3 masters, 3 replicas) and
+//! [`RedisSentinel`] a primary, a replica and three sentinels, for failover tests.
+//!
+//! `redis-server` and `redis-cli` must be on `PATH` (Debian's `redis-server` and
+//! `redis-tools` packages).
 
+mod cluster;
 mod proxy;
+mod sentinel;
 mod server;
+mod watch;
 
+pub use cluster::RedisCluster;
 pub use proxy::{FaultProxy, ProxyMode};
+pub use sentinel::{RedisSentinel, MASTER_NAME};
 pub use server::{RedisServer, Reply};
+pub use watch::{Sample, WriteWatch};

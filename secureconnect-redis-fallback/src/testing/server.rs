@@ -18,6 +18,9 @@ pub struct RedisServer {
     child: Option<Child>,
     password: Option<String>,
     extra_args: Vec<String>,
+    /// A configuration file (in `dir`) given as the first argument: Sentinel needs one
+    /// it can rewrite.
+    config_file: Option<String>,
 }
 
 /// A reply read by [`RedisServer::command`], in RESP2 terms.
@@ -46,7 +49,7 @@ impl Reply {
     }
 }
 
-fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -66,16 +69,40 @@ impl RedisServer {
     ///
     /// As [`start`](Self::start).
     pub fn start_with_args(args: &[&str]) -> io::Result<Self> {
+        Self::start_with(args, None, |_| Vec::new())
+    }
+
+    /// Starts a server from a configuration file holding `config` (written in the
+    /// server's own directory, where the server may rewrite it), then `args`, plus
+    /// the arguments `more(port)` adds for the port it got.
+    pub(crate) fn start_with(
+        args: &[&str],
+        config: Option<&str>,
+        more: impl Fn(u16) -> Vec<String>,
+    ) -> io::Result<Self> {
         let mut last_error = None;
         // A free port can be taken by someone else before the server binds it; try a
         // few.
         for _ in 0..5 {
+            let port = free_port()?;
+            let dir = tempfile::tempdir()?;
+            let config_file = match config {
+                Some(text) => {
+                    let path = dir.path().join("redis.conf");
+                    std::fs::write(&path, text)?;
+                    Some(path.to_string_lossy().into_owned())
+                }
+                None => None,
+            };
+            let mut extra_args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            extra_args.extend(more(port));
             let mut server = Self {
-                port: free_port()?,
-                dir: tempfile::tempdir()?,
+                port,
+                dir,
                 child: None,
                 password: None,
-                extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+                extra_args,
+                config_file,
             };
             match server.spawn() {
                 Ok(()) => return Ok(server),
@@ -87,6 +114,7 @@ impl RedisServer {
 
     fn spawn(&mut self) -> io::Result<()> {
         let child = Command::new("redis-server")
+            .args(&self.config_file)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -137,6 +165,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>/`
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The server's directory (its data, its configuration file).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// The process id, while running.
@@ -226,18 +259,7 @@ impl RedisServer {
     ///
     /// On a connection or protocol failure (a Redis error reply is `Ok(Reply::Error)`).
     pub fn command(&mut self, args: &[&str]) -> io::Result<Reply> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-        let mut reader = BufReader::new(stream.try_clone()?);
-        if let Some(password) = &self.password {
-            write_command(&mut stream, &["AUTH", password])?;
-            if let Reply::Error(e) = read_reply(&mut reader)? {
-                return Err(io::Error::other(format!("AUTH failed: {e}")));
-            }
-        }
-        write_command(&mut stream, args)?;
-        let reply = read_reply(&mut reader)?;
+        let reply = command_at(self.port, self.password.as_deref(), args)?;
         let is_requirepass = args.len() == 4
             && args[0].eq_ignore_ascii_case("CONFIG")
             && args[1].eq_ignore_ascii_case("SET")
@@ -283,6 +305,22 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.kill();
     }
+}
+
+/// Runs one command on a fresh connection to `127.0.0.1:<port>` and reads its reply.
+pub(crate) fn command_at(port: u16, password: Option<&str>, args: &[&str]) -> io::Result<Reply> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    if let Some(password) = password {
+        write_command(&mut stream, &["AUTH", password])?;
+        if let Reply::Error(e) = read_reply(&mut reader)? {
+            return Err(io::Error::other(format!("AUTH failed: {e}")));
+        }
+    }
+    write_command(&mut stream, args)?;
+    read_reply(&mut reader)
 }
 
 fn write_command(stream: &mut TcpStream, args: &[&str]) -> io::Result<()> {
