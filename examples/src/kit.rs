@@ -15,12 +15,12 @@ use secureconnect_audit::{
 };
 use secureconnect_obs::{
     HttpMetricsConfig, HttpMetricsLayer, MatchedPathRoute, MetricsEndpointConfig, MetricsService,
-    RequestSpan,
+    RequestFinished, RequestSpan,
 };
 use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
 use tower::ServiceBuilder;
 use tower_http::request_id::PropagateRequestIdLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::error::{chain, ApiError};
@@ -203,8 +203,8 @@ impl Kit {
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(
                 TraceLayer::new_for_http()
-                    .make_span_with(RequestSpan::default())
-                    .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                    .make_span_with(RequestSpan::default().component(self.name))
+                    .on_response(RequestFinished::default()),
             )
             .layer(self.metrics)
             .layer(Extension(self.tokens))

@@ -79,4 +79,4 @@ pub use request_metrics::{HttpMetrics, HttpMetricsConfig, HttpMetricsLayer};
 pub use route::ClassifyRoute;
 #[cfg(feature = "axum")]
 pub use route::MatchedPathRoute;
-pub use trace::RequestSpan;
+pub use trace::{RequestFinished, RequestSpan};

@@ -17,7 +17,15 @@
 //! on a request span appears on every line of that request), then the event's own
 //! fields, later ones replacing earlier ones of the same name. A field that would clash
 //! with the five fixed keys is written as `fields.<name>`. Values are escaped by
-//! `serde_json`, so a field holding newlines still yields exactly one line.
+//! `serde_json`, so a field holding newlines still yields exactly one line. An event
+//! field named `audit_event` (secureconnect-audit's `TracingSink`), or one named with
+//! [`LogConfig::json_field`], whose text is one JSON document is written as that
+//! document, a nested object, so collectors parse it once:
+//!
+//! ```json
+//! {"timestamp":"…","level":"WARN","message":"audit","target":"audit","service":"storage",
+//!  "audit_event":{"schema_version":1,"event_id":"…","outcome":"denied","trace_id":"4bf9…"}}
+//! ```
 //!
 //! Installing a global subscriber is the application's decision: this crate only does
 //! it when [`init`] is called. Use [`subscriber`] or [`JsonLayer`] to compose your own
@@ -66,6 +74,7 @@ pub struct LogConfig {
     stdout: bool,
     log_dir: Option<PathBuf>,
     max_files: usize,
+    json_fields: Vec<String>,
 }
 
 impl LogConfig {
@@ -77,6 +86,7 @@ impl LogConfig {
             stdout: true,
             log_dir: None,
             max_files: 7,
+            json_fields: Vec::new(),
         }
     }
 
@@ -132,6 +142,13 @@ impl LogConfig {
         self
     }
 
+    /// Also writes the event field `name` as nested JSON when its text is one JSON
+    /// document ([`JsonLayer::json_field`]); `audit_event` always is.
+    pub fn json_field(mut self, name: impl Into<String>) -> Self {
+        self.json_fields.push(name.into());
+        self
+    }
+
     fn parse_filter(&self) -> Result<EnvFilter, Error> {
         EnvFilter::builder()
             .parse(&self.filter)
@@ -180,9 +197,11 @@ pub fn subscriber(
             }
         }
     };
-    let subscriber = tracing_subscriber::registry()
-        .with(filter)
-        .with(JsonLayer::new(config.service, writer));
+    let json = config.json_fields.into_iter().fold(
+        JsonLayer::new(config.service, writer),
+        JsonLayer::json_field,
+    );
+    let subscriber = tracing_subscriber::registry().with(filter).with(json);
     Ok((Box::new(subscriber), guard))
 }
 
