@@ -105,3 +105,132 @@ async fn request_lines_name_their_component_with_a_numeric_duration_and_audit_ev
     services.sort_unstable();
     assert_eq!(services, ["auth", "gateway", "gateway"], "{audits:#?}");
 }
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn is_hex(value: &Value, len: usize) -> bool {
+    value
+        .as_str()
+        .is_some_and(|s| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A login with a wrong password, through the gateway to auth: auth answers 401, so both
+/// services log the request and audit the denial.
+async fn failed_login(system: &AllInOne, traceparent: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/v1/auth/login", system.url("gateway")))
+        .json(&serde_json::json!({"email": "nobody@example.org", "password": "wrong"}));
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    response
+}
+
+#[tokio::test]
+async fn a_traceparent_is_continued_through_the_gateway_into_both_services_and_their_audit_events()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let system = AllInOne::start(dir.path(), &file, &[("RUST_LOG", "info")]).await;
+    failed_login(&system, Some(TRACEPARENT)).await;
+
+    let of_trace =
+        |l: &Value| l["trace_id"] == TRACE_ID || l["audit_event"]["trace_id"] == TRACE_ID;
+    let lines = wait_for_lines(&system, |lines| {
+        lines.iter().filter(|l| of_trace(l) && is_audit(l)).count() >= 2
+    })
+    .await;
+    let traced: Vec<&Value> = lines.iter().filter(|l| of_trace(l)).collect();
+    let finished = |component: &str| {
+        traced
+            .iter()
+            .find(|l| l["message"] == "request finished" && l["component"] == component)
+            .unwrap_or_else(|| panic!("no {component} line of the trace: {traced:#?}"))
+    };
+    let (gateway, auth) = (finished("gateway"), finished("auth"));
+    assert!(is_hex(&gateway["span_id"], 16) && is_hex(&auth["span_id"], 16));
+    assert_ne!(
+        gateway["span_id"], auth["span_id"],
+        "auth has a span of its own"
+    );
+    assert_ne!(
+        gateway["span_id"], "00f067aa0ba902b7",
+        "the gateway's span is a child of the client's, not the client's"
+    );
+    // Every line of the two requests carries the ids, not only the last.
+    for line in lines.iter().filter(|l| l.get("request_id").is_some()) {
+        if line["request_id"] == gateway["request_id"] || line["request_id"] == auth["request_id"] {
+            assert_eq!(line["trace_id"], TRACE_ID, "{line}");
+            assert!(is_hex(&line["span_id"], 16), "{line}");
+        }
+    }
+    let mut audited: Vec<&str> = traced
+        .iter()
+        .filter(|l| is_audit(l))
+        .map(|l| l["audit_event"]["service"].as_str().unwrap())
+        .collect();
+    audited.sort_unstable();
+    assert_eq!(audited, ["auth", "gateway"], "{traced:#?}");
+    // The chained audit file holds the same trace id.
+    let events = system.wait_for_events(2).await;
+    assert_eq!(
+        events.iter().filter(|e| e["trace_id"] == TRACE_ID).count(),
+        2,
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_without_traceparent_gets_a_trace_id_on_every_line_shared_downstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let system = AllInOne::start(dir.path(), &file, &[("RUST_LOG", "info")]).await;
+    let response = failed_login(&system, None).await;
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // A malformed traceparent is not continued: a trace starts, as without one.
+    failed_login(&system, Some("00-XYZ-00f067aa0ba902b7-01")).await;
+
+    let lines = wait_for_lines(&system, |lines| {
+        lines.iter().filter(|l| is_audit(l)).count() >= 4
+            && lines
+                .iter()
+                .filter(|l| l["message"] == "request finished" && l["http_route"] != "/health")
+                .count()
+                >= 4
+    })
+    .await;
+    for line in lines.iter().filter(|l| l.get("request_id").is_some()) {
+        assert!(is_hex(&line["trace_id"], 32), "{line}");
+        assert!(is_hex(&line["span_id"], 16), "{line}");
+        assert_ne!(line["trace_id"], "00000000000000000000000000000000");
+    }
+    let gateway = lines
+        .iter()
+        .find(|l| l["request_id"] == request_id.as_str() && l["message"] == "request finished")
+        .unwrap();
+    let trace_id = &gateway["trace_id"];
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["component"] == "auth" && l["trace_id"] == *trace_id),
+        "auth continued the gateway's trace"
+    );
+    let audits: Vec<&Value> = lines.iter().filter(|l| is_audit(l)).collect();
+    for line in &audits {
+        assert!(is_hex(&line["audit_event"]["trace_id"], 32), "{line}");
+    }
+    assert_eq!(
+        audits
+            .iter()
+            .filter(|l| l["audit_event"]["trace_id"] == *trace_id)
+            .count(),
+        2,
+        "the gateway's and auth's denial of the first request: {audits:#?}"
+    );
+}

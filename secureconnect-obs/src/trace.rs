@@ -94,6 +94,11 @@ pub(crate) fn finished(status: u16, latency: Duration) {
     );
 }
 
+/// The `request failed` line of a service that returned an error, not a response.
+pub(crate) fn failed(latency: Duration) {
+    tracing::error!(duration_ms = duration_ms(latency), "request failed");
+}
+
 /// `latency` in milliseconds, rounded to the microsecond.
 fn duration_ms(latency: Duration) -> f64 {
     latency.as_micros() as f64 / 1000.0

@@ -116,6 +116,10 @@ struct SpanFields(Vec<(&'static str, Value)>);
 
 impl SpanFields {
     fn set(&mut self, name: &'static str, value: Value) {
+        // `otel.name`, `otel.kind`, …: instructions to the OpenTelemetry layer, not data.
+        if name.starts_with("otel.") {
+            return;
+        }
         match self.0.iter_mut().find(|(k, _)| *k == name) {
             Some(slot) => slot.1 = value,
             None => self.0.push((name, value)),

@@ -41,6 +41,7 @@
 //! ```
 
 mod json;
+pub(crate) mod otel;
 
 use std::path::PathBuf;
 
@@ -175,7 +176,10 @@ pub fn subscriber(
     config: LogConfig,
 ) -> Result<(Box<dyn Subscriber + Send + Sync>, LogGuard), Error> {
     let filter = config.parse_filter()?;
-    let mut guard = LogGuard { file: None };
+    let mut guard = LogGuard {
+        file: None,
+        traces: None,
+    };
     let writer = match (&config.log_dir, config.stdout) {
         (None, true) => BoxMakeWriter::new(std::io::stdout),
         (None, false) => BoxMakeWriter::new(std::io::sink),
@@ -197,11 +201,17 @@ pub fn subscriber(
             }
         }
     };
+    let provider = otel::provider(&config.service, |builder| builder);
+    let traces = otel::layer(&provider);
+    guard.traces = Some(provider);
     let json = config.json_fields.into_iter().fold(
         JsonLayer::new(config.service, writer),
         JsonLayer::json_field,
     );
-    let subscriber = tracing_subscriber::registry().with(filter).with(json);
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(traces);
     Ok((Box::new(subscriber), guard))
 }
 
@@ -219,9 +229,20 @@ pub fn init(config: LogConfig) -> Result<LogGuard, Error> {
     Ok(guard)
 }
 
-/// Keeps the log-file writer alive; dropping it flushes what is buffered.
+/// Keeps the log-file writer and the tracer provider alive; dropping it flushes what
+/// is buffered (log lines, and spans not yet exported).
 #[must_use = "dropping the guard stops writing log files"]
 #[derive(Debug)]
 pub struct LogGuard {
     file: Option<WorkerGuard>,
+    traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.traces.take() {
+            // Exports what the batch still holds, within the exporter's timeout.
+            let _ = provider.shutdown();
+        }
+    }
 }
