@@ -174,6 +174,26 @@ async fn a_traceparent_is_continued_through_the_gateway_into_both_services_and_t
         .collect();
     audited.sort_unstable();
     assert_eq!(audited, ["auth", "gateway"], "{traced:#?}");
+    // The gateway's OpenMetrics exposition has the trace id as the exemplar of the
+    // request's duration bucket (read by the official parser).
+    let exposition = reqwest::Client::new()
+        .get(format!("{}/metrics", system.url("gateway")))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exemplars = secureconnect_testkit::python::openmetrics_exemplars(&exposition);
+    assert!(
+        exemplars
+            .iter()
+            .any(|e| e.exemplar_labels["trace_id"] == TRACE_ID
+                && e.labels["http_route"] == "/v1/auth/{*rest}"
+                && e.labels["http_response_status_code"] == "401"),
+        "{exemplars:#?}"
+    );
     // The chained audit file holds the same trace id.
     let events = system.wait_for_events(2).await;
     assert_eq!(

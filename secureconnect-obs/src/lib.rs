@@ -65,6 +65,7 @@
 
 pub mod endpoint;
 mod error;
+mod exemplar;
 mod histogram;
 mod labels;
 pub mod logging;
