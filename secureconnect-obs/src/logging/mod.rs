@@ -27,6 +27,12 @@
 //!  "audit_event":{"schema_version":1,"event_id":"…","outcome":"denied","trace_id":"4bf9…"}}
 //! ```
 //!
+//! The subscriber also carries the `tracing-opentelemetry` layer that gives request
+//! spans their W3C trace context ([`request_trace`](crate::request_trace)). With the
+//! feature `otlp` and `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, spans are exported over OTLP/HTTP
+//! (protobuf) in bounded batches from a thread of their own; unset, nothing is exported.
+//!
 //! Installing a global subscriber is the application's decision: this crate only does
 //! it when [`init`] is called. Use [`subscriber`] or [`JsonLayer`] to compose your own
 //! subscriber instead.
@@ -171,7 +177,10 @@ impl LogConfig {
 ///
 /// [`ErrorKind::InvalidFilter`](crate::ErrorKind::InvalidFilter) for a malformed
 /// filter, [`ErrorKind::LogDir`](crate::ErrorKind::LogDir) when the log directory
-/// cannot be created or written.
+/// cannot be created or written,
+/// [`ErrorKind::TraceExport`](crate::ErrorKind::TraceExport) when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` asks for an exporter that cannot be built (feature
+/// `otlp`).
 pub fn subscriber(
     config: LogConfig,
 ) -> Result<(Box<dyn Subscriber + Send + Sync>, LogGuard), Error> {
@@ -201,7 +210,7 @@ pub fn subscriber(
             }
         }
     };
-    let provider = otel::provider(&config.service, |builder| builder);
+    let provider = otel::exporting_provider(&config.service)?;
     let traces = otel::layer(&provider);
     guard.traces = Some(provider);
     let json = config.json_fields.into_iter().fold(
@@ -241,8 +250,9 @@ pub struct LogGuard {
 impl Drop for LogGuard {
     fn drop(&mut self) {
         if let Some(provider) = self.traces.take() {
-            // Exports what the batch still holds, within the exporter's timeout.
-            let _ = provider.shutdown();
+            // Exports what the batch still holds; a collector that does not answer
+            // delays the exit by 5 s at most.
+            let _ = provider.shutdown_with_timeout(std::time::Duration::from_secs(5));
         }
     }
 }
