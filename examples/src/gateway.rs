@@ -15,7 +15,9 @@
 //! secureconnect-redis-fallback's `RateLimitLayer` (`RATE_LIMIT_CLIENT_PER_MINUTE`,
 //! `RATE_LIMIT_PER_MINUTE`; policy `RATE_LIMIT_POLICY`, `local_approx` by default),
 //! answering `429` with `Retry-After` and the API's JSON error body. In order: the
-//! per-client limit, authentication (401), the per-user limit, the upstream.
+//! per-client limit, authentication (401), the per-user limit, the upstream. Upstream
+//! requests carry the gateway's W3C trace context (`traceparent`), so the services'
+//! spans, log lines and audit events share the request's `trace_id`.
 
 mod client_key;
 
@@ -177,6 +179,8 @@ async fn forward(state: &GatewayState, peer: SocketAddr, mut request: Request) -
     strip_hop_by_hop(request.headers_mut(), upgrade);
     let forwarded = client_key::forwarded_for(&state.proxies, peer, request.headers());
     request.headers_mut().insert("x-forwarded-for", forwarded);
+    // The upstream continues this request's trace, as a child of the gateway's span.
+    secureconnect_obs::request_trace::inject(&tracing::Span::current(), request.headers_mut());
 
     let response = match tokio::time::timeout(state.timeout, state.client.request(request)).await {
         Err(_) => {

@@ -15,12 +15,11 @@ use secureconnect_audit::{
 };
 use secureconnect_obs::{
     HttpMetricsConfig, HttpMetricsLayer, MatchedPathRoute, MetricsEndpointConfig, MetricsService,
-    RequestSpan,
+    RequestTraceConfig, RequestTraceLayer,
 };
 use secureconnect_redis_fallback::RedisClient;
 use tower::ServiceBuilder;
 use tower_http::request_id::PropagateRequestIdLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::Config;
 use crate::error::{chain, ApiError};
@@ -205,11 +204,11 @@ impl Kit {
         }
         let layers = ServiceBuilder::new()
             .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(RequestSpan::default())
-                    .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-            )
+            // The request's span and trace context: `traceparent` continued or a
+            // trace started; the metrics inside read its context for exemplars.
+            .layer(RequestTraceLayer::new(
+                RequestTraceConfig::default().component(self.name),
+            ))
             .layer(self.metrics)
             .layer(Extension(self.tokens))
             .layer(Extension(self.sessions));

@@ -31,15 +31,39 @@ fn both_shippers_read_the_log_dir_and_label_only_service_and_level() {
     assert!(alloy.contains("values = { service = \"\", level = \"\" }"));
     assert!(alloy.contains("stage.label_keep {\n    values = [\"service\", \"level\"]"));
     assert!(promtail.contains("- labels:\n          service:\n          level:\n      - labeldrop"));
-    for id in ["request_id", "user_id", "trace_id"] {
+    let code = |text: &str, comment: &str| -> String {
+        text.lines()
+            .filter(|l| !l.trim_start().starts_with(comment))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (alloy_code, promtail_code) = (code(&alloy, "//"), code(&promtail, "#"));
+    for id in ["request_id", "user_id", "trace_id", "span_id"] {
         assert!(
-            !alloy.contains(&format!("{id} =")) && !promtail.contains(&format!("{id}:")),
+            !alloy_code.contains(&format!("{id} =")) && !promtail_code.contains(&format!("{id}:")),
             "{id} must not be a label"
         );
     }
     assert!(
         alloy.contains("com.secureconnect.service")
             && promtail.contains("com.secureconnect.service")
+    );
+}
+
+#[test]
+fn both_shippers_and_the_rules_readme_show_the_query_by_trace_id() {
+    let query = r#"{service=~".+"} |= "<trace_id>" | json | trace_id = "<trace_id>" or audit_event_trace_id = "<trace_id>""#;
+    assert!(deploy("config.alloy").contains(&format!("//   {query}")));
+    assert!(deploy("promtail.yml").contains(&format!("#   {query}")));
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/README.md"))
+            .unwrap();
+    let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    assert!(
+        readme.contains(&format!(
+            "{{service=~\".+\"}} |= \"{id}\" | json\n  | trace_id = \"{id}\" or audit_event_trace_id = \"{id}\""
+        )),
+        "the rules README shows the same query"
     );
 }
 

@@ -90,6 +90,8 @@ fn start(system: &System) -> Prometheus {
             dir.path().join("data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // Stores the exemplars of the OpenMetrics scrapes (trace ids on the buckets).
+        .arg("--enable-feature=exemplar-storage")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -252,6 +254,44 @@ async fn the_shipped_prometheus_config_scrapes_evaluates_and_alerts() {
     assert!(red, "a RED query returns data for each service");
 
     every_dashboard_query_evaluates(&prometheus, &system).await;
+    // A request with a known trace id: its exemplar on the gateway's duration buckets
+    // reaches Prometheus's exemplar storage.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = c
+        .post(format!("{}/v1/auth/login", system.gateway()))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({"email": "nobody@example.org", "password": "wrong"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let query = format!(
+        "/api/v1/query_exemplars?query=http_server_request_duration_seconds_bucket%7Bjob%3D%22gateway%22%7D&start={}&end={}",
+        now - 600,
+        now + 600
+    );
+    let stored = eventually(Duration::from_secs(20), || async {
+        api(&prometheus, &query).await.is_some_and(|d| {
+            d.as_array().into_iter().flatten().any(|series| {
+                series["seriesLabels"]["http_route"] == "/v1/auth/{*rest}"
+                    && series["exemplars"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|e| e["labels"]["trace_id"] == trace_id)
+            })
+        })
+    })
+    .await;
+    assert!(
+        stored,
+        "Prometheus stores the gateway's exemplar with the trace id sent: {:?}",
+        api(&prometheus, &query).await
+    );
 
     redis.kill().unwrap();
     let alerting = eventually(Duration::from_secs(30), || async {
