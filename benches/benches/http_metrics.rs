@@ -1,5 +1,6 @@
 //! The cost the metrics layer adds to a request, side by side with a bare axum router
-//! and with `axum-prometheus`, and the cost of rendering a large registry.
+//! and with `axum-prometheus`; what exemplars add to it, for sampled and unsampled
+//! requests; and the cost of rendering a large registry.
 //!
 //! ```text
 //! cargo bench -p secureconnect-benches --bench http_metrics
@@ -21,6 +22,7 @@ use axum::routing::get;
 use axum::Router;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http_body_util::BodyExt;
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -165,5 +167,56 @@ fn render_registry(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, per_request, render_registry);
+/// A request carrying the trace context `RequestTraceLayer` leaves in the extensions.
+fn traced_request(context: &SpanContext) -> Request<Body> {
+    let mut request = request();
+    request.extensions_mut().insert(context.clone());
+    request
+}
+
+async fn call_traced(app: &Router, context: &SpanContext) {
+    let response = app.clone().oneshot(traced_request(context)).await.unwrap();
+    let body = response.into_body().collect().await.unwrap();
+    black_box(body);
+}
+
+fn exemplars(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let context = |flags| {
+        SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            flags,
+            false,
+            TraceState::default(),
+        )
+    };
+    let (sampled, unsampled) = (context(TraceFlags::SAMPLED), context(TraceFlags::default()));
+    let layer = |exemplars: bool| {
+        let mut registry = Registry::default();
+        let config = HttpMetricsConfig::default().exemplars(exemplars);
+        app().layer(HttpMetricsLayer::new(config, &mut registry).unwrap())
+    };
+    let (off, on) = (layer(false), layer(true));
+
+    // Every request carries a context (inserting it costs the same everywhere): the
+    // differences are what the metrics layer does with it.
+    let mut group = c.benchmark_group("exemplars");
+    group.throughput(Throughput::Elements(1));
+    for (name, router, context) in [
+        ("bare_axum", app(), &sampled),
+        ("exemplars_off", off, &sampled),
+        ("unsampled", on.clone(), &unsampled),
+        ("sampled", on, &sampled),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| call_traced(&router, context))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, per_request, exemplars, render_registry);
 criterion_main!(benches);

@@ -1,2 +1,6 @@
-//! Criterion benchmarks of the SecureConnect crates; see `benches/`. Run them with
-//! `cargo bench -p secureconnect-benches`. This crate has no library code.
+//! Criterion benchmarks of the SecureConnect crates (see `benches/`; run them with
+//! `cargo bench -p secureconnect-benches`) and the `soak` binary. The library holds what
+//! the soak keeps apart from its harness: [`timeline`], the per-second record of a run
+//! and its SVG picture.
+
+pub mod timeline;

@@ -4,17 +4,16 @@
 //! |---|---|
 //! | `POST /v1/auth/register` | `{"email","password"}` → 201 `{"user_id"}` |
 //! | `POST /v1/auth/login` | → 200 `{"access_token","token_type","expires_in","user_id"}` |
-//! | `POST /v1/auth/logout` | ends the session → 204 |
+//! | `POST /v1/auth/logout` | ends the session → 204; the token is refused (401 `session_ended`) by every service within a second |
 //! | `POST /v1/conversations` | `{"members":[user ids]}` → 201 `{"id"}` |
 //! | `GET /v1/conversations/{id}` | members only; others get 403 (audited) |
 //!
 //! Users and conversations live in memory (this is a reference service, not a user
-//! database). Sessions live in Redis through a key-value store that falls back to
-//! memory while Redis is away.
+//! database). Sessions live in Redis; see [`crate::sessions`] for how every service
+//! checks them and what holds while Redis is away.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -24,14 +23,15 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use secureconnect_audit::Actor;
-use secureconnect_redis_fallback::kv::{FallbackKv, FallbackKvConfig};
 use serde::Deserialize;
 
 use crate::error::{ApiError, JsonBody};
 use crate::kit::Kit;
-use crate::token::{Tokens, User};
+use crate::sessions::SessionStore;
+use crate::token::{unix_now, Tokens, User};
 
-const SESSION_TTL: Duration = Duration::from_secs(15 * 60);
+/// A session outlives its token by the verifier's leeway.
+const SESSION_LEEWAY: u64 = 5;
 
 #[derive(Debug)]
 struct Account {
@@ -43,7 +43,7 @@ struct Account {
 struct AuthState {
     users: Mutex<HashMap<String, Account>>,
     conversations: Mutex<HashMap<String, BTreeSet<String>>>,
-    sessions: FallbackKv,
+    sessions: SessionStore,
     tokens: Tokens,
     /// Argon2 takes 19 MiB and tens of milliseconds per hash: at most one per core at
     /// a time, the others wait their turn instead of multiplying memory.
@@ -169,16 +169,16 @@ async fn login(
         return Err(refused());
     }
     let session = uuid::Uuid::new_v4().simple().to_string();
+    let lifetime = state.tokens.lifetime().as_secs();
     state
         .sessions
-        .set(&session, user_id.as_bytes(), SESSION_TTL)
-        .await
-        .map_err(|e| ApiError::internal(format!("session store: {e}")))?;
+        .open(&session, &user_id, unix_now() + lifetime + SESSION_LEEWAY)
+        .await?;
     let token = state.tokens.issue(&user_id, &session)?;
     Ok(Json(serde_json::json!({
         "access_token": token,
         "token_type": "Bearer",
-        "expires_in": SESSION_TTL.as_secs(),
+        "expires_in": lifetime,
         "user_id": user_id,
     })))
 }
@@ -187,11 +187,7 @@ async fn logout(
     State(state): State<Arc<AuthState>>,
     User(claims): User,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .sessions
-        .delete(&claims.sid)
-        .await
-        .map_err(|e| ApiError::internal(format!("session store: {e}")))?;
+    state.sessions.end(&claims).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -244,10 +240,7 @@ pub fn router(kit: &Kit) -> Router {
     let state = Arc::new(AuthState {
         users: Mutex::new(HashMap::new()),
         conversations: Mutex::new(HashMap::new()),
-        sessions: FallbackKv::new(
-            kit.redis.clone(),
-            FallbackKvConfig::new("session").capacity(100_000),
-        ),
+        sessions: kit.sessions.clone(),
         tokens: kit.tokens.clone(),
         hashing: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),

@@ -90,6 +90,9 @@ pub struct Config {
     pub storage_dir: PathBuf,
     /// `STORAGE_QUOTA_BYTES` per user (default 100 MiB).
     pub storage_quota: u64,
+    /// `STORAGE_RESERVATION_TTL_SECS` (default 300): how long an upload URL is valid;
+    /// the quota it reserves is released if no upload started by then.
+    pub storage_reservation_ttl: Duration,
     /// `AUDIT_FILE`: also write audit events, hash-chained, to this file. The services
     /// of one process share its chain.
     pub audit_file: Option<PathBuf>,
@@ -108,7 +111,8 @@ pub struct Config {
     pub calls_per_user_max: usize,
     /// `RATE_LIMIT_PER_MINUTE` per authenticated user (default 600).
     pub rate_limit: u32,
-    /// `RATE_LIMIT_CLIENT_PER_MINUTE` per client address (default 1200).
+    /// `RATE_LIMIT_CLIENT_PER_MINUTE` per client address (through `TRUSTED_PROXIES`; an
+    /// IPv6 client per /64) (default 1200).
     pub rate_limit_client: u32,
     /// `RATE_LIMIT_POLICY`: `local_approx` (default), `fail_open` or `fail_closed`.
     pub rate_limit_policy: Policy,
@@ -118,6 +122,9 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// `TRUSTED_PROXIES`: networks whose `X-Forwarded-For` is believed.
     pub trusted_proxies: String,
+    /// `METRICS_TOKEN`: when set, `/metrics` of every service answers only requests
+    /// with `Authorization: Bearer <token>` (401 otherwise).
+    pub metrics_token: Option<String>,
     /// `SC_LAYERS=off` leaves out the request-metrics and audit layers, to measure what
     /// they cost (the soak harness compares both). Default on.
     pub layers: bool,
@@ -204,6 +211,11 @@ impl Config {
                 100 * 1024 * 1024,
                 "a number of bytes",
             )?,
+            storage_reservation_ttl: Duration::from_secs(parsed(
+                "STORAGE_RESERVATION_TTL_SECS",
+                300,
+                "a whole number of seconds",
+            )?),
             audit_file: var("AUDIT_FILE")?.map(PathBuf::from),
             audit_key: var("AUDIT_KEY")?
                 .map(secureconnect_audit::chain::ChainKey::new)
@@ -236,6 +248,7 @@ impl Config {
                 "milliseconds",
             )?),
             trusted_proxies: var("TRUSTED_PROXIES")?.unwrap_or_default(),
+            metrics_token: var("METRICS_TOKEN")?,
             layers: match var("SC_LAYERS")?.as_deref() {
                 None | Some("on") => true,
                 Some("off") => false,
@@ -258,9 +271,20 @@ impl Config {
             ("REJOIN_GRACE_SECS", config.rejoin_grace.is_zero()),
             ("CALL_EMPTY_TTL_SECS", config.call_empty_ttl.is_zero()),
             ("CALLS_PER_USER_MAX", config.calls_per_user_max == 0),
+            (
+                "STORAGE_RESERVATION_TTL_SECS",
+                config.storage_reservation_ttl.is_zero(),
+            ),
         ] {
             if zero {
                 return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        if let Some(token) = &config.metrics_token {
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError(
+                    "METRICS_TOKEN must be visible ASCII characters only (no spaces)".into(),
+                ));
             }
         }
         config

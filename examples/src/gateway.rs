@@ -10,11 +10,16 @@
 //! Bodies stream both ways; a body over 2 MiB declared to the auth or video service is
 //! answered 413 without forwarding it (storage uploads are not limited here). An upstream that does not answer within
 //! `UPSTREAM_TIMEOUT_MS` gives 504, one that cannot be reached 502, both with a JSON body
-//! naming the service. Requests are limited per client address and per user by
+//! naming the service. Requests are limited per client address (the client's, through
+//! `TRUSTED_PROXIES`, as the audit trail resolves it; an IPv6 client by its /64) and per user by
 //! secureconnect-redis-fallback's `RateLimitLayer` (`RATE_LIMIT_CLIENT_PER_MINUTE`,
 //! `RATE_LIMIT_PER_MINUTE`; policy `RATE_LIMIT_POLICY`, `local_approx` by default),
 //! answering `429` with `Retry-After` and the API's JSON error body. In order: the
-//! per-client limit, authentication (401), the per-user limit, the upstream.
+//! per-client limit, authentication (401), the per-user limit, the upstream. Upstream
+//! requests carry the gateway's W3C trace context (`traceparent`), so the services'
+//! spans, log lines and audit events share the request's `trace_id`.
+
+mod client_key;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -39,7 +44,7 @@ use secureconnect_redis_fallback::rate_limit::{
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::kit::Kit;
-use crate::token::{Claims, Tokens};
+use crate::token::Claims;
 
 #[derive(Debug)]
 struct Upstreams {
@@ -52,6 +57,8 @@ struct GatewayState {
     client: Client<HttpConnector, Body>,
     upstreams: Upstreams,
     timeout: Duration,
+    /// Whose `X-Forwarded-For` lines are believed (`TRUSTED_PROXIES`).
+    proxies: secureconnect_audit::TrustedProxies,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -92,20 +99,16 @@ fn rate_limit(
     )
 }
 
-/// Authenticates every request that is not public: 401 without a valid token. The
-/// claims go into the request's extensions (the per-user limit's key), and the user
-/// into the response's, so that the audit events of what follows (a per-user 429, an
-/// upstream's 403, …) name the user the gateway authenticated.
-async fn authenticate(State(tokens): State<Tokens>, request: Request, next: Next) -> Response {
+/// Authenticates every request that is not public: 401 without a valid token of a
+/// live session. The claims go into the request's extensions (the per-user limit's
+/// key), and the user into the response's, so that the audit events of what follows (a
+/// per-user 429, an upstream's 403, …) name the user the gateway authenticated.
+async fn authenticate(request: Request, next: Next) -> Response {
     if is_public(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let Some(token) = Tokens::from_parts(&parts) else {
-        return ApiError::unauthorized("missing_token", "an access token is required")
-            .into_response();
-    };
-    let claims = match tokens.verify(&token) {
+    let claims = match crate::token::authenticate(&parts).await {
         Ok(claims) => claims,
         Err(e) => return e.into_response(),
     };
@@ -174,11 +177,10 @@ async fn forward(state: &GatewayState, peer: SocketAddr, mut request: Request) -
     };
     *request.uri_mut() = uri;
     strip_hop_by_hop(request.headers_mut(), upgrade);
-    request.headers_mut().insert(
-        "x-forwarded-for",
-        HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown")),
-    );
+    let forwarded = client_key::forwarded_for(&state.proxies, peer, request.headers());
+    request.headers_mut().insert("x-forwarded-for", forwarded);
+    // The upstream continues this request's trace, as a child of the gateway's span.
+    secureconnect_obs::request_trace::inject(&tracing::Span::current(), request.headers_mut());
 
     let response = match tokio::time::timeout(state.timeout, state.client.request(request)).await {
         Err(_) => {
@@ -282,9 +284,13 @@ pub fn router(
         let config = RateLimiterConfig::new(name, quota).policy(config.rate_limit_policy);
         Ok::<_, String>(RateLimiter::new(kit.redis.clone(), config, &metrics))
     };
-    let per_client = rate_limit(limiter("client", config.rate_limit_client)?, |parts| {
-        let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
-        Some(peer.ip().to_string())
+    let proxies: secureconnect_audit::TrustedProxies = config
+        .trusted_proxies
+        .parse()
+        .map_err(|e| format!("TRUSTED_PROXIES: {}", crate::error::chain(&e)))?;
+    let limit_proxies = proxies.clone();
+    let per_client = rate_limit(limiter("client", config.rate_limit_client)?, move |parts| {
+        client_key::client_key(&limit_proxies, parts)
     });
     let per_user = rate_limit(limiter("user", config.rate_limit)?, |parts| {
         Some(parts.extensions.get::<Claims>()?.sub.clone())
@@ -300,14 +306,12 @@ pub fn router(
             video: format!("http://{video}"),
         },
         timeout: config.upstream_timeout,
+        proxies,
     });
     // The last layer added sees a request first: per client, authentication, per user.
     let route = any(proxy)
         .layer::<_, Infallible>(per_user)
-        .layer::<_, Infallible>(middleware::from_fn_with_state(
-            kit.tokens.clone(),
-            authenticate,
-        ))
+        .layer::<_, Infallible>(middleware::from_fn(authenticate))
         .layer::<_, Infallible>(per_client)
         .with_state(state);
     Ok(Router::new()

@@ -15,15 +15,15 @@ use secureconnect_audit::{
 };
 use secureconnect_obs::{
     HttpMetricsConfig, HttpMetricsLayer, MatchedPathRoute, MetricsEndpointConfig, MetricsService,
-    RequestSpan,
+    RequestTraceConfig, RequestTraceLayer,
 };
 use secureconnect_redis_fallback::RedisClient;
 use tower::ServiceBuilder;
 use tower_http::request_id::PropagateRequestIdLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::Config;
 use crate::error::{chain, ApiError};
+use crate::sessions::{LocalSessions, SessionStore};
 use crate::token::Tokens;
 
 /// Writes each batch to the tracing sink and, when `AUDIT_FILE` is set, to the
@@ -65,7 +65,10 @@ pub struct Kit {
     pub audit: AuditPipeline,
     /// Token verification.
     pub tokens: Tokens,
+    /// Session checks (logout revokes tokens).
+    pub sessions: SessionStore,
     proxies: TrustedProxies,
+    metrics_token: Option<String>,
     layers: bool,
 }
 
@@ -91,7 +94,8 @@ impl Running {
 }
 
 impl Kit {
-    /// Sets up the common parts of service `name`.
+    /// Sets up the common parts of service `name`; `sessions` is what the process knows
+    /// about sessions, shared by the services it runs.
     ///
     /// # Errors
     ///
@@ -100,6 +104,7 @@ impl Kit {
         name: &'static str,
         config: &Config,
         jwt_secret: &str,
+        sessions: &LocalSessions,
     ) -> Result<Self, String> {
         let mut registry = Registry::default();
         let metrics = HttpMetricsLayer::new(
@@ -145,6 +150,7 @@ impl Kit {
             .trusted_proxies
             .parse()
             .map_err(|e| format!("TRUSTED_PROXIES: {}", chain(&e)))?;
+        let sessions = SessionStore::new(redis.clone(), sessions.clone(), &mut registry);
         Ok(Self {
             name,
             registry,
@@ -152,14 +158,21 @@ impl Kit {
             redis,
             audit,
             tokens: Tokens::new(jwt_secret, Duration::from_secs(15 * 60)),
+            sessions,
             proxies,
+            metrics_token: config.metrics_token.clone(),
             layers: config.layers,
         })
     }
 
-    /// The service's router with `/health`, `/ready`, `/metrics`, a JSON 404 fallback,
-    /// request ids, request spans, metrics and audit around `app`.
-    pub fn finish(self, app: Router) -> (Router, Running) {
+    /// The service's router with `/health`, `/ready`, `/metrics` (asking for
+    /// `METRICS_TOKEN` as a bearer token when it is set), a JSON 404 fallback, request
+    /// ids, request spans, metrics and audit around `app`.
+    ///
+    /// # Errors
+    ///
+    /// A message for a metrics token the endpoint refuses (empty, or not visible ASCII).
+    pub fn finish(self, app: Router) -> Result<(Router, Running), String> {
         let ready = ReadyState {
             name: self.name,
             redis: self.redis.clone(),
@@ -168,31 +181,37 @@ impl Kit {
             audit: self.audit.clone(),
             name: self.name,
         };
+        let mut endpoint = MetricsEndpointConfig::default();
+        if let Some(token) = &self.metrics_token {
+            endpoint = endpoint.bearer_token(token.as_str());
+        }
+        let metrics = MetricsService::new(Arc::new(self.registry), endpoint)
+            .map_err(|e| format!("METRICS_TOKEN: {}", chain(&e)))?;
         let router = app
             .route(
                 "/health",
                 get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
             )
             .route("/ready", get(ready_handler).with_state(Arc::new(ready)))
-            .route_service(
-                "/metrics",
-                MetricsService::new(Arc::new(self.registry), MetricsEndpointConfig::default())
-                    .expect("the default endpoint configuration is valid"),
-            )
+            .route_service("/metrics", metrics)
             .fallback(|| async { ApiError::not_found("no such route") });
         if !self.layers {
             // SC_LAYERS=off: no request metrics, no audit layer (for measuring them).
-            return (router.layer(Extension(self.tokens)), running);
+            let router = router
+                .layer(Extension(self.sessions))
+                .layer(Extension(self.tokens));
+            return Ok((router, running));
         }
         let layers = ServiceBuilder::new()
             .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(RequestSpan::default())
-                    .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-            )
+            // The request's span and trace context: `traceparent` continued or a
+            // trace started; the metrics inside read its context for exemplars.
+            .layer(RequestTraceLayer::new(
+                RequestTraceConfig::default().component(self.name),
+            ))
             .layer(self.metrics)
-            .layer(Extension(self.tokens));
+            .layer(Extension(self.tokens))
+            .layer(Extension(self.sessions));
         let router = router
             .layer(layers)
             // Outermost: it mints the request id the layers inside carry, and it needs
@@ -203,7 +222,7 @@ impl Kit {
                     .service_name(self.name)
                     .trusted_proxies(self.proxies),
             ));
-        (router, running)
+        Ok((router, running))
     }
 }
 

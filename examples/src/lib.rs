@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod kit;
 pub mod quickstart;
 pub mod services;
+pub mod sessions;
 pub mod storage;
 pub mod token;
 pub mod video;

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::kit::{bind, serve, Kit, Running};
+use crate::sessions::LocalSessions;
 use crate::{auth, gateway, storage, video};
 
 /// One of the four services.
@@ -44,7 +45,7 @@ impl ServiceKind {
     }
 }
 
-/// Builds one service's router.
+/// Builds one service's router; `sessions` is shared by the services of the process.
 ///
 /// # Errors
 ///
@@ -53,8 +54,9 @@ pub async fn build(
     kind: ServiceKind,
     config: &Config,
     jwt_secret: &str,
+    sessions: &LocalSessions,
 ) -> Result<(Router, Running), String> {
-    let mut kit = Kit::new(kind.name(), config, jwt_secret).await?;
+    let mut kit = Kit::new(kind.name(), config, jwt_secret, sessions).await?;
     let app = match kind {
         ServiceKind::Auth => auth::router(&kit),
         ServiceKind::Storage => storage::router(&kit, config, jwt_secret)?,
@@ -67,7 +69,7 @@ pub async fn build(
             config.video_addr,
         )?,
     };
-    Ok(kit.finish(app))
+    kit.finish(app)
 }
 
 /// Runs `kinds` until SIGINT or SIGTERM, then drains connections and flushes the audit
@@ -80,10 +82,12 @@ pub async fn run(kinds: &[ServiceKind], config: &Config, jwt_secret: &str) -> Re
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
     let mut running = Vec::new();
+    // One process, one memory of sessions: a logout holds in every service it runs.
+    let sessions = LocalSessions::new();
     for &kind in kinds {
         let addr = kind.addr(config);
         let listener = bind(kind.name(), addr).await?;
-        let (router, handle) = build(kind, config, jwt_secret).await?;
+        let (router, handle) = build(kind, config, jwt_secret, &sessions).await?;
         running.push(handle);
         let mut stop = stop_rx.clone();
         eprintln!("{} listening on http://{addr}", kind.name());

@@ -2,62 +2,59 @@
 //!
 //! | route | |
 //! |---|---|
-//! | `POST /v1/storage/upload-url` | `{"file_name","file_size","content_type"}`, quota checked → `{"file_id","upload_url","expires_in"}` |
-//! | `PUT /v1/storage/blobs/{file_id}?expires=…&signature=…` | the upload itself (the signed URL is the credential) |
+//! | `POST /v1/storage/upload-url` | `{"file_name","file_size","content_type"}`, quota checked and reserved → `{"file_id","upload_url","expires_in"}` |
+//! | `PUT /v1/storage/blobs/{file_id}?expires=…&signature=…` | the upload itself (the signed URL is the credential), once: 409 afterwards ([`upload`]) |
 //! | `GET /v1/storage/download-url/{file_id}` | owner only → `{"download_url","expires_in"}` |
-//! | `GET /v1/storage/blobs/{file_id}?expires=…&signature=…` | the download |
+//! | `GET /v1/storage/blobs/{file_id}?expires=…&signature=…` | the download, as an attachment of an inert type ([`download`]) |
 //! | `DELETE /v1/storage/files/{file_id}` | owner only → 204 |
+//!
+//! Issuing an upload URL reserves the announced size in the owner's quota
+//! (`STORAGE_QUOTA_BYTES`), atomically with the check; the reservation ends with the
+//! URL, `STORAGE_RESERVATION_TTL_SECS` later, if no upload started by then.
 //!
 //! Every allowed or denied file access is an audit event (`file.upload_url`,
 //! `file.download`, `file.delete`); signed URLs never reach the audit trail.
 
-use std::collections::HashMap;
+pub mod download;
+mod records;
+pub mod upload;
+
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use secureconnect_audit::{Actor, Auditor, FileAction, FileInfo, Outcome};
 use serde::Deserialize;
 use sha2::Sha256;
-use tokio::io::AsyncWriteExt;
 
+use self::records::{FileMeta, Records, Stage};
 use crate::error::{ApiError, JsonBody};
 use crate::kit::Kit;
-use crate::token::User;
+use crate::token::{unix_now as now, User};
 
-const URL_TTL: Duration = Duration::from_secs(300);
+/// How long a download URL is valid.
+const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(300);
 const MAX_FILE: u64 = 1 << 30;
-
-#[derive(Clone, Debug)]
-struct FileMeta {
-    owner: String,
-    name: String,
-    size: u64,
-    content_type: String,
-    uploaded: bool,
-}
+/// How often expired reservations are dropped in the background (they are also dropped
+/// before every quota check).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Abandoned temporary files are looked for every this many sweeps (a minute).
+const ABANDONED_SWEEP_EVERY: u64 = 6;
 
 #[derive(Debug)]
 struct StorageState {
-    files: Mutex<HashMap<String, FileMeta>>,
+    records: Records,
     dir: PathBuf,
     quota: u64,
+    /// How long an upload URL, and the quota it reserves, lasts.
+    reservation_ttl: Duration,
     /// Keyed once; cloned per signature.
     mac: Hmac<Sha256>,
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl StorageState {
@@ -84,30 +81,11 @@ impl StorageState {
                 == 0
     }
 
-    fn url(&self, method: &str, id: &str) -> String {
-        let expires = now() + URL_TTL.as_secs();
+    fn url(&self, method: &str, id: &str, expires: u64) -> String {
         format!(
             "/v1/storage/blobs/{id}?expires={expires}&signature={}",
             self.sign(method, id, expires)
         )
-    }
-
-    fn meta(&self, id: &str) -> Option<FileMeta> {
-        self.files
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .cloned()
-    }
-
-    fn used_by(&self, owner: &str) -> u64 {
-        self.files
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .filter(|m| m.owner == owner)
-            .map(|m| m.size)
-            .sum()
     }
 }
 
@@ -169,20 +147,33 @@ async fn upload_url(
             "file_size must be 1 byte to 1 GiB",
         ));
     }
+    if body.content_type.len() > 255 {
+        return Err(ApiError::bad_request(
+            "invalid_content_type",
+            "content_type must be at most 255 bytes",
+        ));
+    }
     let id = format!("f-{}", uuid::Uuid::new_v4().simple());
+    let now = now();
+    let expires = now + state.reservation_ttl.as_secs();
     let meta = FileMeta {
         owner: claims.sub.clone(),
         name: name.to_owned(),
         size: body.file_size,
         content_type: body.content_type,
-        uploaded: false,
+        stage: Stage::Reserved { expires },
     };
-    if state.used_by(&claims.sub) + body.file_size > state.quota {
+    let info = file_info(&id, &meta);
+    if state
+        .records
+        .reserve(&id, meta, state.quota, expires, now)
+        .is_err()
+    {
         audit_file(
             &auditor,
             &claims.sub,
             FileAction::UploadUrlIssued,
-            file_info(&id, &meta),
+            info,
             Outcome::Denied,
             Some(("quota_exceeded", "the upload would exceed the user's quota")),
         )?;
@@ -192,82 +183,25 @@ async fn upload_url(
             "the upload would exceed your quota",
         ));
     }
-    audit_file(
+    if let Err(e) = audit_file(
         &auditor,
         &claims.sub,
         FileAction::UploadUrlIssued,
-        file_info(&id, &meta),
+        info,
         Outcome::Allowed,
         None,
-    )?;
-    state
-        .files
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(id.clone(), meta);
+    ) {
+        state.records.remove(&id);
+        return Err(e);
+    }
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({
             "file_id": id,
-            "upload_url": state.url("PUT", &id),
-            "expires_in": URL_TTL.as_secs(),
+            "upload_url": state.url("PUT", &id, expires),
+            "expires_in": state.reservation_ttl.as_secs(),
         })),
     ))
-}
-
-async fn upload(
-    State(state): State<Arc<StorageState>>,
-    Path(id): Path<String>,
-    Query(signed): Query<Signed>,
-    body: Body,
-) -> Result<StatusCode, ApiError> {
-    if !state.verify("PUT", &id, &signed) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "bad_signature",
-            "the upload URL is invalid or expired",
-        ));
-    }
-    let meta = state
-        .meta(&id)
-        .ok_or_else(|| ApiError::not_found("no such file"))?;
-    let path = state.dir.join(&id);
-    let mut file = tokio::fs::File::create(&path)
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot store the file: {e}")))?;
-    let mut written = 0u64;
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| {
-            ApiError::bad_request("upload_interrupted", "the upload was interrupted")
-        })?;
-        written += chunk.len() as u64;
-        if written > meta.size {
-            drop(file);
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "more bytes than announced",
-            ));
-        }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::internal(format!("cannot store the file: {e}")))?;
-    }
-    file.flush()
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    if let Some(m) = state
-        .files
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get_mut(&id)
-    {
-        m.uploaded = true;
-        m.size = written;
-    }
-    Ok(StatusCode::CREATED)
 }
 
 /// Lets only the file's owner through; audits the decision either way.
@@ -279,7 +213,8 @@ fn owner_only(
     action: FileAction,
 ) -> Result<FileMeta, ApiError> {
     let meta = state
-        .meta(id)
+        .records
+        .get(id)
         .ok_or_else(|| ApiError::not_found("no such file"))?;
     if meta.owner != user {
         let reason = ("not_owner", "the file belongs to another user");
@@ -314,56 +249,11 @@ async fn download_url(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     owner_only(&state, &auditor, &claims.sub, &id, FileAction::Download)?;
+    let expires = now() + DOWNLOAD_URL_TTL.as_secs();
     Ok(Json(serde_json::json!({
-        "download_url": state.url("GET", &id),
-        "expires_in": URL_TTL.as_secs(),
+        "download_url": state.url("GET", &id, expires),
+        "expires_in": DOWNLOAD_URL_TTL.as_secs(),
     })))
-}
-
-async fn download(
-    State(state): State<Arc<StorageState>>,
-    Path(id): Path<String>,
-    Query(signed): Query<Signed>,
-) -> Result<Response, ApiError> {
-    if !state.verify("GET", &id, &signed) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "bad_signature",
-            "the download URL is invalid or expired",
-        ));
-    }
-    let meta = state
-        .meta(&id)
-        .filter(|m| m.uploaded)
-        .ok_or_else(|| ApiError::not_found("no such file"))?;
-    let file = tokio::fs::File::open(state.dir.join(&id))
-        .await
-        .map_err(|_| ApiError::not_found("no such file"))?;
-    let body = Body::from_stream(tokio_util_stream(file));
-    let content_type = if meta.content_type.is_empty() {
-        "application/octet-stream".to_owned()
-    } else {
-        meta.content_type
-    };
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
-}
-
-/// Reads a file as a stream of chunks.
-fn tokio_util_stream(
-    file: tokio::fs::File,
-) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
-    use tokio::io::AsyncReadExt;
-    futures_util::stream::unfold(file, |mut file| async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), file))
-            }
-            Err(e) => Some((Err(e), file)),
-        }
-    })
 }
 
 async fn delete_file(
@@ -373,41 +263,72 @@ async fn delete_file(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     owner_only(&state, &auditor, &claims.sub, &id, FileAction::Delete)?;
-    state
-        .files
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&id);
+    state.records.remove(&id);
     let _ = tokio::fs::remove_file(state.dir.join(&id)).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Drops expired reservations every [`SWEEP_EVERY`], and abandoned temporary files
+/// every [`ABANDONED_SWEEP_EVERY`] of those, for as long as the service lives.
+async fn sweep(state: Weak<StorageState>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    for round in 0u64.. {
+        every.tick().await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        let dropped = state.records.sweep(now());
+        if dropped > 0 {
+            tracing::info!(dropped, "unused upload reservations expired");
+        }
+        if round % ABANDONED_SWEEP_EVERY == ABANDONED_SWEEP_EVERY - 1 {
+            let dir = state.dir.clone();
+            let removed = tokio::task::spawn_blocking(move || {
+                upload::remove_abandoned(&dir, std::time::SystemTime::now())
+            })
+            .await;
+            match removed {
+                Ok(Ok(0)) => {}
+                Ok(Ok(removed)) => tracing::info!(removed, "abandoned upload files removed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove abandoned upload files"),
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 /// The storage service's routes.
 ///
 /// # Errors
 ///
-/// If `STORAGE_DIR` cannot be created.
+/// If `STORAGE_DIR` cannot be created or cleaned of abandoned uploads.
 pub fn router(
     kit: &Kit,
     config: &crate::config::Config,
     signing_secret: &str,
 ) -> Result<Router, String> {
-    std::fs::create_dir_all(&config.storage_dir)
-        .map_err(|e| format!("STORAGE_DIR={}: {e}", config.storage_dir.display()))?;
+    let dir = &config.storage_dir;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| upload::remove_abandoned(dir, std::time::SystemTime::now()))
+        .map_err(|e| format!("STORAGE_DIR={}: {e}", dir.display()))?;
     let _ = kit;
     let mac = Hmac::<Sha256>::new_from_slice(format!("storage-urls:{signing_secret}").as_bytes())
         .map_err(|e| format!("signing key: {e}"))?;
     let state = Arc::new(StorageState {
-        files: Mutex::new(HashMap::new()),
-        dir: config.storage_dir.clone(),
+        records: Records::default(),
+        dir: dir.clone(),
         quota: config.storage_quota,
+        reservation_ttl: config.storage_reservation_ttl,
         mac,
     });
+    tokio::spawn(sweep(Arc::downgrade(&state)));
     Ok(Router::new()
         .route("/v1/storage/upload-url", post(upload_url))
         .route(
             "/v1/storage/blobs/{file_id}",
-            put(upload).layer(DefaultBodyLimit::disable()).get(download),
+            put(upload::upload)
+                .layer(DefaultBodyLimit::disable())
+                .get(download::download),
         )
         .route("/v1/storage/download-url/{file_id}", get(download_url))
         .route("/v1/storage/files/{file_id}", delete(delete_file))

@@ -8,6 +8,7 @@ use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, 
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::sessions::SessionStore;
 
 /// What a token says.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -39,7 +40,8 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
-fn now() -> u64 {
+/// The time, in Unix seconds (0 before 1970).
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -59,13 +61,18 @@ impl Tokens {
         }
     }
 
+    /// How long a token is valid.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
     /// A token for `user` in session `session`.
     ///
     /// # Errors
     ///
     /// Only if signing fails.
     pub fn issue(&self, user: &str, session: &str) -> Result<String, ApiError> {
-        let iat = now();
+        let iat = unix_now();
         let claims = Claims {
             sub: user.to_owned(),
             sid: session.to_owned(),
@@ -110,7 +117,30 @@ impl Tokens {
     }
 }
 
-/// The authenticated user of a request; rejects with 401.
+/// The claims of the request's token, once its signature, its expiry and its session
+/// are checked: 401 otherwise (`missing_token`, `invalid_token`, `token_expired`,
+/// `session_ended`). Needs the [`Tokens`] and the [`SessionStore`] in the request's
+/// extensions (every service puts them there).
+///
+/// # Errors
+///
+/// 401 as above; 500 when the service lacks either extension or the session store
+/// refuses a command.
+pub async fn authenticate(parts: &Parts) -> Result<Claims, ApiError> {
+    let (Some(tokens), Some(sessions)) = (
+        parts.extensions.get::<Tokens>(),
+        parts.extensions.get::<SessionStore>(),
+    ) else {
+        return Err(ApiError::internal("token verification is not configured"));
+    };
+    let token = Tokens::from_parts(parts)
+        .ok_or_else(|| ApiError::unauthorized("missing_token", "an access token is required"))?;
+    let claims = tokens.verify(&token)?;
+    sessions.require(&claims).await?;
+    Ok(claims)
+}
+
+/// The authenticated user of a request (see [`authenticate`]); rejects with 401.
 #[derive(Clone, Debug)]
 pub struct User(pub Claims);
 
@@ -118,14 +148,6 @@ impl<S: Send + Sync> FromRequestParts<S> for User {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let tokens = parts
-            .extensions
-            .get::<Tokens>()
-            .cloned()
-            .ok_or_else(|| ApiError::internal("token verification is not configured"))?;
-        let token = Tokens::from_parts(parts).ok_or_else(|| {
-            ApiError::unauthorized("missing_token", "an access token is required")
-        })?;
-        tokens.verify(&token).map(User)
+        authenticate(parts).await.map(User)
     }
 }

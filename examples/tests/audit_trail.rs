@@ -62,9 +62,14 @@ async fn the_all_in_one_binary_writes_one_verifiable_chain() {
     )
     .await;
     let file_id = upload["file_id"].as_str().unwrap().to_owned();
+    // Through a trusted proxy in front of the gateway: the service behind the gateway
+    // audits that proxy's client, not the proxy (the gateway forwards the client it
+    // resolved, never the client's own line).
     let r = client
         .get(format!("{gateway}/v1/storage/download-url/{file_id}"))
         .bearer_auth(&bob.token)
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-for", "192.0.2.55")
         .send()
         .await
         .unwrap();
@@ -116,6 +121,7 @@ async fn the_all_in_one_binary_writes_one_verifiable_chain() {
     assert_eq!(storage_denials.len(), 1, "{storage_denials:?}");
     assert_eq!(storage_denials[0]["action"], "file.download");
     assert_eq!(storage_denials[0]["actor"]["id"], bob.user_id.as_str());
+    assert_eq!(storage_denials[0]["client_ip"], "192.0.2.55");
 
     let forwarded: Vec<&serde_json::Value> = events
         .iter()

@@ -197,7 +197,7 @@ async fn redis_killed_under_traffic_causes_no_5xx_and_limits_follow_the_policy()
         "LocalApprox with one gateway: the full limit, locally: {statuses:?}"
     );
     assert!(sources.iter().all(|s| s == "local"), "{sources:?}");
-    // A new user still logs in (sessions fall back to memory).
+    // A new user still logs in (the session is kept by auth until Redis is back).
     let bob = register_and_login(&c, &g, "bob@example.org").await;
     assert!(!bob.token.is_empty());
 
@@ -233,8 +233,40 @@ async fn redis_killed_under_traffic_causes_no_5xx_and_limits_follow_the_policy()
         .await
         .unwrap();
     assert_eq!(sample(&metrics, "redis_up", &[]), Some(1.0));
-    // Limits are shared through Redis again (a fresh Redis: a fresh budget).
+    // This Redis restarted empty: the sessions it had are gone, so Alice's token is
+    // refused and she logs in again; Bob's, opened during the outage, was written to
+    // the new Redis by auth.
+    // (Once verdicts cached before the restart have run out.)
+    tokio::time::sleep(secureconnect_examples::sessions::CACHE_TTL).await;
     let r = c.get(&url).bearer_auth(&alice.token).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "session_ended"
+    );
+    let mut bob_in = false;
+    for _ in 0..50 {
+        let r = c
+            .post(format!("{g}/v1/conversations"))
+            .bearer_auth(&bob.token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 201 {
+            bob_in = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(bob_in, "a session opened without Redis outlives the outage");
+    let again = json(c.post(format!("{g}/v1/auth/login")).json(
+        &serde_json::json!({ "email": "alice@example.org", "password": "correct horse battery" }),
+    ))
+    .await;
+    let alice_token = again["access_token"].as_str().unwrap();
+    // Limits are shared through Redis again (a fresh Redis: a fresh budget).
+    let r = c.get(&url).bearer_auth(alice_token).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let metrics = c
         .get(format!("{g}/metrics"))

@@ -1,15 +1,19 @@
 //! examples/deploy/prometheus.yml and rules/ in Debian's real Prometheus, against the
-//! running reference services and a real redis-server that is killed and restarted.
+//! running reference services and a real redis-server that is killed and restarted; and
+//! every query of the Grafana dashboards (examples/deploy/grafana) evaluated by it.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, System};
+use common::{dashboards, free_port, register_and_login, traffic, System};
 use secureconnect_redis_fallback::testing::RedisServer;
+use secureconnect_testkit::grafana::{Checker, PanelQuery};
 use secureconnect_testkit::process::ChildProcess;
 
 struct Prometheus {
@@ -19,8 +23,12 @@ struct Prometheus {
     _dir: tempfile::TempDir,
 }
 
-/// The shipped config with the test's ports, 1 s intervals and absolute rule paths.
-fn config_for(system: &System) -> String {
+/// The token the services ask for in this test.
+const METRICS_TOKEN: &str = "prometheus-scrapes-with-this";
+
+/// The shipped config with the test's ports, 1 s intervals, absolute rule paths, and
+/// its `authorization` lines uncommented to read the token from `token_file`.
+fn config_for(system: &System, token_file: &std::path::Path) -> String {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let shipped =
         std::fs::read_to_string(format!("{root}/examples/deploy/prometheus.yml")).unwrap();
@@ -41,13 +49,39 @@ fn config_for(system: &System) -> String {
         );
     }
     assert!(!config.contains(":8080\""), "every port was replaced");
-    config
+    let commented = "    # authorization:\n    #   credentials_file: /etc/prometheus/secureconnect-metrics-token\n";
+    assert_eq!(
+        config.matches(commented).count(),
+        4,
+        "each job shows the authorization setting"
+    );
+    config.replace(
+        commented,
+        &format!(
+            "    authorization:\n      credentials_file: {}\n",
+            token_file.display()
+        ),
+    )
 }
 
-fn start(config: &str) -> Prometheus {
+/// Starts Prometheus with the config `config_for` gives (after `promtool check config`
+/// accepted it).
+fn start(system: &System) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("metrics-token");
+    std::fs::write(&token_file, format!("{METRICS_TOKEN}\n")).unwrap();
     let path = dir.path().join("prometheus.yml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, config_for(system, &token_file)).unwrap();
+    let check = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&path)
+        .output()
+        .expect("Debian's promtool (scripts/test installs it)");
+    assert!(
+        check.status.success(),
+        "the config with its authorization lines in use is valid: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     let port = free_port();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", path.display()))
@@ -56,6 +90,8 @@ fn start(config: &str) -> Prometheus {
             dir.path().join("data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // Stores the exemplars of the OpenMetrics scrapes (trace ids on the buckets).
+        .arg("--enable-feature=exemplar-storage")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -65,6 +101,51 @@ fn start(config: &str) -> Prometheus {
         url: format!("http://127.0.0.1:{port}"),
         _dir: dir,
     }
+}
+
+/// The overview's RED panels: each must show every service.
+const RED_PANELS: [&str; 4] = [
+    "Requests per second",
+    "5xx ratio",
+    "Latency p50 and p99",
+    "Active requests",
+];
+const JOBS: [&str; 4] = ["auth", "gateway", "storage", "video"];
+
+/// `query` evaluated now: its series as (job, value), or Prometheus's error.
+async fn evaluate(prometheus: &Prometheus, query: &str) -> Result<Vec<(String, f64)>, String> {
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", prometheus.url))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+    if v["status"] != "success" {
+        return Err(format!("{}: {}", v["errorType"], v["error"]));
+    }
+    Ok(v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|series| {
+            let job = series["metric"]["job"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let value = series["value"][1]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            (job, value)
+        })
+        .collect())
+}
+
+/// Whether a RED panel's answer has a finite value for every service.
+fn shows_every_service(series: &[(String, f64)]) -> bool {
+    JOBS.iter()
+        .all(|job| series.iter().any(|(j, v)| j == job && v.is_finite()))
 }
 
 async fn api(prometheus: &Prometheus, path: &str) -> Option<serde_json::Value> {
@@ -106,14 +187,20 @@ fn redis_down_alerts(alerts: &serde_json::Value) -> Vec<String> {
 #[tokio::test]
 async fn the_shipped_prometheus_config_scrapes_evaluates_and_alerts() {
     let mut redis = RedisServer::start().unwrap();
-    let system = System::start(&redis.url(), &[]).await;
-    let prometheus = start(&config_for(&system));
+    let system = System::start(&redis.url(), &[("METRICS_TOKEN", METRICS_TOKEN)]).await;
+    let prometheus = start(&system);
     let c = reqwest::Client::new();
     for name in ["gateway", "auth", "video", "storage"] {
         c.get(format!("http://127.0.0.1:{}/health", system.port(name)))
             .send()
             .await
             .unwrap();
+        let bare = c
+            .get(format!("http://127.0.0.1:{}/metrics", system.port(name)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bare.status(), 401, "{name} wants the token");
     }
 
     let all_up = eventually(Duration::from_secs(30), || async {
@@ -166,6 +253,46 @@ async fn the_shipped_prometheus_config_scrapes_evaluates_and_alerts() {
     .await;
     assert!(red, "a RED query returns data for each service");
 
+    every_dashboard_query_evaluates(&prometheus, &system).await;
+    // A request with a known trace id: its exemplar on the gateway's duration buckets
+    // reaches Prometheus's exemplar storage.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = c
+        .post(format!("{}/v1/auth/login", system.gateway()))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({"email": "nobody@example.org", "password": "wrong"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let query = format!(
+        "/api/v1/query_exemplars?query=http_server_request_duration_seconds_bucket%7Bjob%3D%22gateway%22%7D&start={}&end={}",
+        now - 600,
+        now + 600
+    );
+    let stored = eventually(Duration::from_secs(20), || async {
+        api(&prometheus, &query).await.is_some_and(|d| {
+            d.as_array().into_iter().flatten().any(|series| {
+                series["seriesLabels"]["http_route"] == "/v1/auth/{*rest}"
+                    && series["exemplars"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|e| e["labels"]["trace_id"] == trace_id)
+            })
+        })
+    })
+    .await;
+    assert!(
+        stored,
+        "Prometheus stores the gateway's exemplar with the trace id sent: {:?}",
+        api(&prometheus, &query).await
+    );
+
     redis.kill().unwrap();
     let alerting = eventually(Duration::from_secs(30), || async {
         api(&prometheus, "/api/v1/alerts")
@@ -183,4 +310,108 @@ async fn the_shipped_prometheus_config_scrapes_evaluates_and_alerts() {
     })
     .await;
     assert!(cleared, "RedisDown cleared once Redis was back");
+}
+
+/// Every panel query of the shipped dashboards, as Grafana would send it with all
+/// services selected, evaluates without an error; the RED panels show every service;
+/// and, with traffic flowing, every other panel has data too.
+async fn every_dashboard_query_evaluates(prometheus: &Prometheus, system: &System) {
+    // Light traffic to every service, so that rates over the last seconds are not 0/0:
+    // a failed login (auth), an unknown file (storage), an unknown call (video).
+    let c = reqwest::Client::new();
+    let user = register_and_login(&c, &system.gateway(), "load@example.org").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, gateway) = (stop.clone(), system.gateway());
+        tokio::spawn(async move {
+            let body = serde_json::json!({ "email": "load@example.org", "password": "wrong" });
+            for _ in 0..600 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let token = user.token.as_str();
+                let _ = c
+                    .post(format!("{gateway}/v1/auth/login"))
+                    .json(&body)
+                    .send()
+                    .await;
+                let _ = c
+                    .get(format!("{gateway}/v1/storage/download-url/f-none"))
+                    .bearer_auth(token)
+                    .send()
+                    .await;
+                let _ = c
+                    .get(format!("{gateway}/v1/calls/c-none"))
+                    .bearer_auth(token)
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    traffic(system).await;
+
+    // Grafana's values with every service selected and a 1 s scrape interval.
+    let checker = Checker::new(Vec::<String>::new())
+        .value("job", "auth|gateway|storage|video")
+        .value("__rate_interval", "10s")
+        .value("__range", "5m");
+    let queries: Vec<(PanelQuery, String)> = dashboards()
+        .iter()
+        .flat_map(|d| d.queries())
+        .map(|q| {
+            let expr = checker.substitute(&q.expr).unwrap();
+            (q, expr)
+        })
+        .collect();
+    assert!(queries.len() >= 40);
+
+    let red: Vec<&(PanelQuery, String)> = queries
+        .iter()
+        .filter(|(q, _)| {
+            q.dashboard == "secureconnect-overview.json" && RED_PANELS.contains(&q.panel.as_str())
+        })
+        .collect();
+    assert_eq!(red.len(), 5, "four RED panels, two queries for the latency");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut missing = Vec::new();
+    loop {
+        missing.clear();
+        for (q, expr) in &red {
+            let series = match evaluate(prometheus, expr).await {
+                Ok(series) => series,
+                Err(e) => {
+                    missing.push(format!("{} ({}): {e}", q.panel, q.ref_id));
+                    continue;
+                }
+            };
+            if !shows_every_service(&series) {
+                missing.push(format!("{} ({}): {series:?}", q.panel, q.ref_id));
+            }
+        }
+        if missing.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        missing.is_empty(),
+        "RED panels without data for every service: {missing:#?}"
+    );
+
+    let mut failed = Vec::new();
+    let mut empty = Vec::new();
+    for (q, expr) in &queries {
+        match evaluate(prometheus, expr).await {
+            Err(e) => failed.push(format!("{}: {} ({}): {e}", q.dashboard, q.panel, q.ref_id)),
+            Ok(series) if series.is_empty() => {
+                empty.push(format!("{}: {} ({})", q.dashboard, q.panel, q.ref_id));
+            }
+            Ok(_) => {}
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(failed.is_empty(), "Prometheus refused: {failed:#?}");
+    assert!(empty.is_empty(), "panels without data: {empty:#?}");
 }

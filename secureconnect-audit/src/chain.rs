@@ -6,13 +6,16 @@
 //!   the newline). Anyone who can write the file can also rewrite it consistently;
 //!   the chain only catches clumsy edits and accidents.
 //! - keyed ([`ChainKey`], the `AUDIT_KEY` of the reference services): `prev_hmac`, the
-//!   lowercase hex HMAC-SHA256 of line *n − 1* under the key. Without the key a line
-//!   cannot be changed, added or removed unnoticed.
+//!   lowercase hex HMAC-SHA256 of line *n − 1* under the key. Without the key no line
+//!   can be changed, added, or removed before the last one unnoticed.
 //!
 //! The first line carries 64 zeros ([`GENESIS`]). An edited, deleted, inserted or
-//! reordered line breaks the chain at the next line. A cut-off tail leaves a valid
-//! chain, so a [`Checkpoint`] (line count and last hash, keyed in a keyed chain) kept
-//! elsewhere is compared too. [`verify`] reports every break, not only the first.
+//! reordered line breaks the chain at the next line. A cut-off tail (the last lines,
+//! or all of them) leaves a valid chain, keyed or not: only a [`Checkpoint`] (line
+//! count and last hash, keyed in a keyed chain) copied somewhere the file's writer
+//! cannot change shows it. A checkpoint file next to the audit file, writable by the
+//! same process, does not: whoever can cut the file can write an older checkpoint
+//! back. [`verify`] reports every break, not only the first.
 //!
 //! ```
 //! use secureconnect_audit::chain::{verify, ChainKey};

@@ -111,6 +111,9 @@ impl TrustedProxies {
         let Some(peer) = peer else {
             return ClientIp::Unknown;
         };
+        // An IPv4 peer of a dual-stack listener arrives as `::ffff:a.b.c.d`: compared,
+        // and reported, as the IPv4 address it is.
+        let peer = peer.to_canonical();
         if !self.trusts(peer) {
             return ClientIp::Known(peer);
         }
@@ -138,7 +141,7 @@ impl TrustedProxies {
                 if hops > MAX_HOPS {
                     return ClientIp::Unreadable { proxy: nearest };
                 }
-                match parse_hop(hop) {
+                match parse_hop(hop).map(|ip| ip.to_canonical()) {
                     Some(ip) if self.trusts(ip) => nearest = ip,
                     Some(ip) => return ClientIp::Known(ip),
                     None => return ClientIp::Unreadable { proxy: nearest },
@@ -219,6 +222,28 @@ mod tests {
             p.client_ip(peer, [b"10.9.9.9, 10.0.0.2"]),
             ClientIp::Known(ip("10.9.9.9")),
             "only trusted hops: the left-most is an internal client"
+        );
+    }
+
+    /// A dual-stack listener sees an IPv4 peer as `::ffff:a.b.c.d`; the trusted IPv4
+    /// network still matches it, and a mapped hop is the IPv4 client it names.
+    #[test]
+    fn ipv4_mapped_addresses_are_their_ipv4_addresses() {
+        let p: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(
+            p.client_ip(Some(ip("::ffff:10.0.0.1")), [b"7.7.7.7"]),
+            ClientIp::Known(ip("7.7.7.7"))
+        );
+        assert_eq!(
+            p.client_ip(
+                Some(ip("::ffff:10.0.0.1")),
+                [b"::ffff:10.0.0.3, ::ffff:8.8.8.8"]
+            ),
+            ClientIp::Known(ip("8.8.8.8"))
+        );
+        assert_eq!(
+            p.client_ip(Some(ip("::ffff:9.9.9.9")), [b"7.7.7.7"]),
+            ClientIp::Known(ip("9.9.9.9"))
         );
     }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue, USER_AGENT};
 use http::{Method, Request, Uri};
+use opentelemetry::trace::SpanContext;
 use uuid::Uuid;
 
 use crate::audit::Shared;
@@ -74,6 +75,9 @@ pub(crate) struct RequestContext {
     forwarded_for_more: Vec<HeaderValue>,
     user_agent: Option<HeaderValue>,
     traceparent: Option<HeaderValue>,
+    /// The request's trace context, when a tracing middleware in front of the layer
+    /// put one in its extensions.
+    span_context: Option<SpanContext>,
     request_id: RequestId,
     client_request_id: Option<HeaderValue>,
     actor: Option<Actor>,
@@ -135,6 +139,7 @@ impl RequestContext {
             forwarded_for_more,
             user_agent: headers.get(USER_AGENT).cloned(),
             traceparent: headers.get(TRACEPARENT).cloned(),
+            span_context: span_context(request.extensions()).cloned(),
             request_id,
             client_request_id,
             actor: request.extensions().get::<Actor>().cloned(),
@@ -184,12 +189,13 @@ impl RequestContext {
         self.actor.as_ref()
     }
 
-    /// The defaults of an event recorded by the layer.
-    pub(crate) fn defaults(&self) -> Defaults<'_> {
+    /// The defaults of the event the layer records for `response`.
+    pub(crate) fn defaults<'a>(&'a self, response: &'a http::Extensions) -> Defaults<'a> {
         Defaults {
             ctx: self,
             matched: self.matched.as_ref(),
             late: None,
+            span_context: span_context(response),
         }
     }
 
@@ -201,6 +207,7 @@ impl RequestContext {
             ctx: self,
             matched: late.matched.as_ref().or(self.matched.as_ref()),
             late: Some(late),
+            span_context: late.span_context.as_ref(),
         }
     }
 }
@@ -213,6 +220,7 @@ pub(crate) struct Late {
     matched: Option<Matched>,
     peer: Option<IpAddr>,
     request_id: Option<HeaderValue>,
+    span_context: Option<SpanContext>,
 }
 
 impl Late {
@@ -228,6 +236,10 @@ impl Late {
                 RequestId::None => parts.headers.get(X_REQUEST_ID).cloned(),
                 _ => None,
             },
+            span_context: match ctx.span_context {
+                Some(_) => None,
+                None => span_context(&parts.extensions).cloned(),
+            },
         }
     }
 }
@@ -238,6 +250,9 @@ pub(crate) struct Defaults<'a> {
     ctx: &'a RequestContext,
     matched: Option<&'a Matched>,
     late: Option<&'a Late>,
+    /// The trace context of the response (the layer's event) or of the handler's request
+    /// (an `Auditor`'s), set by a tracing middleware inside the layer.
+    span_context: Option<&'a SpanContext>,
 }
 
 impl Defaults<'_> {
@@ -276,7 +291,10 @@ impl RequestDefaults for Defaults<'_> {
     }
 
     fn trace_id(&self) -> Option<String> {
-        trace_id(self.ctx.traceparent.as_ref())
+        match self.span_context.or(self.ctx.span_context.as_ref()) {
+            Some(span_context) => Some(span_context.trace_id().to_string()),
+            None => trace_id(self.ctx.traceparent.as_ref()),
+        }
     }
 
     fn user_agent(&self) -> Option<String> {
@@ -301,6 +319,14 @@ fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
         return Some(info.0.ip());
     }
     None
+}
+
+/// The valid trace context a tracing middleware (such as secureconnect-obs's
+/// `RequestTraceLayer`) left in `extensions`.
+fn span_context(extensions: &http::Extensions) -> Option<&SpanContext> {
+    extensions
+        .get::<SpanContext>()
+        .filter(|span_context| span_context.is_valid())
 }
 
 /// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`).

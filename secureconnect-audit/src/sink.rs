@@ -2,7 +2,7 @@
 //!
 //! | sink | for |
 //! |---|---|
-//! | [`TracingSink`] | the service's log stream: one `tracing` event per audit event, target `audit`, with the JSON in field `audit_event` |
+//! | [`TracingSink`] | the service's log stream: one `tracing` event per audit event, target `audit`, with the JSON in field `audit_event` (secureconnect-obs's JSON lines nest it as an object) |
 //! | [`FileSink`] | a JSON-lines file, optionally hash-chained (see [`chain`](crate::chain)) |
 //! | [`MemorySink`] | tests |
 //!

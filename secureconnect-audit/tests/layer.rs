@@ -363,3 +363,83 @@ async fn forwarded_for_reads_every_line_from_the_right_and_flags_what_it_cannot_
     let native = std::fs::read_to_string(&service.native).unwrap();
     assert!(native.contains("\"client_ip_unreadable\""), "{native}");
 }
+
+/// The trace id comes from the trace context a tracing middleware inside the layer left
+/// on the request (for an `Auditor`) and on the response (for the layer's event), not
+/// from the client's `traceparent`; without such a context, from the `traceparent`.
+#[tokio::test]
+async fn trace_ids_come_from_the_request_trace_context_else_from_traceparent() {
+    use axum::middleware::{from_fn, Next};
+    use axum::routing::get;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use secureconnect_audit::{
+        AuditConfig, AuditEvent, AuditLayer, AuditPipeline, Auditor, MemorySink,
+    };
+    use tower::ServiceExt;
+
+    const SERVER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    async fn handler(auditor: Auditor) -> http::StatusCode {
+        auditor
+            .record(AuditEvent::builder("probe.read", Outcome::Denied))
+            .unwrap();
+        http::StatusCode::FORBIDDEN
+    }
+
+    /// What secureconnect-obs's `RequestTraceLayer` does with the request's context.
+    async fn traced(mut request: axum::extract::Request, next: Next) -> axum::response::Response {
+        let context = SpanContext::new(
+            TraceId::from_hex(SERVER_TRACE).unwrap(),
+            SpanId::from_hex("b7ad6b7169203331").unwrap(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        request.extensions_mut().insert(context.clone());
+        let mut response = next.run(request).await;
+        response.extensions_mut().insert(context);
+        response
+    }
+
+    let sink = MemorySink::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let pipeline =
+        AuditPipeline::new(sink.clone(), AuditPipelineConfig::default(), &mut registry).unwrap();
+    let routes = || {
+        axum::Router::new()
+            .route("/probe", get(handler))
+            .route("/admin", get(|| async { http::StatusCode::FORBIDDEN }))
+    };
+    let audit = AuditLayer::new(pipeline.clone(), AuditConfig::default());
+    for (router, path) in [
+        (routes().layer(from_fn(traced)), "/probe"),
+        (routes().layer(from_fn(traced)), "/admin"),
+        (routes(), "/admin"),
+    ] {
+        let request = http::Request::get(path)
+            .header(
+                "traceparent",
+                format!("00-{CLIENT_TRACE}-00f067aa0ba902b7-01"),
+            )
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = router.layer(audit.clone()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 403);
+    }
+    pipeline.shutdown(std::time::Duration::from_secs(5));
+    let got: Vec<(String, Option<String>)> = sink
+        .events()
+        .iter()
+        .map(|e| (e.action().to_owned(), e.trace_id().map(str::to_owned)))
+        .collect();
+    let event = |action: &str, trace: &str| (action.to_owned(), Some(trace.to_owned()));
+    assert_eq!(
+        got,
+        vec![
+            event("probe.read", SERVER_TRACE),
+            event("http.request", SERVER_TRACE),
+            event("http.request", CLIENT_TRACE),
+        ]
+    );
+}

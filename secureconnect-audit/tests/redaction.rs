@@ -55,7 +55,15 @@ fn any_case(word: &'static str) -> impl Strategy<Value = String> {
 /// Whitespace as it appears in text, literal or escaped.
 fn spaces(min: usize) -> impl Strategy<Value = String> {
     proptest::collection::vec(
-        prop_oneof![Just(" "), Just("\t"), Just("\n"), Just("\r"), Just("\\t")],
+        prop_oneof![
+            Just(" "),
+            Just("\t"),
+            Just("\n"),
+            Just("\r"),
+            Just("\x0b"),
+            Just("\x0c"),
+            Just("\\t")
+        ],
         min..4,
     )
     .prop_map(|parts| parts.concat())

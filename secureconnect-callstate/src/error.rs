@@ -35,6 +35,10 @@ pub enum ErrorKind {
     /// ([`CallHubConfig::calls_per_user`](crate::CallHubConfig::calls_per_user)): end
     /// one first.
     TooManyCalls,
+    /// A newer process with this node's id took it over: this process may no longer
+    /// write its calls (a rolling update, or a paused process that resumed); drop them
+    /// and stop.
+    Superseded,
     /// The hub is still recovering its calls from Redis (Redis was unreachable at
     /// start): the call may come back; retry shortly.
     Recovering,
@@ -113,9 +117,8 @@ impl Error {
 
     /// A newer process with this node's id claimed it: this one is fenced out.
     pub(crate) fn superseded(node: &str) -> Self {
-        let mut e = Self::new(ErrorKind::NotOwner);
+        let mut e = Self::new(ErrorKind::Superseded);
         e.inner.node = Some(node.to_owned());
-        e.inner.detail = Some("superseded".to_owned());
         e
     }
 
@@ -228,6 +231,12 @@ impl Error {
         self.inner.kind == ErrorKind::TooManyCalls
     }
 
+    /// Whether a newer process with this node's id took over ([`ErrorKind::Superseded`]):
+    /// drop the calls and stop.
+    pub fn is_superseded(&self) -> bool {
+        self.inner.kind == ErrorKind::Superseded
+    }
+
     /// Whether the hub is still recovering its calls from Redis: retry shortly.
     pub fn is_recovering(&self) -> bool {
         self.inner.kind == ErrorKind::Recovering
@@ -297,10 +306,6 @@ impl fmt::Display for Error {
             ErrorKind::NotFound => write!(f, "no call {call:?}"),
             ErrorKind::AlreadyExists => write!(f, "call {call:?} exists already"),
             ErrorKind::NotOwner => match &self.inner.node {
-                Some(node) if self.inner.detail.is_some() => write!(
-                    f,
-                    "a newer process with node id {node:?} took over: this one is fenced out"
-                ),
                 Some(node) => write!(
                     f,
                     "the calls of node {node:?} cannot be adopted: its lease is alive"
@@ -323,6 +328,11 @@ impl fmt::Display for Error {
             ErrorKind::Redis => f.write_str("redis refused a call-state command"),
             ErrorKind::Corrupt => write!(f, "corrupt entry for call {call:?}"),
             ErrorKind::TooManyCalls => write!(f, "too many open calls: {detail}"),
+            ErrorKind::Superseded => write!(
+                f,
+                "a newer process with node id {:?} took over: this one is fenced out",
+                self.inner.node.as_deref().unwrap_or_default()
+            ),
             ErrorKind::Recovering => write!(
                 f,
                 "calls are still being recovered from redis; retry call {call:?} shortly"

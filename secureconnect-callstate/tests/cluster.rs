@@ -136,7 +136,7 @@ async fn a_second_process_with_the_same_node_id_fences_out_the_first_in_every_sl
         assert!(e.is_not_owner(), "{e:?}");
     }
     let superseded = old.heartbeat().await.unwrap_err();
-    assert!(superseded.is_not_owner(), "{superseded:?}");
+    assert!(superseded.is_superseded(), "{superseded:?}");
 
     // Nothing the old process sent was applied; the new one works everywhere.
     for id in &ids {
@@ -210,7 +210,7 @@ async fn a_lost_slot_incarnation_key_is_set_again_and_the_old_process_stays_fenc
         assert!(e.is_not_owner(), "{e:?}");
     }
     new.heartbeat().await.unwrap();
-    assert!(old.heartbeat().await.unwrap_err().is_not_owner());
+    assert!(old.heartbeat().await.unwrap_err().is_superseded());
     block(|| assert_no_keys_command(&mut cluster));
 }
 

@@ -97,17 +97,18 @@ async fn a_second_process_with_the_same_node_id_fences_out_the_first_by_recoveri
 
     // A rolling update: the new process starts with the same node id while the old
     // one still runs (or the old one was paused and resumes later).
+    let incarnation = |server: &mut RedisServer| -> u64 {
+        let value = server.command(&["GET", "sc:node:{node-a}:inc"]).unwrap();
+        value.text().unwrap().parse().unwrap()
+    };
+    let old_incarnation = incarnation(&mut server);
     let new = store(&server, "node-a").await;
     let report = new.recover().await.unwrap();
     assert_eq!(report.calls.len(), 1);
     assert_eq!(report.calls[0].epoch, 1, "recovery writes no call");
-    assert_eq!(
-        server
-            .command(&["GET", "sc:node:{node-a}:inc"])
-            .unwrap()
-            .text(),
-        Some("2".to_owned()),
-        "the new process claimed the next incarnation of the node id"
+    assert!(
+        incarnation(&mut server) > old_incarnation,
+        "the new process claimed a newer incarnation of the node id"
     );
     history.see(&call(&new, "c").await);
 
@@ -515,7 +516,7 @@ async fn recovery_leaves_this_process_calls_alone_and_the_old_process_stays_fenc
     assert!(refused.is_not_owner(), "{refused:?}");
     assert!(second.heartbeat().await.is_ok());
     let superseded = first.heartbeat().await.unwrap_err();
-    assert!(superseded.is_not_owner(), "{superseded:?}");
+    assert!(superseded.is_superseded(), "{superseded:?}");
     assert_eq!(superseded.node(), Some("node-a"));
 }
 
@@ -575,4 +576,97 @@ async fn an_end_after_a_create_whose_reply_was_lost_ends_the_call() {
     other.create("theirs").await.unwrap();
     assert!(s.end("theirs").await.unwrap_err().is_not_owner());
     assert!(other.get("theirs").await.unwrap().is_some());
+}
+
+/// The incarnation key is lost (Redis restarted empty): a process started after the
+/// loss still claims a higher incarnation than one started before, so the older one
+/// setting its own back cannot fence out the newer one; and the older one's heartbeat
+/// no longer keeps the node's lease alive.
+#[tokio::test]
+async fn a_lost_incarnation_key_still_lets_the_newest_process_win() {
+    let mut server = RedisServer::start().unwrap();
+    let first = store(&server, "node-a").await;
+    first.create("c0").await.unwrap();
+    let second = store(&server, "node-a").await;
+    second.create("c1").await.unwrap();
+    server.command(&["FLUSHALL"]).unwrap();
+
+    // The third process claims after the loss; the second then holds on to its own.
+    let third = store(&server, "node-a").await;
+    assert!(third.recover().await.unwrap().calls.is_empty());
+    let held = second.heartbeat().await.unwrap_err();
+    assert!(held.is_superseded(), "{held:?}");
+    third.create("c2").await.unwrap();
+    third.heartbeat().await.unwrap();
+    let refused = second.create("c3").await.unwrap_err();
+    assert!(refused.is_not_owner(), "{refused:?}");
+
+    // Only the newest process keeps the lease alive.
+    server.command(&["DEL", "sc:node:{node-a}:lease"]).unwrap();
+    assert!(second.heartbeat().await.unwrap_err().is_superseded());
+    assert!(first.heartbeat().await.unwrap_err().is_superseded());
+    assert_eq!(
+        integer(
+            server
+                .command(&["EXISTS", "sc:node:{node-a}:lease"])
+                .unwrap()
+        ),
+        0,
+        "a superseded process renewed the lease"
+    );
+    third.heartbeat().await.unwrap();
+    assert_eq!(
+        integer(
+            server
+                .command(&["EXISTS", "sc:node:{node-a}:lease"])
+                .unwrap()
+        ),
+        1
+    );
+}
+
+/// A superseded process cannot end a call it no longer holds (no epoch, its create's
+/// outcome known), even when the call's owner is its node id: the newest process's
+/// call lives on.
+#[tokio::test]
+async fn a_superseded_process_cannot_end_a_call_it_does_not_hold() {
+    let server = RedisServer::start().unwrap();
+    let old = store(&server, "node-a").await;
+    old.create("c").await.unwrap();
+    let new = store(&server, "node-a").await;
+    assert_eq!(new.recover().await.unwrap().calls.len(), 1);
+    old.forget("c");
+    let refused = old.end("c").await.unwrap_err();
+    assert!(refused.is_not_owner(), "{refused:?}");
+    assert!(new.get("c").await.unwrap().is_some());
+    new.join("c", participant("p1")).await.unwrap();
+}
+
+/// A superseded adopter takes nothing and leaves the dead node's set as it was, so the
+/// newest process of its node id (or any other node) adopts the calls.
+#[tokio::test]
+async fn a_superseded_adopter_leaves_the_calls_to_adopt_in_place() {
+    let mut server = RedisServer::start().unwrap();
+    let short = RedisCallStoreConfig::default().lease_ttl(Duration::from_millis(300));
+    let dead = store_with(&server, "node-d", short).await;
+    dead.create("c").await.unwrap();
+    drop(dead);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let zombie = store(&server, "node-x").await;
+    zombie.create("mine").await.unwrap();
+    let newest = store(&server, "node-x").await;
+    newest.recover().await.unwrap();
+    let refused = zombie.adopt("node-d").await.unwrap_err();
+    assert!(refused.is_superseded(), "{refused:?}");
+    assert!(
+        member(&mut server, "node-d", "c"),
+        "still the dead node's to adopt"
+    );
+    assert!(!member(&mut server, "node-x", "c"));
+    assert_eq!(call(&newest, "c").await.owner, "node-d");
+
+    assert_eq!(newest.adopt("node-d").await.unwrap(), ["c"]);
+    assert_eq!(call(&newest, "c").await.owner, "node-x");
+    assert!(!member(&mut server, "node-d", "c"));
 }

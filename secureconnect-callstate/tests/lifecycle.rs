@@ -174,6 +174,39 @@ async fn a_rejoin_with_another_users_token_changes_nothing() {
 }
 
 #[tokio::test]
+async fn every_rejoin_is_counted_by_its_outcome() {
+    let mut registry = Registry::default();
+    let hub = CallHub::new("node-a", None, CallHubConfig::default(), &mut registry).unwrap();
+    let count = |outcome: &str| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let line = format!("call_rejoins_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .map(|v| v.parse::<u64>().unwrap())
+    };
+    // Every outcome is exported before the first rejoin, so a dashboard has a series.
+    for outcome in ["rejoined", "bad_token", "not_found", "recovering"] {
+        assert_eq!(count(outcome), Some(0), "{outcome}");
+    }
+    hub.create("c").await.unwrap();
+    let (a, token) = hub.join("c", "alice").await.unwrap();
+    hub.disconnect("c", &a).unwrap();
+    hub.rejoin("c", &a, "mallory", &token).await.unwrap_err();
+    hub.rejoin("c", &a, "alice", &token).await.unwrap();
+    hub.rejoin("c", "p-nobody", "alice", &token)
+        .await
+        .unwrap_err();
+    hub.rejoin("no-such-call", &a, "alice", &token)
+        .await
+        .unwrap_err();
+    assert_eq!(count("rejoined"), Some(1));
+    assert_eq!(count("bad_token"), Some(1));
+    assert_eq!(count("not_found"), Some(2));
+    assert_eq!(count("recovering"), Some(0));
+}
+
+#[tokio::test]
 async fn recovery_retries_until_redis_answers_and_rejoins_say_recovering_meanwhile() {
     let server = RedisServer::start().unwrap();
     let (call, participants) = {

@@ -314,3 +314,30 @@ async fn a_write_back_before_recovery_leaves_the_calls_still_to_recover_alone() 
     assert_eq!(ids, ["old"]);
     stored(&observer, "old", 1).await;
 }
+
+/// A hub whose process was superseded by a newer one with the same node id (a rolling
+/// update, a paused process that resumed) drops its calls at its next heartbeat: it
+/// may not write them any more, so its sockets close and participants rejoin through
+/// the newer process, which recovered the calls.
+#[tokio::test]
+async fn a_superseded_hub_drops_its_calls_at_its_next_heartbeat() {
+    let server = RedisServer::start().unwrap();
+    let old = hub(&store(server.url(), "node-a").await);
+    old.create("c").await.unwrap();
+    old.join("c", "alice").await.unwrap();
+    let observer = store(server.url(), "observer").await;
+    stored(&observer, "c", 1).await;
+
+    let new = hub(&store(server.url(), "node-a").await);
+    assert_eq!(new.recover().await.unwrap().calls.len(), 1);
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while old.get("c").is_some() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        old.get("c").is_none(),
+        "the superseded hub still serves the call"
+    );
+    assert!(new.get("c").is_some());
+    stored(&observer, "c", 1).await;
+}

@@ -43,6 +43,9 @@ pub enum ErrorKind {
     LogDir,
     /// A global tracing subscriber was already installed.
     SubscriberAlreadySet,
+    /// The OTLP span exporter the environment asks for (`OTEL_EXPORTER_OTLP_*`) could
+    /// not be built, e.g. a malformed endpoint (feature `otlp`).
+    TraceExport,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,12 @@ enum Repr {
     },
     #[error("a global tracing subscriber is already installed")]
     SubscriberAlreadySet,
+    #[error("cannot export spans as OTEL_EXPORTER_OTLP_* asks")]
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    TraceExport {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
@@ -83,6 +92,7 @@ impl Error {
             Repr::InvalidFilter { .. } => ErrorKind::InvalidFilter,
             Repr::LogDir { .. } => ErrorKind::LogDir,
             Repr::SubscriberAlreadySet => ErrorKind::SubscriberAlreadySet,
+            Repr::TraceExport { .. } => ErrorKind::TraceExport,
         }
     }
 
@@ -107,6 +117,19 @@ impl Error {
     /// Whether a global tracing subscriber was installed already.
     pub fn is_subscriber_already_set(&self) -> bool {
         self.kind() == ErrorKind::SubscriberAlreadySet
+    }
+
+    /// Whether the span exporter the environment asks for could not be built.
+    pub fn is_trace_export(&self) -> bool {
+        self.kind() == ErrorKind::TraceExport
+    }
+
+    #[cfg(feature = "otlp")]
+    pub(crate) fn trace_export(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Repr::TraceExport {
+            source: Box::new(source),
+        }
+        .into()
     }
 
     pub(crate) fn invalid_buckets(buckets: Vec<f64>) -> Self {

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
+use crate::exemplar::{Clock, Exemplar, ExemplarSlot};
+
 /// A histogram with fixed, finite, strictly increasing upper bounds.
 #[derive(Debug)]
 pub(crate) struct AtomicHistogram {
@@ -19,20 +21,59 @@ pub(crate) struct AtomicHistogram {
     counts: Box<[AtomicU64]>,
     /// `f64` bits of the sum of all observations.
     sum: AtomicU64,
+    /// One exemplar per bucket, when exemplars are on.
+    exemplars: Option<Box<[ExemplarSlot]>>,
 }
 
 impl AtomicHistogram {
-    pub(crate) fn new(bounds: Arc<[f64]>) -> Self {
+    /// A histogram with `bounds`, keeping an exemplar per bucket when `exemplars`.
+    pub(crate) fn new(bounds: Arc<[f64]>, exemplars: bool) -> Self {
         let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        let exemplars = exemplars.then(|| {
+            (0..=bounds.len())
+                .map(|_| ExemplarSlot::default())
+                .collect()
+        });
         Self {
             bounds,
             counts,
             sum: AtomicU64::new(0f64.to_bits()),
+            exemplars,
         }
     }
 
     /// Records one observation.
     pub(crate) fn observe(&self, value: f64) {
+        self.observe_at(value);
+    }
+
+    /// Records one observation of a sampled request: `trace_id` (non-zero) becomes its
+    /// bucket's exemplar, ended `at` nanoseconds after the [`Clock`]'s start.
+    pub(crate) fn observe_traced(&self, value: f64, trace_id: u128, at: u64) {
+        let index = self.observe_at(value);
+        if let Some(slot) = self.exemplars.as_deref().and_then(|e| e.get(index)) {
+            slot.store(trace_id, value, at);
+        }
+    }
+
+    /// The exemplar of each bucket that has one: `(bucket index, exemplar)`.
+    pub(crate) fn exemplars<'a>(
+        &'a self,
+        clock: &'a Clock,
+    ) -> impl Iterator<Item = (usize, Exemplar)> + 'a {
+        self.exemplars
+            .iter()
+            .flat_map(|slots| slots.iter().enumerate())
+            .filter_map(|(i, slot)| Some((i, slot.load(clock)?)))
+    }
+
+    /// The number of buckets, `+Inf` included.
+    pub(crate) fn buckets(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Counts `value` and adds it to the sum; returns its bucket's index.
+    fn observe_at(&self, value: f64) -> usize {
         // `le` semantics: the first bucket whose upper bound is >= value.
         let index = self.bounds.partition_point(|bound| *bound < value);
         if let Some(count) = self.counts.get(index) {
@@ -51,6 +92,7 @@ impl AtomicHistogram {
                 Err(actual) => current = actual,
             }
         }
+        index
     }
 
     /// `(sum, count, per-bucket counts)`; the last bucket is `+Inf`.
@@ -97,7 +139,7 @@ mod tests {
 
     #[test]
     fn observations_land_in_le_buckets() {
-        let h = AtomicHistogram::new(Arc::from([0.1, 0.5, 1.0].as_slice()));
+        let h = AtomicHistogram::new(Arc::from([0.1, 0.5, 1.0].as_slice()), false);
         for v in [0.05, 0.1, 0.2, 1.0, 3.0] {
             h.observe(v);
         }
@@ -111,8 +153,28 @@ mod tests {
     }
 
     #[test]
+    fn a_traced_observation_is_its_buckets_exemplar_and_counts_as_any() {
+        let clock = Clock::new();
+        let h = AtomicHistogram::new(Arc::from([0.1, 0.5].as_slice()), true);
+        h.observe(0.05);
+        h.observe_traced(0.3, 42, 1_000);
+        h.observe_traced(9.0, 43, 2_000);
+        let exemplars: Vec<(usize, u128, f64)> = h
+            .exemplars(&clock)
+            .map(|(i, e)| (i, e.trace_id, e.value))
+            .collect();
+        assert_eq!(exemplars, vec![(1, 42, 0.3), (2, 43, 9.0)]);
+        assert_eq!(h.snapshot().1, 3);
+        // Off: counted, no exemplar kept.
+        let off = AtomicHistogram::new(Arc::from([0.1].as_slice()), false);
+        off.observe_traced(0.05, 42, 0);
+        assert_eq!(off.exemplars(&clock).count(), 0);
+        assert_eq!(off.snapshot().1, 1);
+    }
+
+    #[test]
     fn concurrent_observations_are_all_counted() {
-        let h = Arc::new(AtomicHistogram::new(Arc::from([1.0].as_slice())));
+        let h = Arc::new(AtomicHistogram::new(Arc::from([1.0].as_slice()), false));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let h = Arc::clone(&h);

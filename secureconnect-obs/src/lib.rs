@@ -55,7 +55,9 @@
 //! - [`endpoint`]: serving the registry ([`MetricsEndpointLayer`], [`MetricsService`]).
 //! - [`process`]: `process_*` metrics and `build_info`.
 //! - [`logging`]: JSON lines on stdout and in rolling files ([`LogConfig`], [`logging::init`]).
-//! - [`trace`]: a request span carrying `request_id` for tower-http's `TraceLayer`.
+//! - [`request_trace`]: W3C trace context for every request ([`RequestTraceLayer`]):
+//!   `traceparent` continued or a trace started, `trace_id` and `span_id` on every line.
+//! - [`trace`]: a request span and a `request finished` line for tower-http's `TraceLayer`.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -63,11 +65,13 @@
 
 pub mod endpoint;
 mod error;
+mod exemplar;
 mod histogram;
 mod labels;
 pub mod logging;
 pub mod process;
 pub mod request_metrics;
+pub mod request_trace;
 mod route;
 pub mod trace;
 
@@ -76,7 +80,8 @@ pub use error::{Error, ErrorKind};
 pub use labels::{MethodLabel, RouteLabel};
 pub use logging::{JsonLayer, LogConfig, LogGuard};
 pub use request_metrics::{HttpMetrics, HttpMetricsConfig, HttpMetricsLayer};
+pub use request_trace::{RequestTrace, RequestTraceConfig, RequestTraceLayer};
 pub use route::ClassifyRoute;
 #[cfg(feature = "axum")]
 pub use route::MatchedPathRoute;
-pub use trace::RequestSpan;
+pub use trace::{RequestFinished, RequestSpan};

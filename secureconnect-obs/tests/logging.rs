@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use axum::routing::get;
 use axum::Router;
-use secureconnect_obs::{logging, ErrorKind, JsonLayer, LogConfig, RequestSpan};
+use secureconnect_obs::{logging, ErrorKind, JsonLayer, LogConfig, RequestFinished, RequestSpan};
 use serde_json::Value;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -190,8 +189,8 @@ async fn every_line_of_a_request_carries_its_request_id() {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(RequestSpan::default())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .make_span_with(RequestSpan::default().component("edge"))
+                .on_response(RequestFinished::default()),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -225,7 +224,56 @@ async fn every_line_of_a_request_carries_its_request_id() {
         );
     }
     assert!(lines.iter().any(|l| l["step"] == "handler"));
-    assert!(lines
+    for line in &lines {
+        assert_eq!(line["component"], "edge", "{line}");
+    }
+    let finished = lines
         .iter()
-        .any(|l| l["target"] == "tower_http::trace::on_response"));
+        .find(|l| l["message"] == "request finished")
+        .expect("a request finished line");
+    assert_eq!(finished["http_response_status_code"], 200);
+    let ms = finished["duration_ms"]
+        .as_f64()
+        .expect("duration_ms is a number");
+    assert!((0.0..60_000.0).contains(&ms), "{finished}");
+}
+
+#[test]
+fn audit_events_are_nested_objects_and_other_text_stays_text() {
+    let (out, subscriber) = capture("storage");
+    let event = r#"{"schema_version":1,"outcome":"denied","reason":{"code":"not_owner","text":"a\nb \u202e"},"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}"#;
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::warn!(target: "audit", audit_event = %event, "audit");
+        // Not one JSON document, or one broken over lines: kept as a string.
+        tracing::warn!(target: "audit", audit_event = "{\"a\":1} trailing", "audit");
+        tracing::warn!(target: "audit", audit_event = "{\"a\":\n1}", "audit");
+        tracing::warn!(target: "audit", audit_event = "{\"a\":1", "audit");
+        // Another field with JSON text is not a JSON field unless named so.
+        tracing::info!(detail = "{\"a\":1}", "plain");
+    });
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.lines().count(), 5, "one line per event: {text}");
+    let lines = out.lines();
+    let nested = &lines[0]["audit_event"];
+    assert!(nested.is_object(), "{}", lines[0]);
+    assert_eq!(nested["outcome"], "denied");
+    assert_eq!(nested["reason"]["text"], "a\nb \u{202e}");
+    assert_eq!(nested["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(lines[0]["service"], "storage");
+    assert_eq!(lines[1]["audit_event"], "{\"a\":1} trailing");
+    assert_eq!(lines[2]["audit_event"], "{\"a\":\n1}");
+    assert_eq!(lines[3]["audit_event"], "{\"a\":1");
+    assert_eq!(lines[4]["detail"], "{\"a\":1}");
+}
+
+#[test]
+fn fields_named_as_json_fields_are_nested() {
+    let out = Capture::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(JsonLayer::new("shop", out.clone()).json_field("order"));
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!(order = r#"{"id":7,"items":[1,2]}"#, "placed");
+    });
+    let lines = out.lines();
+    assert_eq!(lines[0]["order"]["items"][1], 2);
 }

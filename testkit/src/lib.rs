@@ -8,7 +8,12 @@
 //! - [`free_port`]: a free loopback TCP port.
 //! - [`exposition`]: a Prometheus text (0.0.4) and OpenMetrics parser, with look-ups by
 //!   name and labels.
-//! - [`promtool_check`]: `promtool check metrics` on an exposition.
+//! - [`promtool_check`]: `promtool check metrics` on an exposition; [`promtool_parse`]:
+//!   PromQL expressions through the real parser (`promtool check rules`).
+//! - [`promql`]: the metric names a PromQL expression reads; the names a rules file
+//!   records.
+//! - [`grafana`]: Grafana dashboards read (every panel's queries, Grafana's variables
+//!   substituted) and checked: each query parses and names only known metrics.
 //! - [`python`]: the official Python `prometheus_client` parsers, an implementation
 //!   independent of ours, returning the same [`exposition::Sample`]s.
 //! - [`process`]: child processes killed on drop, signals (SIGSTOP that waits until the
@@ -25,12 +30,14 @@
 //! ```
 
 pub mod exposition;
+pub mod grafana;
 pub mod process;
+pub mod promql;
 mod promtool;
 pub mod python;
 pub mod tmpfs;
 
-pub use promtool::promtool_check;
+pub use promtool::{promtool_check, promtool_parse};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
 ///

@@ -12,9 +12,13 @@
 //! it back, SIGSTOPs it, kills the video service with SIGKILL and restarts it, and
 //! restarts the storage service. Then it runs the same load through a second gateway
 //! built without the metrics and audit layers (`SC_LAYERS=off`), alternating, to price
-//! the layers. Progress goes to stderr every 5 s; one Markdown summary to stdout.
+//! the layers. Progress goes to stderr every 5 s; the Markdown summary to stdout and,
+//! with the timeline of the load drawn as an SVG (requests, p50 and p99, 5xx per
+//! second, the fault windows shaded), to `summary.md` and `timeline.svg` in `--out`
+//! (default `target/soak`).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -22,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use secureconnect_benches::timeline::{percentile, Timeline};
 use secureconnect_redis_fallback::testing::RedisServer;
 use secureconnect_testkit::free_port;
 use secureconnect_testkit::process::{wait_until_ok, ChildProcess};
@@ -92,10 +97,10 @@ enum Phase {
     Recovering,
 }
 
-#[derive(Default)]
 struct Stats {
     latencies: BTreeMap<Phase, Vec<Duration>>,
     responses: BTreeMap<(u16, String, &'static str), u64>,
+    timeline: Timeline,
 }
 
 struct Shared {
@@ -115,11 +120,18 @@ impl Shared {
         }
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.latencies.entry(phase).or_default().push(took);
+        stats.timeline.record(Instant::now(), status, took);
         *stats.responses.entry((status, cause, fault)).or_default() += 1;
     }
 
     fn set_phase(&self, phase: Phase, fault: &'static str) {
         *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = (phase, fault);
+    }
+
+    /// Marks `label` on the timeline, from `from` until now.
+    fn fault(&self, label: &str, from: Instant) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.timeline.fault(label, from, Instant::now());
     }
 }
 
@@ -396,14 +408,6 @@ async fn participants(
     total
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
@@ -439,6 +443,7 @@ async fn audit_counts(client: &reqwest::Client, port: u16) -> [f64; 3] {
 async fn main() {
     let mut duration = Duration::from_secs(180);
     let mut concurrency = 24usize;
+    let mut out = PathBuf::from("target/soak");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -447,8 +452,9 @@ async fn main() {
                     Duration::from_secs(args.next().and_then(|v| v.parse().ok()).unwrap_or(180))
             }
             "--concurrency" => concurrency = args.next().and_then(|v| v.parse().ok()).unwrap_or(24),
+            "--out" => out = args.next().map(PathBuf::from).unwrap_or(out),
             _ => {
-                eprintln!("usage: soak [--duration SECONDS] [--concurrency N]");
+                eprintln!("usage: soak [--duration SECONDS] [--concurrency N] [--out DIR]");
                 std::process::exit(2);
             }
         }
@@ -467,7 +473,11 @@ async fn main() {
         }
     }
 
-    let mut redis = RedisServer::start().expect("redis-server");
+    // Persistent, as a Redis holding sessions should be: a session lives in Redis only,
+    // so one restarted empty would log every user out.
+    let mut redis =
+        RedisServer::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"])
+            .expect("redis-server");
     let dir = std::env::temp_dir().join(format!("sc-soak-{}", std::process::id()));
     let ports: Vec<(&'static str, u16)> = ["auth", "storage", "video", "gateway"]
         .iter()
@@ -567,8 +577,13 @@ async fn main() {
         }));
     }
 
+    let start = Instant::now();
     let shared = Arc::new(Shared {
-        stats: Mutex::new(Stats::default()),
+        stats: Mutex::new(Stats {
+            latencies: BTreeMap::new(),
+            responses: BTreeMap::new(),
+            timeline: Timeline::new(start),
+        }),
         phase: Mutex::new((Phase::Healthy, "none")),
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -633,7 +648,6 @@ async fn main() {
         })
     };
 
-    let start = Instant::now();
     let at = |fraction: f64| start + duration.mul_f64(fraction);
     let mut report: Vec<String> = Vec::new();
     let mut audit_before_restarts = [0f64; 3];
@@ -641,6 +655,7 @@ async fn main() {
     tokio::time::sleep_until(at(0.15).into()).await;
     redis.kill().expect("kill redis");
     let t = Instant::now();
+    let killed_at = t;
     shared.set_phase(Phase::Degraded, "redis_killed");
     let detect = until_state(&client, &gateway, "degraded", t).await;
     tokio::time::sleep_until(at(0.30).into()).await;
@@ -649,12 +664,14 @@ async fn main() {
     shared.set_phase(Phase::Recovering, "redis_killed");
     let recover = until_state(&client, &gateway, "healthy", t).await;
     shared.set_phase(Phase::Healthy, "none");
+    shared.fault("Redis killed", killed_at);
     report.push(format!("| Redis killed (SIGKILL), then restarted | detected in {} ms | healthy {} ms after the restart |",
         detect.map_or("—".into(), |v| v.to_string()), recover.map_or("—".into(), |v| v.to_string())));
 
     tokio::time::sleep_until(at(0.45).into()).await;
     redis.pause().expect("pause redis");
     let t = Instant::now();
+    let paused_at = t;
     shared.set_phase(Phase::Degraded, "redis_paused");
     let detect = until_state(&client, &gateway, "degraded", t).await;
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(t.elapsed())).await;
@@ -663,6 +680,7 @@ async fn main() {
     shared.set_phase(Phase::Recovering, "redis_paused");
     let recover = until_state(&client, &gateway, "healthy", t).await;
     shared.set_phase(Phase::Healthy, "none");
+    shared.fault("Redis stopped 5 s", paused_at);
     report.push(format!(
         "| Redis stopped (SIGSTOP) for 5 s | detected in {} ms | healthy {} ms after SIGCONT |",
         detect.map_or("—".into(), |v| v.to_string()),
@@ -685,6 +703,7 @@ async fn main() {
     video.stop("KILL");
     video.start().await;
     let restarted_ms = t.elapsed().as_millis();
+    shared.fault("video killed", t);
     let after = participants(&client, &gateway, &users[0].token, &calls).await;
     shared.set_phase(Phase::Healthy, "none");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -705,11 +724,18 @@ async fn main() {
     storage.stop("TERM");
     storage.start().await;
     let restarted_ms = t.elapsed().as_millis();
+    shared.fault("storage restarted", t);
     shared.set_phase(Phase::Healthy, "none");
     report.push(format!("| storage service restarted (SIGTERM, start) | back in {restarted_ms} ms | uploads and downloads in between answered 502 (counted below) |"));
 
     tokio::time::sleep_until(at(0.90).into()).await;
     shared.stop.store(true, Ordering::Relaxed);
+    shared
+        .stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .timeline
+        .end(Instant::now());
     for task in tasks {
         let _ = task.await;
     }
@@ -785,21 +811,28 @@ async fn main() {
 
     // Summary.
     let stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
-    println!(
+    let mut md = String::new();
+    let _ =
+        writeln!(md,
         "## Soak: {} s, {concurrency} concurrent clients, {} calls × 2 WebSocket participants\n",
         duration.as_secs(),
         CALLS
     );
-    println!(
+    let _ = writeln!(
+        md,
         "{soak_requests} requests in {:.0} s ({:.0} per second) through the gateway.\n",
         soak_elapsed.as_secs_f64(),
         soak_requests as f64 / soak_elapsed.as_secs_f64()
     );
-    println!("| phase | requests | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| phase | requests | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|"
+    );
     for (phase, lat) in &stats.latencies {
         let mut sorted = lat.clone();
         sorted.sort();
-        println!(
+        let _ = writeln!(
+            md,
             "| {phase:?} | {} | {} | {} | {} |",
             sorted.len(),
             ms(percentile(&sorted, 50.0)),
@@ -807,17 +840,20 @@ async fn main() {
             ms(percentile(&sorted, 99.9))
         );
     }
-    println!("\n| fault | detection | recovery |\n|---|---|---|");
+    let _ = writeln!(md, "\n| fault | detection | recovery |\n|---|---|---|");
     for line in &report {
-        println!("{line}");
+        let _ = writeln!(md, "{line}");
     }
-    println!("\n| status | cause | during | count |\n|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "\n| status | cause | during | count |\n|---|---|---|---|"
+    );
     for ((status, cause, fault), count) in stats
         .responses
         .iter()
         .filter(|((s, _, _), _)| *s >= 400 || *s == 0)
     {
-        println!("| {status} | {cause} | {fault} | {count} |");
+        let _ = writeln!(md, "| {status} | {cause} | {fault} | {count} |");
     }
     let redis_5xx: u64 = stats
         .responses
@@ -825,33 +861,60 @@ async fn main() {
         .filter(|((s, _, f), _)| *s >= 500 && f.starts_with("redis"))
         .map(|(_, c)| c)
         .sum();
-    println!("\n5xx while Redis was killed or stopped: **{redis_5xx}**.\n");
-    println!("| audit events | produced | written | dropped |\n|---|---|---|---|\n| all services | {:.0} | {:.0} | {:.0} |\n", audit[0], audit[1], audit[2]);
-    println!("| service | peak RSS |\n|---|---|");
+    let _ = writeln!(
+        md,
+        "\n5xx while Redis was killed or stopped: **{redis_5xx}**.\n"
+    );
+    let _ = writeln!(md, "| audit events | produced | written | dropped |\n|---|---|---|---|\n| all services | {:.0} | {:.0} | {:.0} |\n", audit[0], audit[1], audit[2]);
+    let _ = writeln!(md, "| service | peak RSS |\n|---|---|");
     for (name, kb) in &peaks {
-        println!("| {name} | {:.1} MiB |", *kb as f64 / 1024.0);
+        let _ = writeln!(md, "| {name} | {:.1} MiB |", *kb as f64 / 1024.0);
     }
     let (p50a, p99a) = (
         percentile(&with_layers, 50.0),
         percentile(&with_layers, 99.0),
     );
     let (p50b, p99b) = (percentile(&without, 50.0), percentile(&without, 99.0));
-    println!("\n| gateway | requests | p50 ms | p99 ms |\n|---|---|---|---|");
-    println!(
+    let _ = writeln!(
+        md,
+        "\n| gateway | requests | p50 ms | p99 ms |\n|---|---|---|---|"
+    );
+    let _ = writeln!(
+        md,
         "| with metrics and audit layers | {} | {} | {} |",
         with_layers.len(),
         ms(p50a),
         ms(p99a)
     );
-    println!(
+    let _ = writeln!(
+        md,
         "| without (`SC_LAYERS=off`) | {} | {} | {} |",
         without.len(),
         ms(p50b),
         ms(p99b)
     );
-    println!(
+    let _ = writeln!(
+        md,
         "\np99 ratio with/without layers: **{:.2}**; throughput ratio: **{:.2}**.",
         p99a.as_secs_f64() / p99b.as_secs_f64().max(1e-9),
         with_layers.len() as f64 / (without.len() as f64).max(1.0)
     );
+    print!("{md}");
+
+    let title = format!(
+        "Soak: {} s, {concurrency} clients; fault windows shaded",
+        duration.as_secs()
+    );
+    let svg = stats
+        .timeline
+        .render_svg(&title)
+        .unwrap_or_else(|e| panic!("cannot draw the timeline: {e}"));
+    std::fs::create_dir_all(&out)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", out.display()));
+    for (name, text) in [("summary.md", &md), ("timeline.svg", &svg)] {
+        let path = out.join(name);
+        std::fs::write(&path, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        eprintln!("soak: wrote {}", path.display());
+    }
 }

@@ -129,6 +129,9 @@ pub enum ErrorCode {
     Recovering,
     /// Not expected now: join or rejoin first, once.
     Unexpected,
+    /// The session of the connection's token ended (logout): the server closes the
+    /// connection after this message.
+    SessionEnded,
 }
 
 /// A message to the client.
@@ -334,6 +337,10 @@ mod tests {
             (
                 ServerMessage::error(ErrorCode::Unexpected, "m"),
                 json!({ "type": "error", "code": "unexpected", "message": "m" }),
+            ),
+            (
+                ServerMessage::error(ErrorCode::SessionEnded, "m"),
+                json!({ "type": "error", "code": "session_ended", "message": "m" }),
             ),
         ];
         for (message, before) in cases {

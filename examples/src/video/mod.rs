@@ -15,6 +15,11 @@
 //! | `{"type":"offer"\|"answer"\|"ice","to"?,"payload"}` | relayed to `to` (or everyone else) as `{"type","from","payload"}` |
 //! | `{"type":"leave"}` | `{"type":"left"}` |
 //!
+//! The session of the token that opened a WebSocket is checked again every
+//! [`CACHE_TTL`]: once it ended (logout), the server sends
+//! `{"type":"error","code":"session_ended"}` and closes the connection (the participant
+//! awaits rejoin, as after any close without `leave`).
+//!
 //! Membership persists in Redis: after a restart (even `kill -9`) the calls come back
 //! with every participant awaiting rejoin — recovery is retried in the background until
 //! Redis answers, so Redis may be unreachable at start. A WebSocket that closes without
@@ -51,12 +56,13 @@ use secureconnect_callstate::{
 };
 use serde_json::json;
 
-use self::messages::{participants, ServerMessage};
+use self::messages::{participants, ErrorCode, ServerMessage};
 use self::session::{Connections, Reply, Session};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::kit::Kit;
-use crate::token::User;
+use crate::sessions::{SessionStore, Verdict, CACHE_TTL};
+use crate::token::{Claims, User};
 
 /// How long a WebSocket upgrade for a call not (yet) in memory waits for a recovery
 /// under way.
@@ -67,6 +73,7 @@ struct VideoState {
     hub: CallHub,
     sockets: Gauge,
     connections: Connections,
+    sessions: SessionStore,
 }
 
 fn call_error(e: &secureconnect_callstate::Error) -> ApiError {
@@ -142,7 +149,7 @@ async fn websocket(
     }
     Ok(upgrade
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| connection(state, id, claims.sub, socket)))
+        .on_upgrade(move |socket| connection(state, id, claims, socket)))
 }
 
 fn text(message: &ServerMessage) -> Message {
@@ -150,14 +157,33 @@ fn text(message: &ServerMessage) -> Message {
 }
 
 /// Carries one WebSocket connection: client frames go to its [`Session`], which
-/// answers what to send; signals from the other participants go out as they come.
-async fn connection(state: Arc<VideoState>, call: String, user: String, socket: WebSocket) {
+/// answers what to send; signals from the other participants go out as they come; the
+/// token's session is checked every [`CACHE_TTL`].
+async fn connection(state: Arc<VideoState>, call: String, claims: Claims, socket: WebSocket) {
     state.sockets.inc();
     let (mut tx, mut rx) = socket.split();
-    let mut session =
-        Session::new(state.hub.clone(), call, user).with_connections(state.connections.clone());
+    let mut session = Session::new(state.hub.clone(), call, claims.sub.clone())
+        .with_connections(state.connections.clone());
+    let mut recheck = tokio::time::interval(CACHE_TTL);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let incoming = tokio::select! {
+            _ = recheck.tick() => {
+                if matches!(state.sessions.check(&claims).await, Ok(Verdict::Ended)) {
+                    let ended = ServerMessage::error(
+                        ErrorCode::SessionEnded,
+                        "this session has ended (logged out): log in again",
+                    );
+                    let _ = tx.send(text(&ended)).await;
+                    let close = axum::extract::ws::CloseFrame {
+                        code: axum::extract::ws::close_code::POLICY,
+                        reason: "session ended".into(),
+                    };
+                    let _ = tx.send(Message::Close(Some(close))).await;
+                    break;
+                }
+                continue;
+            }
             message = rx.next() => message,
             signal = session.next_signal() => {
                 let Some(frame) = signal else { break };
@@ -223,6 +249,7 @@ pub fn router(kit: &mut Kit, config: &Config) -> Result<Router, String> {
         hub,
         sockets,
         connections: Connections::default(),
+        sessions: kit.sessions.clone(),
     });
     Ok(Router::new()
         .route("/v1/calls", post(create_call))

@@ -27,6 +27,11 @@ impl System {
         format!("http://127.0.0.1:{}", self.port("gateway"))
     }
 
+    /// `http://127.0.0.1:<port of name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}", self.port(name))
+    }
+
     pub fn port(&self, name: &str) -> u16 {
         self.ports.iter().find(|(n, _)| *n == name).unwrap().1
     }
@@ -40,7 +45,24 @@ impl System {
     }
 
     pub async fn start(redis_url: &str, extra: &[(&str, &str)]) -> Self {
-        let mut system = Self {
+        Self::start_only(&["auth", "storage", "video", "gateway"], redis_url, extra).await
+    }
+
+    /// Starts only the services `names` (the others' ports stay unused).
+    pub async fn start_only(
+        names: &[&'static str],
+        redis_url: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let mut system = Self::new(redis_url, extra);
+        for name in names {
+            system.spawn(name).await;
+        }
+        system
+    }
+
+    fn new(redis_url: &str, extra: &[(&str, &str)]) -> Self {
+        Self {
             dir: tempfile::tempdir().unwrap(),
             ports: [
                 ("auth", free_port()),
@@ -54,30 +76,22 @@ impl System {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             children: Vec::new(),
-        };
-        for name in ["auth", "storage", "video", "gateway"] {
-            system.spawn(name).await;
         }
-        system
     }
 
-    pub async fn spawn(&mut self, name: &'static str) {
-        let exe = match name {
-            "auth" => env!("CARGO_BIN_EXE_auth"),
-            "storage" => env!("CARGO_BIN_EXE_storage"),
-            "video" => env!("CARGO_BIN_EXE_video"),
-            _ => env!("CARGO_BIN_EXE_gateway"),
-        };
+    /// The command for `exe`, with the system's environment; stdout to `<file>.out`,
+    /// audit events to `audit_file(file)`.
+    fn command(&self, exe: &str, file: &str) -> Command {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join(format!("{name}.out")))
+            .open(self.dir.path().join(format!("{file}.out")))
             .unwrap();
         let mut cmd = Command::new(exe);
         cmd.env("JWT_SECRET", SECRET)
             .env("REDIS_URL", &self.redis_url)
-            .env("STORAGE_DIR", self.dir.path().join("files"))
-            .env("AUDIT_FILE", self.audit_file(name))
+            .env("STORAGE_DIR", self.storage_dir())
+            .env("AUDIT_FILE", self.audit_file(file))
             .env("RUST_LOG", "info");
         for (service, port) in self.ports {
             cmd.env(
@@ -88,10 +102,47 @@ impl System {
         for (k, v) in &self.extra {
             cmd.env(k, v);
         }
-        let child =
-            ChildProcess::spawn(cmd.stdout(Stdio::from(out)).stderr(Stdio::null())).unwrap();
+        cmd.stdout(Stdio::from(out)).stderr(Stdio::null());
+        cmd
+    }
+
+    /// Where the storage services keep their files.
+    pub fn storage_dir(&self) -> PathBuf {
+        self.dir.path().join("files")
+    }
+
+    fn exe(name: &str) -> &'static str {
+        match name {
+            "auth" => env!("CARGO_BIN_EXE_auth"),
+            "storage" => env!("CARGO_BIN_EXE_storage"),
+            "video" => env!("CARGO_BIN_EXE_video"),
+            _ => env!("CARGO_BIN_EXE_gateway"),
+        }
+    }
+
+    pub async fn spawn(&mut self, name: &'static str) {
+        let cmd = self.command(Self::exe(name), name);
+        self.spawn_on(name, cmd, self.port(name)).await;
+    }
+
+    /// Starts another instance of `name` (sharing Redis, the storage folder and the
+    /// other services' addresses) on a port of its own, which it returns. Its stdout and
+    /// audit file are named `<name>-<port>`.
+    pub async fn spawn_another(&mut self, name: &'static str) -> u16 {
+        let port = free_port();
+        let mut cmd = self.command(Self::exe(name), &format!("{name}-{port}"));
+        cmd.env(
+            format!("{}_ADDR", name.to_ascii_uppercase()),
+            format!("127.0.0.1:{port}"),
+        );
+        self.spawn_on(name, cmd, port).await;
+        port
+    }
+
+    async fn spawn_on(&mut self, name: &'static str, mut cmd: Command, port: u16) {
+        let child = ChildProcess::spawn(&mut cmd).unwrap();
         self.children.push((name, child));
-        let url = format!("http://127.0.0.1:{}/health", self.port(name));
+        let url = format!("http://127.0.0.1:{port}/health");
         assert!(
             wait_until_ok(&url, Duration::from_secs(20)).await,
             "{name} did not come up"
@@ -190,4 +241,134 @@ pub async fn recv(socket: &mut Socket) -> serde_json::Value {
             return serde_json::from_str(&text).unwrap();
         }
     }
+}
+
+/// A user's whole day through the gateway, so that every service has served requests
+/// and every family of metrics has series: accounts and logins (auth), a file uploaded,
+/// refused to another user and downloaded (storage), a conversation (gateway), a call
+/// joined over WebSocket, dropped, rejoined with a wrong and then the right token, and
+/// left (video), and requests that end in 401 and 404.
+pub async fn traffic(system: &System) {
+    let g = system.gateway();
+    let c = reqwest::Client::new();
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let alice = register_and_login(&c, &g, &format!("alice-{n}@example.org")).await;
+    let bob = register_and_login(&c, &g, &format!("bob-{n}@example.org")).await;
+
+    let up = json(
+        c.post(format!("{g}/v1/storage/upload-url"))
+            .bearer_auth(&alice.token)
+            .json(&serde_json::json!({ "file_name": "a.txt", "file_size": 5, "content_type": "text/plain" })),
+    )
+    .await;
+    let put = c
+        .put(format!("{g}{}", up["upload_url"].as_str().unwrap()))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let file = up["file_id"].as_str().unwrap();
+    let denied = c
+        .get(format!("{g}/v1/storage/download-url/{file}"))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let dl = json(
+        c.get(format!("{g}/v1/storage/download-url/{file}"))
+            .bearer_auth(&alice.token),
+    )
+    .await;
+    let got = c
+        .get(format!("{g}{}", dl["download_url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+
+    let conv = json(
+        c.post(format!("{g}/v1/conversations"))
+            .bearer_auth(&alice.token)
+            .json(&serde_json::json!({})),
+    )
+    .await;
+    let read = c
+        .get(format!(
+            "{g}/v1/conversations/{}",
+            conv["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+
+    let call = json(c.post(format!("{g}/v1/calls")).bearer_auth(&alice.token)).await;
+    let call = call["call_id"].as_str().unwrap();
+    let mut joined = Vec::new();
+    for user in [&alice, &bob] {
+        let mut socket = ws(system, call, &user.token).await;
+        send(&mut socket, serde_json::json!({ "type": "join" })).await;
+        let reply = recv(&mut socket).await;
+        assert_eq!(reply["type"], "joined", "{reply}");
+        joined.push((socket, reply));
+    }
+    let (bob_socket, bob_joined) = joined.pop().unwrap();
+    let (alice_socket, alice_joined) = joined.pop().unwrap();
+    drop(alice_socket); // closed without a leave: awaiting rejoin
+    let (id, token) = (
+        &alice_joined["participant_id"],
+        &alice_joined["rejoin_token"],
+    );
+    let mut socket = ws(system, call, &alice.token).await;
+    send(
+        &mut socket,
+        serde_json::json!({ "type": "rejoin", "participant_id": id, "token": bob_joined["rejoin_token"] }),
+    )
+    .await;
+    let refused = recv(&mut socket).await;
+    assert_eq!(refused["code"], "bad_token", "{refused}");
+    drop(bob_socket);
+    let mut socket = ws(system, call, &alice.token).await;
+    send(
+        &mut socket,
+        serde_json::json!({ "type": "rejoin", "participant_id": id, "token": token }),
+    )
+    .await;
+    assert_eq!(recv(&mut socket).await["type"], "rejoined");
+    send(&mut socket, serde_json::json!({ "type": "leave" })).await;
+
+    for (path, status) in [("/v1/nowhere", 404), ("/v1/calls", 401)] {
+        let r = c.post(format!("{g}{path}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+    }
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The shipped Grafana dashboards (examples/deploy/grafana/dashboards).
+pub fn dashboards() -> Vec<secureconnect_testkit::grafana::Dashboard> {
+    secureconnect_testkit::grafana::load_dir(&repo().join("examples/deploy/grafana/dashboards"))
+}
+
+/// The metric names the shipped recording rules (rules/*.yml) record.
+pub fn recorded_metrics() -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(repo().join("rules")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            names.extend(secureconnect_testkit::promql::recorded_metrics(&text));
+        }
+    }
+    names.sort();
+    names
 }

@@ -120,7 +120,7 @@ where
             .or_else(|| ctx.actor())
             .cloned()
             .unwrap_or(Actor::Anonymous);
-        let event = http_event(&ctx, actor, status);
+        let event = http_event(&ctx, actor, status, response.extensions());
         let pipeline = &shared.pipeline;
         if ctx.take_reserved() || pipeline.try_reserve() {
             let _ = pipeline.record_reserved(event);
@@ -174,8 +174,13 @@ fn unavailable<B: Default>() -> Response<B> {
 }
 
 /// The `http.request` event of a response.
-fn http_event(ctx: &RequestContext, actor: Actor, status: u16) -> AuditEvent {
-    let defaults = ctx.defaults();
+fn http_event(
+    ctx: &RequestContext,
+    actor: Actor,
+    status: u16,
+    response: &http::Extensions,
+) -> AuditEvent {
+    let defaults = ctx.defaults(response);
     let route = defaults.route();
     let outcome = match status {
         401 | 403 => Outcome::Denied,

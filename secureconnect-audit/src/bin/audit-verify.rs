@@ -91,6 +91,13 @@ fn run(args: Vec<String>) -> Result<bool, String> {
         );
     }
     let keyed = if key.is_some() { "keyed " } else { "" };
+    if checkpoint.is_none() {
+        // Only a checkpoint kept out of reach of the file's writer shows a cut tail.
+        eprintln!(
+            "warning: no checkpoint given: lines cut off the end of the file (or all of them) \
+             cannot be detected; compare with a checkpoint kept elsewhere"
+        );
+    }
     if report.is_intact() {
         println!(
             "ok: {} lines, {keyed}chain intact, checkpoint {}:{}",

@@ -7,7 +7,9 @@ use crate::error::{Error, ErrorKind};
 
 /// How many lines a file had and the hash of the last one, at some moment. In a keyed
 /// chain the hash is the line's HMAC, so a checkpoint cannot be forged for a
-/// rewritten file without the key.
+/// rewritten file without the key. It shows a cut-off tail only when kept where the
+/// file's writer cannot reach it (shipped off the host): an older checkpoint of the
+/// same file is as valid as the latest one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Checkpoint {

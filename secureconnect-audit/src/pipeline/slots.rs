@@ -138,12 +138,12 @@ impl Slots {
         }
         let mut list = self.lock();
         remove(&mut list, &self.waiting, id);
-        if self.try_take() {
-            return Poll::Ready(true);
-        }
         if list.closed || Instant::now() >= deadline {
-            return Poll::Ready(false);
+            // A last look: a slot freed just now is still taken.
+            return Poll::Ready(self.try_take());
         }
+        // Registered (and counted in `waiting`) before the last look at `free`: a
+        // `give` either frees a slot this look sees, or sees this waiter and wakes it.
         let new = list.next_id;
         list.next_id += 1;
         list.parked.push(Parked {
@@ -153,6 +153,10 @@ impl Slots {
         });
         self.waiting.fetch_add(1, Ordering::SeqCst);
         *id = Some(new);
+        if self.try_take() {
+            remove(&mut list, &self.waiting, id);
+            return Poll::Ready(true);
+        }
         drop(list);
         // The timer thread learns of the new deadline.
         self.cond.notify_all();

@@ -51,7 +51,7 @@ pub(crate) const REDACTED: &str = "[redacted]";
 /// one is left alone without a closer look.
 pub(crate) fn might_hold_secret(text: &str) -> bool {
     text.bytes()
-        .any(|b| matches!(b, b'=' | b':' | b' ' | b'\t' | b'\n' | b'\r' | b'\\'))
+        .any(|b| matches!(b, b'=' | b':' | b'\\') || is_space(b))
 }
 
 fn is_space(b: u8) -> bool {

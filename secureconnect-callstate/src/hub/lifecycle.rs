@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::config::CallHubConfig;
+use super::metrics::Rejoin;
 use super::recovery::Recovery;
 use super::{CallHub, Inner};
 use crate::error::Error;
@@ -196,16 +197,24 @@ impl CallHub {
         user_id: &str,
         token: &RejoinToken,
     ) -> Result<Participant, Error> {
-        match self.rejoin_now(call_id, participant_id, user_id, token) {
+        let result = match self.rejoin_now(call_id, participant_id, user_id, token) {
             Err(e) if e.is_not_found() && self.is_recovering() => {
                 let wait = self.inner.lifecycle.config.recovery_wait;
-                if !self.wait_for_recovery(wait).await {
-                    return Err(Error::recovering(call_id));
+                if self.wait_for_recovery(wait).await {
+                    self.rejoin_now(call_id, participant_id, user_id, token)
+                } else {
+                    Err(Error::recovering(call_id))
                 }
-                self.rejoin_now(call_id, participant_id, user_id, token)
             }
             other => other,
-        }
+        };
+        self.inner.metrics.rejoin(match &result {
+            Ok(_) => Rejoin::Rejoined,
+            Err(e) if e.is_bad_token() => Rejoin::BadToken,
+            Err(e) if e.is_recovering() => Rejoin::Recovering,
+            Err(_) => Rejoin::NotFound,
+        });
+        result
     }
 
     fn rejoin_now(

@@ -1,4 +1,4 @@
-//! The hub's metrics: calls and participants served, recovery, write-behind.
+//! The hub's metrics: calls and participants served, rejoins, recovery, write-behind.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -15,6 +15,39 @@ pub(super) struct Metrics {
     recovered: Family<Vec<(&'static str, &'static str)>, Counter>,
     pub(super) write_behind_depth: Gauge,
     pub(super) write_backs: Counter,
+    /// `call_rejoins_total` by outcome, resolved once: [`Rejoin`] indexes it.
+    rejoins: [Counter; 4],
+}
+
+/// How a rejoin ended, as `call_rejoins_total{outcome}` counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Rejoin {
+    /// The participant has its place back.
+    Rejoined,
+    /// A wrong token, or another user's participant.
+    BadToken,
+    /// No such call or participant (any more: it may have expired).
+    NotFound,
+    /// The call was still being recovered.
+    Recovering,
+}
+
+impl Rejoin {
+    const ALL: [Self; 4] = [
+        Self::Rejoined,
+        Self::BadToken,
+        Self::NotFound,
+        Self::Recovering,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejoined => "rejoined",
+            Self::BadToken => "bad_token",
+            Self::NotFound => "not_found",
+            Self::Recovering => "recovering",
+        }
+    }
 }
 
 impl Metrics {
@@ -51,6 +84,14 @@ impl Metrics {
             "Full write-backs of every call to Redis after it was unavailable",
             write_backs.clone(),
         );
+        let rejoins = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+        registry.register(
+            "call_rejoins",
+            "Rejoins by outcome: rejoined, bad_token, not_found, recovering",
+            rejoins.clone(),
+        );
+        let rejoins =
+            Rejoin::ALL.map(|r| rejoins.get_or_create_owned(&vec![("outcome", r.as_str())]));
         Self {
             calls,
             participants,
@@ -58,7 +99,13 @@ impl Metrics {
             recovered,
             write_behind_depth,
             write_backs,
+            rejoins,
         }
+    }
+
+    /// Counts one rejoin.
+    pub(super) fn rejoin(&self, outcome: Rejoin) {
+        self.rejoins[outcome as usize].inc();
     }
 
     /// Records what a recovery found.

@@ -80,8 +80,13 @@ async fn heartbeat(weak: Weak<Inner>, health: watch::Receiver<Health>, period: D
             return;
         };
         if *health.borrow() == Health::Healthy {
-            if let Err(e) = redis.heartbeat().await {
-                tracing::debug!(error = %Chain(&e), "call-state heartbeat failed");
+            match redis.heartbeat().await {
+                Ok(()) => {}
+                Err(e) if e.is_superseded() => {
+                    let Some(inner) = weak.upgrade() else { return };
+                    superseded(&inner, &e);
+                }
+                Err(e) => tracing::debug!(error = %Chain(&e), "call-state heartbeat failed"),
             }
         }
     }
@@ -134,6 +139,20 @@ fn report<T>(call: &str, result: &Result<T, Error>, what: &'static str) {
         if !(e.is_unavailable() || e.is_not_found() || e.is_not_owner()) {
             tracing::error!(call = %call, error = %Chain(e), "{what}");
         }
+    }
+}
+
+/// A newer process with this node's id took over: none of the calls here may be
+/// written any more. They are dropped, so their sockets close and their participants
+/// rejoin through the newer process.
+fn superseded(inner: &Inner, e: &Error) {
+    let calls = inner.memory.snapshot();
+    if !calls.is_empty() {
+        tracing::error!(error = %Chain(e), calls = calls.len(), "dropping every call here");
+    }
+    for call in calls {
+        inner.memory.remove(&call.id);
+        inner.channels.close(&call.id);
     }
 }
 

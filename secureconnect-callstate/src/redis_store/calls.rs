@@ -23,7 +23,19 @@ impl CallStore for RedisCallStore {
             .arg(self.ttl_ms())
             .arg(created)
             .arg(SCHEMA_VERSION);
-        let reply = self.run(call_id, Some(self.sadd(call_id)), script).await?;
+        let reply = match self.run(call_id, Some(self.sadd(call_id)), script).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                // The script may have run with its reply lost: an `end` may end it.
+                if e.is_unavailable() {
+                    let mut held = self.held();
+                    if held.unsure.len() < super::REMEMBERED_MAX {
+                        held.unsure.insert(call_id.to_owned());
+                    }
+                }
+                return Err(e);
+            }
+        };
         if let Err(e) = status(&reply, call_id) {
             if !owned_by_this_id(&reply) {
                 self.srem(call_id).await;
@@ -110,18 +122,23 @@ impl CallStore for RedisCallStore {
     /// Ends the call and leaves its tombstone (see
     /// [`fence_ttl`](crate::RedisCallStoreConfig::fence_ttl)). The call stops being
     /// refreshed by the heartbeat at once, even when the write fails; its epoch is
-    /// kept for a retry of `end`. A call this store holds no epoch for (its create's
-    /// reply was lost, or a call of this node's set that memory no longer has) is
-    /// ended if this node owns it: only the newest process of a node id writes.
+    /// kept for a retry of `end`. A call whose `create` reply was lost (it may be in
+    /// Redis, at an epoch this store never heard) is ended if this node owns it: only
+    /// the newest process of a node id writes. Any other call this store holds no
+    /// epoch for is refused ([`Error::is_not_owner`]) without a write.
     async fn end(&self, call_id: &str) -> Result<(), Error> {
         check_id(call_id)?;
         let epoch = {
             let mut held = self.held();
-            let epoch = held
+            let epoch = match held
                 .live
                 .remove(call_id)
                 .or_else(|| held.ending.get(call_id).copied())
-                .unwrap_or(0);
+            {
+                Some(epoch) => epoch,
+                None if held.unsure.contains(call_id) => 0,
+                None => return Err(Error::not_owner(call_id)),
+            };
             Held::remember(&mut held.ending, call_id, epoch);
             epoch
         };

@@ -98,33 +98,43 @@ impl RedisCallStore {
     /// on, and its calls are not refreshed any more.
     pub(super) async fn refresh_lease(&self) -> Result<(), Error> {
         let node = &self.inner.node;
+        let lease_ttl = self.inner.config.lease_ttl.as_millis() as u64;
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        pipe.cmd("SET")
-            .arg(lease_key(node))
-            .arg(now_ms())
-            .arg("PX")
-            .arg(self.inner.config.lease_ttl.as_millis() as u64);
+        let mine = self.inner.incarnation.get().copied();
+        match mine {
+            // The lease only if no newer process claimed the node id.
+            Some(mine) => {
+                let mut hold = self
+                    .inner
+                    .scripts
+                    .reassert
+                    .on_keys(&[incarnation_key(node), lease_key(node)]);
+                hold.arg(mine)
+                    .arg(self.fence_ttl_ms())
+                    .arg(now_ms())
+                    .arg(lease_ttl);
+                pipe.add_command(hold);
+            }
+            // Nothing written yet: nothing to hold but the lease.
+            None => {
+                pipe.cmd("SET")
+                    .arg(lease_key(node))
+                    .arg(now_ms())
+                    .arg("PX")
+                    .arg(lease_ttl);
+            }
+        }
         pipe.cmd("PEXPIRE")
             .arg(node_calls_key(node))
             .arg(self.ttl_ms() * 2);
-        let mine = self.inner.incarnation.get().copied();
-        if let Some(mine) = mine {
-            let mut hold = self
-                .inner
-                .scripts
-                .reassert
-                .on_keys(&[incarnation_key(node)]);
-            hold.arg(mine).arg(self.fence_ttl_ms());
-            pipe.add_command(hold);
-        }
         let values = self.exec(&pipe).await?;
         if let Some(Value::ServerError(e)) =
             values.iter().find(|v| matches!(v, Value::ServerError(_)))
         {
             return Err(Error::refused(node, e.clone()));
         }
-        match (mine, values.get(2)) {
+        match (mine, values.first()) {
             (Some(mine), Some(Value::Int(newest)))
                 if u64::try_from(*newest).is_ok_and(|n| n > mine) =>
             {

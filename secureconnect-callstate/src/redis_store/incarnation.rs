@@ -1,8 +1,8 @@
 //! This process's incarnation of its node id, and the keys that fence older processes
 //! out, on one Redis and on a Redis Cluster.
 //!
-//! The incarnation is one `INCR` of the node's key `sc:node:{<node>}:inc`: a number
-//! no older process with this node id has. Every write script compares it with an
+//! The incarnation is claimed on the node's key `sc:node:{<node>}:inc` (above its value
+//! and above Redis's clock in ms): a number no older process with this node id has. Every write script compares it with an
 //! incarnation key **in the call's hash slot** (a script may only touch one slot on a
 //! Cluster):
 //!
@@ -83,18 +83,27 @@ impl RedisCallStore {
         }
     }
 
-    /// `INCR` of the node's incarnation key (and its TTL): a new incarnation, higher
-    /// than any older process's with this node id.
+    /// A new incarnation from the node's incarnation key (the `CLAIM` script: above
+    /// the key's value and above Redis's clock in ms, with the key's TTL): higher than
+    /// any older process's with this node id, also after the key was lost.
     pub(super) async fn new_incarnation(&self) -> Result<u64, Error> {
-        let key = incarnation_key(&self.inner.node);
+        let mut claim = self
+            .inner
+            .scripts
+            .claim
+            .on_keys(&[incarnation_key(&self.inner.node)]);
+        claim.arg(self.fence_ttl_ms());
         let mut pipe = redis::pipe();
-        pipe.cmd("INCR").arg(&key);
-        pipe.cmd("PEXPIRE")
-            .arg(&key)
-            .arg(self.fence_ttl_ms())
-            .ignore();
-        let claimed: Vec<u64> = self.inner.redis.query_pipeline(&pipe).await?;
-        Ok(claimed.first().copied().unwrap_or_default())
+        pipe.ignore_errors();
+        pipe.add_command(claim);
+        match self.exec(&pipe).await?.into_iter().next() {
+            Some(Value::Int(n)) if n > 0 => Ok(n as u64),
+            Some(Value::ServerError(e)) => Err(Error::refused(&self.inner.node, e)),
+            other => Err(Error::corrupt(
+                &self.inner.node,
+                format!("unexpected incarnation claim reply {other:?}"),
+            )),
+        }
     }
 
     /// On a Cluster, raises the node's incarnation key of every slot in `slots` to
@@ -120,7 +129,7 @@ impl RedisCallStore {
             let mut cmd = self
                 .inner
                 .scripts
-                .reassert
+                .claim_slot
                 .on_keys(&[slot_incarnation_key(&self.inner.node, slot)]);
             cmd.arg(incarnation).arg(self.fence_ttl_ms());
             pipe.add_command(cmd);

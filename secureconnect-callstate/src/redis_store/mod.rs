@@ -13,7 +13,7 @@ mod put;
 mod recovery;
 mod scripts;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -58,6 +58,9 @@ struct Held {
     live: HashMap<String, u64>,
     ending: HashMap<String, u64>,
     lost: HashMap<String, u64>,
+    /// Calls whose `create` may have reached Redis without this store hearing back
+    /// (its reply lost): an `end` of one ends it if this node owns it.
+    unsure: HashSet<String>,
 }
 
 impl Held {
@@ -193,6 +196,7 @@ impl RedisCallStore {
     fn set_epoch(&self, call: &str, epoch: Option<u64>) {
         let mut held = self.held();
         held.ending.remove(call);
+        held.unsure.remove(call);
         match epoch {
             Some(e) => {
                 held.lost.remove(call);
@@ -232,8 +236,9 @@ impl RedisCallStore {
         Ok(())
     }
 
-    /// This process's incarnation of its node id, claimed on first use: `INCR` of the
-    /// node's incarnation key, which fences out every older process with this node id
+    /// This process's incarnation of its node id, claimed on first use (the `CLAIM`
+    /// script: above the node key's value and above Redis's clock, so the order holds
+    /// when the key is lost), which fences out every older process with this node id
     /// at once (their writes carry a lower one); on a Cluster, then claimed in every
     /// hash slot's incarnation key before any call is read or written. Claimed once per
     /// store: a write in flight never meets a newer incarnation of its own process.
@@ -254,13 +259,11 @@ impl RedisCallStore {
                         .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
                     tracing::debug!(node = %self.inner.node, took = ?started.elapsed(), "claimed the incarnation in every cluster slot");
                 }
-                if incarnation > 1 {
-                    tracing::info!(
-                        node = %self.inner.node,
-                        incarnation,
-                        "took over this node id: older processes with it can no longer write its calls"
-                    );
-                }
+                tracing::info!(
+                    node = %self.inner.node,
+                    incarnation,
+                    "claimed this node id: older processes with it can no longer write its calls"
+                );
                 Ok::<_, Error>(incarnation)
             })
             .await?;
@@ -328,7 +331,11 @@ impl RedisCallStore {
         let mut held = self.held();
         held.live.remove(call);
         held.ending.remove(call);
-        Held::remember(&mut held.lost, call, epoch);
+        held.unsure.remove(call);
+        // Epoch 0 (an `end` of a call never held): no epoch to keep for a `put`.
+        if epoch > 0 {
+            Held::remember(&mut held.lost, call, epoch);
+        }
     }
 
     /// After a refused `put`: lose the call, and drop it from this node's set unless

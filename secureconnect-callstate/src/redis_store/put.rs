@@ -9,6 +9,9 @@ use super::{participant_json, script_reply, RedisCallStore};
 use crate::error::Error;
 use crate::model::{CallState, SCHEMA_VERSION};
 
+/// At most this many calls are put per round trip by [`RedisCallStore::put_all`].
+const PUT_BATCH: usize = 100;
+
 impl RedisCallStore {
     /// Writes a whole call as this node knows it (after Redis was away). Refused
     /// ([`Error::is_not_owner`]) when another node owns it now, when its epoch in Redis
@@ -36,14 +39,15 @@ impl RedisCallStore {
     }
 
     /// [`put`](Self::put) of each call of `calls`, pipelined: one round trip per
-    /// [`heartbeat_batch`](Self::heartbeat_batch) calls (each call's set update sent
-    /// before its script, as `put` does; on a Cluster, the batch's set update first,
-    /// then its scripts). Answers each call's outcome, in order. When a
+    /// 100 calls at most (each call's set update sent before its script, as `put`
+    /// does; on a Cluster, the batch's set update first, then its scripts; a round trip
+    /// of whole calls stays well within the call deadline). Answers each call's
+    /// outcome, in order. When a
     /// round trip fails (Redis unavailable), no later one is sent: the first call not
     /// written gets that error, every other one an error of the same kind.
     pub async fn put_all(&self, calls: &[CallState]) -> Vec<Result<u64, Error>> {
         let mut outcomes = Vec::with_capacity(calls.len());
-        for chunk in calls.chunks(self.inner.config.heartbeat_batch.max(1)) {
+        for chunk in calls.chunks(PUT_BATCH.min(self.inner.config.heartbeat_batch).max(1)) {
             if let Err(e) = self.put_chunk(chunk, &mut outcomes).await {
                 let rest = &calls[outcomes.len()..];
                 let others: Vec<_> = rest

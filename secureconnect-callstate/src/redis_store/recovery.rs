@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use secureconnect_redis_fallback::redis::{self, Value};
 
-use super::scripts::{call_key, lease_key, node_calls_key, owned_by_this_id, participants_key};
+use super::scripts::{
+    call_key, lease_key, node_calls_key, owned_by_this_id, participants_key, superseded,
+};
 use super::{script_reply, RedisCallStore};
 use crate::error::{check_id, Chain, Error};
 use crate::model::{CallState, Participant, SCHEMA_VERSION};
@@ -206,14 +208,13 @@ impl RedisCallStore {
             self.load_scripts().await?;
         }
         for batch in ids.chunks(self.inner.config.recovery_batch.max(1)) {
-            // One round trip: into this node's set first, then the scripts, then out
-            // of the dead node's set; a crash at any point leaves each call in a set.
-            // On a Cluster (the sets and the calls in other slots) three, in order.
+            // Into this node's set first, then the scripts (in one round trip on one
+            // Redis; on a Cluster, where the sets are in other slots, the set first);
+            // out of the dead node's set only once the replies say which calls moved. A
+            // crash at any point leaves each call in a set.
             let cluster = self.inner.redis.is_cluster();
             let mut sadd = redis::cmd("SADD");
             sadd.arg(&mine).arg(batch);
-            let mut srem = redis::cmd("SREM");
-            srem.arg(&theirs).arg(batch);
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             if cluster {
@@ -235,34 +236,50 @@ impl RedisCallStore {
                     .arg(self.fence_ttl_ms());
                 pipe.add_command(script);
             }
-            if !cluster {
-                pipe.add_command(srem.clone()).ignore();
-            }
             let values = self.exec(&pipe).await?;
-            if cluster {
-                self.inner.redis.query::<i64>(&srem).await?;
-            }
+            // Not the dead node's any more: adopted, already this node id's, another
+            // node's, or gone.
+            let mut moved = Vec::new();
+            // Not this node's either: another node's, or gone.
             let mut not_ours = Vec::new();
             for (id, value) in batch.iter().zip(values) {
                 match script_reply(id, value) {
                     Ok(reply) if reply.first() == Some(&1) => {
                         self.set_epoch(id, reply.get(1).map(|e| (*e).max(0) as u64));
                         adopted.push(id.clone());
+                        moved.push(id.clone());
                     }
-                    Ok(reply) if owned_by_this_id(&reply) => {}
-                    Ok(_) => not_ours.push(id.clone()),
+                    Ok(reply) if superseded(&reply) => {
+                        // A newer process with this node id runs: leave the calls to it.
+                        self.srem_all(&mine, batch).await?;
+                        return Err(Error::superseded(&self.inner.node));
+                    }
+                    Ok(reply) if owned_by_this_id(&reply) => moved.push(id.clone()),
+                    Ok(_) => {
+                        moved.push(id.clone());
+                        not_ours.push(id.clone());
+                    }
                     Err(e) => {
                         tracing::warn!(call = %id, error = %Chain(&e), "could not adopt a call; left for recovery to report");
                     }
                 }
             }
-            if !not_ours.is_empty() {
-                let mut cmd = redis::cmd("SREM");
-                cmd.arg(&mine).arg(&not_ours);
-                self.inner.redis.query::<i64>(&cmd).await?;
-            }
+            self.srem_all(&theirs, &moved).await?;
+            self.srem_all(&mine, &not_ours).await?;
         }
         Ok(adopted)
+    }
+}
+
+impl RedisCallStore {
+    /// `SREM` of `calls` from `set` (nothing sent for none).
+    async fn srem_all(&self, set: &str, calls: &[String]) -> Result<(), Error> {
+        if !calls.is_empty() {
+            let mut cmd = redis::cmd("SREM");
+            cmd.arg(set).arg(calls);
+            self.inner.redis.query::<i64>(&cmd).await?;
+        }
+        Ok(())
     }
 }
 

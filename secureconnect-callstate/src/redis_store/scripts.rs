@@ -7,8 +7,9 @@
 //!
 //! Fencing has two parts.
 //! - Between processes with the same node id (a rolling update, a paused process that
-//!   resumes): each process claims an incarnation, `INCR sc:node:{<node>}:inc`, once,
-//!   before its first write or at recovery. Every write carries it and is refused when
+//!   resumes): each process claims an incarnation of the node id (`sc:node:{<node>}:inc`,
+//!   above its current value and above Redis's clock in ms), once, before its first
+//!   write or at recovery. Every write carries it and is refused when
 //!   the key holds a higher one, so the newest process of a node id fences out the
 //!   older ones at once, for all their calls, with one command (recovery touches no
 //!   call). A missing key (Redis restarted empty, or the id unused for the key's TTL)
@@ -117,6 +118,8 @@ pub(super) struct Scripts {
     pub(super) adopt: Script,
     pub(super) put: Script,
     pub(super) reassert: Script,
+    pub(super) claim: Script,
+    pub(super) claim_slot: Script,
 }
 
 impl Scripts {
@@ -129,6 +132,8 @@ impl Scripts {
             adopt: Script::fenced(FENCE, ADOPT),
             put: Script::new(PUT),
             reassert: Script::plain(REASSERT),
+            claim: Script::plain(CLAIM),
+            claim_slot: Script::plain(CLAIM_SLOT),
         }
     }
 
@@ -144,6 +149,8 @@ impl Scripts {
             &self.adopt,
             &self.put,
             &self.reassert,
+            &self.claim,
+            &self.claim_slot,
         ] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(&script.code).ignore();
         }
@@ -177,25 +184,57 @@ pub(super) fn owned_by_this_id(values: &[i64]) -> bool {
     values.get(1) == Some(&1)
 }
 
+/// Whether a write was refused because a newer process claimed this node's id.
+pub(super) fn superseded(values: &[i64]) -> bool {
+    values.first() == Some(&-1) && values.get(2) == Some(&1)
+}
+
 /// Lua prepended to every write script. Takes the process's incarnation and the
 /// incarnation key's TTL off the front of ARGV (the script's own arguments follow), and
-/// refuses, as not the owner held by this node's id, a process that a newer one with
-/// the same node id superseded. A missing key is set again.
+/// refuses a process that a newer one with the same node id superseded: `{-1, 1, 1}`
+/// (not the owner; held by this node's id; superseded). A missing key is set again.
 const CURRENT: &str = r"
 local incarnation = tonumber(table.remove(ARGV, 1))
 local incarnation_ttl = table.remove(ARGV, 1)
 local newest = tonumber(redis.call('GET', KEYS[4]) or '0')
-if newest > incarnation then return {-1, 1} end
+if newest > incarnation then return {-1, 1, 1} end
 if newest < incarnation then
   redis.call('SET', KEYS[4], incarnation, 'PX', incarnation_ttl)
 end
 ";
 
-/// The heartbeat's hold on its incarnation, and a slot's claim on a Cluster. KEYS: an
-/// incarnation key of the node. ARGV: this process's incarnation, the key's TTL. Sets
-/// the key again (and its TTL) unless a newer process claimed it, so a lost key does
-/// not leave an older process a window; answers the newest incarnation found.
+/// Claims an incarnation. KEYS: the node's incarnation key. ARGV: its TTL. The claim
+/// is above the key's value and above Redis's clock in milliseconds, so a process
+/// started later claims a higher one even after the key was lost (Redis restarted
+/// empty): an older process that sets its own back cannot fence out the newer one.
+const CLAIM: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local claimed = math.max(current, now) + 1
+redis.call('SET', KEYS[1], string.format('%d', claimed), 'PX', ARGV[1])
+return claimed
+";
+
+/// The heartbeat's hold on its incarnation and its node's lease. KEYS: the node's
+/// incarnation key, its lease key (one hash tag, one slot). ARGV: this process's
+/// incarnation, the incarnation key's TTL, the lease's value and TTL. Unless a newer
+/// process claimed the node id, sets the incarnation key again (a lost key leaves an
+/// older process no window) and the lease; a superseded process keeps neither alive.
+/// Answers the newest incarnation found.
 const REASSERT: &str = r"
+local newest = tonumber(redis.call('GET', KEYS[1]) or '0')
+if newest > tonumber(ARGV[1]) then return newest end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+return newest
+";
+
+/// A slot's claim on a Cluster. KEYS: the node's incarnation key of one hash slot.
+/// ARGV: this process's incarnation, the key's TTL. Raises the key to it (never lowers
+/// it) and refreshes its TTL unless a newer process claimed it; answers the newest
+/// incarnation found.
+const CLAIM_SLOT: &str = r"
 local newest = tonumber(redis.call('GET', KEYS[1]) or '0')
 if newest <= tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])

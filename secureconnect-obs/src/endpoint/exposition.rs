@@ -24,6 +24,10 @@ impl Format {
 
 /// Encodes `registry` in `format` into `buffer`.
 ///
+/// In OpenMetrics, the buckets of `http_server_request_duration_seconds` carry their
+/// exemplars (`# {trace_id="…"} <duration> <time>`); the Prometheus text format has
+/// none.
+///
 /// # Errors
 ///
 /// Fails only if a registered metric or collector fails to encode itself.
@@ -36,7 +40,19 @@ pub fn render(
         Format::Prometheus => {
             prometheus_client::encoding::prometheus_text::encode(buffer, registry)
         }
-        Format::OpenMetrics => prometheus_client::encoding::text::encode(buffer, registry),
+        Format::OpenMetrics => {
+            let start = buffer.len();
+            let (result, families) = crate::exemplar::collect(|| {
+                prometheus_client::encoding::text::encode(buffer, registry)
+            });
+            result?;
+            if !families.is_empty() {
+                let mut text = buffer.split_off(start);
+                super::exemplars::splice(&mut text, &families);
+                buffer.push_str(&text);
+            }
+            Ok(())
+        }
     }
 }
 

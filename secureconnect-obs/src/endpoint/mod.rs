@@ -36,6 +36,7 @@
 
 mod body;
 mod config;
+mod exemplars;
 mod exposition;
 mod future;
 mod layer;

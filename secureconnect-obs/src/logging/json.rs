@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -20,6 +21,10 @@ use tracing_subscriber::Layer;
 /// The keys every line starts with; a field of the same name is renamed.
 const FIXED_KEYS: [&str; 5] = ["timestamp", "level", "message", "target", "service"];
 
+/// The event field whose text is a JSON document by default: the field
+/// secureconnect-audit's `TracingSink` puts each audit event in.
+pub(crate) const DEFAULT_JSON_FIELD: &str = "audit_event";
+
 /// A [`Layer`] that writes each event as one flat JSON line to `W`.
 ///
 /// ```
@@ -33,18 +38,75 @@ const FIXED_KEYS: [&str; 5] = ["timestamp", "level", "message", "target", "servi
 pub struct JsonLayer<W> {
     service: String,
     writer: W,
+    json_fields: Vec<String>,
 }
 
 impl<W> JsonLayer<W>
 where
     W: for<'w> MakeWriter<'w> + 'static,
 {
-    /// Lines of `service` written to `writer`.
+    /// Lines of `service` written to `writer`. An event field named `audit_event`
+    /// holding a JSON document is written as a nested object (see
+    /// [`json_field`](Self::json_field)).
     pub fn new(service: impl Into<String>, writer: W) -> Self {
         Self {
             service: service.into(),
             writer,
+            json_fields: vec![DEFAULT_JSON_FIELD.to_owned()],
         }
+    }
+
+    /// Writes the event field `name`, when its text is one JSON document on one line,
+    /// as that JSON value (a nested object) instead of a string; any other text stays a
+    /// string. For fields whose value a program serialized, such as an audit event.
+    ///
+    /// ```
+    /// use tracing_subscriber::layer::SubscriberExt;
+    ///
+    /// let layer = secureconnect_obs::JsonLayer::new("auth", std::io::stderr).json_field("order");
+    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// tracing::subscriber::with_default(subscriber, || {
+    ///     // {"…","order":{"id":7,"items":2}}
+    ///     tracing::info!(order = r#"{"id":7,"items":2}"#, "order placed");
+    /// });
+    /// ```
+    pub fn json_field(mut self, name: impl Into<String>) -> Self {
+        self.json_fields.push(name.into());
+        self
+    }
+}
+
+/// A field's value as it is written.
+#[derive(Debug)]
+enum Written {
+    Value(Value),
+    /// A JSON document written as it is (a [`json_field`](JsonLayer::json_field)).
+    Json(Box<RawValue>),
+}
+
+impl Written {
+    fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match self {
+            Self::Value(value) => serde_json::to_writer(out, value),
+            Self::Json(raw) => {
+                out.extend_from_slice(raw.get().as_bytes());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `text` as a JSON value to embed, if it is exactly one JSON document without a line
+/// break (a raw line break can only be whitespace between its tokens, and would cut the
+/// line).
+fn embeddable(text: String) -> Result<Box<RawValue>, String> {
+    if text.bytes().any(|b| b == b'\n' || b == b'\r') {
+        return Err(text);
+    }
+    // `from_string` validates without building a tree; on failure the text is kept.
+    match serde_json::from_str::<&RawValue>(&text) {
+        Ok(_) => RawValue::from_string(text).map_err(|_| String::new()),
+        Err(_) => Err(text),
     }
 }
 
@@ -54,6 +116,10 @@ struct SpanFields(Vec<(&'static str, Value)>);
 
 impl SpanFields {
     fn set(&mut self, name: &'static str, value: Value) {
+        // `otel.name`, `otel.kind`, …: instructions to the OpenTelemetry layer, not data.
+        if name.starts_with("otel.") {
+            return;
+        }
         match self.0.iter_mut().find(|(k, _)| *k == name) {
             Some(slot) => slot.1 = value,
             None => self.0.push((name, value)),
@@ -112,12 +178,12 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = BTreeMap::<&str, Value>::new();
+        let mut fields = BTreeMap::<&str, Written>::new();
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(span_fields) = span.extensions().get::<SpanFields>() {
                     for (k, v) in &span_fields.0 {
-                        fields.insert(k, v.clone());
+                        fields.insert(k, Written::Value(v.clone()));
                     }
                 }
             }
@@ -128,9 +194,18 @@ where
         for (k, v) in own.0 {
             if k == "message" {
                 message = v;
-            } else {
-                fields.insert(k, v);
+                continue;
             }
+            let field = match v {
+                Value::String(text) if self.json_fields.iter().any(|f| f == k) => {
+                    match embeddable(text) {
+                        Ok(raw) => Written::Json(raw),
+                        Err(text) => Written::Value(Value::String(text)),
+                    }
+                }
+                v => Written::Value(v),
+            };
+            fields.insert(k, field);
         }
         let meta = event.metadata();
         BUFFER.with(|cell| {
@@ -158,7 +233,7 @@ fn write_line(
     service: &str,
     meta: &tracing::Metadata<'_>,
     message: &Value,
-    fields: &BTreeMap<&str, Value>,
+    fields: &BTreeMap<&str, Written>,
 ) -> serde_json::Result<()> {
     let now = OffsetDateTime::now_utc();
     let timestamp = now.format(&Rfc3339).unwrap_or_default();
@@ -183,7 +258,7 @@ fn write_line(
             serde_json::to_writer(&mut *out, key)?;
         }
         out.push(b':');
-        serde_json::to_writer(&mut *out, value)?;
+        value.write(out)?;
     }
     out.extend_from_slice(b"}\n");
     Ok(())

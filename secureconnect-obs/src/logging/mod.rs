@@ -17,7 +17,21 @@
 //! on a request span appears on every line of that request), then the event's own
 //! fields, later ones replacing earlier ones of the same name. A field that would clash
 //! with the five fixed keys is written as `fields.<name>`. Values are escaped by
-//! `serde_json`, so a field holding newlines still yields exactly one line.
+//! `serde_json`, so a field holding newlines still yields exactly one line. An event
+//! field named `audit_event` (secureconnect-audit's `TracingSink`), or one named with
+//! [`LogConfig::json_field`], whose text is one JSON document is written as that
+//! document, a nested object, so collectors parse it once:
+//!
+//! ```json
+//! {"timestamp":"…","level":"WARN","message":"audit","target":"audit","service":"storage",
+//!  "audit_event":{"schema_version":1,"event_id":"…","outcome":"denied","trace_id":"4bf9…"}}
+//! ```
+//!
+//! The subscriber also carries the `tracing-opentelemetry` layer that gives request
+//! spans their W3C trace context ([`request_trace`](crate::request_trace)). With the
+//! feature `otlp` and `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, spans are exported over OTLP/HTTP
+//! (protobuf) in bounded batches from a thread of their own; unset, nothing is exported.
 //!
 //! Installing a global subscriber is the application's decision: this crate only does
 //! it when [`init`] is called. Use [`subscriber`] or [`JsonLayer`] to compose your own
@@ -33,6 +47,7 @@
 //! ```
 
 mod json;
+pub(crate) mod otel;
 
 use std::path::PathBuf;
 
@@ -66,6 +81,7 @@ pub struct LogConfig {
     stdout: bool,
     log_dir: Option<PathBuf>,
     max_files: usize,
+    json_fields: Vec<String>,
 }
 
 impl LogConfig {
@@ -77,6 +93,7 @@ impl LogConfig {
             stdout: true,
             log_dir: None,
             max_files: 7,
+            json_fields: Vec::new(),
         }
     }
 
@@ -132,6 +149,13 @@ impl LogConfig {
         self
     }
 
+    /// Also writes the event field `name` as nested JSON when its text is one JSON
+    /// document ([`JsonLayer::json_field`]); `audit_event` always is.
+    pub fn json_field(mut self, name: impl Into<String>) -> Self {
+        self.json_fields.push(name.into());
+        self
+    }
+
     fn parse_filter(&self) -> Result<EnvFilter, Error> {
         EnvFilter::builder()
             .parse(&self.filter)
@@ -153,12 +177,18 @@ impl LogConfig {
 ///
 /// [`ErrorKind::InvalidFilter`](crate::ErrorKind::InvalidFilter) for a malformed
 /// filter, [`ErrorKind::LogDir`](crate::ErrorKind::LogDir) when the log directory
-/// cannot be created or written.
+/// cannot be created or written,
+/// [`ErrorKind::TraceExport`](crate::ErrorKind::TraceExport) when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` asks for an exporter that cannot be built (feature
+/// `otlp`).
 pub fn subscriber(
     config: LogConfig,
 ) -> Result<(Box<dyn Subscriber + Send + Sync>, LogGuard), Error> {
     let filter = config.parse_filter()?;
-    let mut guard = LogGuard { file: None };
+    let mut guard = LogGuard {
+        file: None,
+        traces: None,
+    };
     let writer = match (&config.log_dir, config.stdout) {
         (None, true) => BoxMakeWriter::new(std::io::stdout),
         (None, false) => BoxMakeWriter::new(std::io::sink),
@@ -180,9 +210,17 @@ pub fn subscriber(
             }
         }
     };
+    let provider = otel::exporting_provider(&config.service)?;
+    let traces = otel::layer(&provider);
+    guard.traces = Some(provider);
+    let json = config.json_fields.into_iter().fold(
+        JsonLayer::new(config.service, writer),
+        JsonLayer::json_field,
+    );
     let subscriber = tracing_subscriber::registry()
         .with(filter)
-        .with(JsonLayer::new(config.service, writer));
+        .with(json)
+        .with(traces);
     Ok((Box::new(subscriber), guard))
 }
 
@@ -200,9 +238,21 @@ pub fn init(config: LogConfig) -> Result<LogGuard, Error> {
     Ok(guard)
 }
 
-/// Keeps the log-file writer alive; dropping it flushes what is buffered.
+/// Keeps the log-file writer and the tracer provider alive; dropping it flushes what
+/// is buffered (log lines, and spans not yet exported).
 #[must_use = "dropping the guard stops writing log files"]
 #[derive(Debug)]
 pub struct LogGuard {
     file: Option<WorkerGuard>,
+    traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.traces.take() {
+            // Exports what the batch still holds; a collector that does not answer
+            // delays the exit by 5 s at most.
+            let _ = provider.shutdown_with_timeout(std::time::Duration::from_secs(5));
+        }
+    }
 }

@@ -28,6 +28,7 @@ pub struct HttpMetricsConfig {
     pub(super) buckets: Vec<f64>,
     pub(super) const_labels: Vec<(String, String)>,
     pub(super) excluded_paths: Vec<String>,
+    pub(super) exemplars: bool,
 }
 
 impl Default for HttpMetricsConfig {
@@ -37,6 +38,7 @@ impl Default for HttpMetricsConfig {
             buckets: DEFAULT_BUCKETS.to_vec(),
             const_labels: Vec::new(),
             excluded_paths: vec![crate::endpoint::DEFAULT_PATH.to_owned()],
+            exemplars: true,
         }
     }
 }
@@ -72,6 +74,17 @@ impl HttpMetricsConfig {
     /// Records every path, `/metrics` included.
     pub fn exclude_nothing(mut self) -> Self {
         self.excluded_paths.clear();
+        self
+    }
+
+    /// Whether each bucket of the duration histogram keeps, as an exemplar, the trace id
+    /// of a recent sampled request that landed in it (default `true`). The trace id is
+    /// that of the OpenTelemetry `SpanContext` in the request's extensions, such as
+    /// [`RequestTraceLayer`](crate::RequestTraceLayer) puts there (add it outside this
+    /// layer); a request without one, or unsampled, leaves none. Exemplars appear in the
+    /// OpenMetrics exposition only.
+    pub fn exemplars(mut self, enabled: bool) -> Self {
+        self.exemplars = enabled;
         self
     }
 

@@ -57,6 +57,7 @@ pub use self::future::ResponseFuture;
 pub use self::layer::HttpMetricsLayer;
 pub use self::service::HttpMetrics;
 
+pub(crate) use self::series::DURATION_HELP;
 use self::series::{Series, SeriesCollector, SeriesMap};
 use crate::error::Error;
 use crate::labels::{ActiveLabels, MethodLabel};
@@ -85,6 +86,10 @@ pub(crate) struct Recorder {
 pub(crate) struct Shared {
     series: SeriesMap,
     excluded_paths: Box<[Box<str>]>,
+    /// Whether sampled requests leave exemplars.
+    exemplars: bool,
+    /// Wall-clock times of exemplars.
+    clock: crate::exemplar::Clock,
 }
 
 impl Recorder {
@@ -100,6 +105,7 @@ impl Recorder {
             buckets,
             const_labels,
             excluded_paths,
+            exemplars,
         } = config;
         let mut registry = match &prefix {
             Some(prefix) => registry.sub_registry_with_prefix(prefix),
@@ -111,13 +117,14 @@ impl Recorder {
             );
         }
 
+        let clock = crate::exemplar::Clock::new();
         let shared = Arc::new(Shared {
-            series: SeriesMap::new(buckets.into()),
+            series: SeriesMap::new(buckets.into(), exemplars, clock.epoch()),
             excluded_paths: excluded_paths.into_iter().map(Into::into).collect(),
+            exemplars,
+            clock,
         });
         registry.register_collector(Box::new(SeriesCollector(Arc::clone(&shared))));
-        // Calibrate the clock now rather than on the first request.
-        let _ = quanta::Instant::now();
         Ok(Self { shared })
     }
 
@@ -125,15 +132,36 @@ impl Recorder {
         self.shared.excluded_paths.iter().any(|p| **p == *path)
     }
 
+    /// The trace id to keep as an exemplar for a request with these extensions: that of
+    /// its sampled trace context, when exemplars are on; `0` otherwise.
+    fn sampled_trace(&self, extensions: &http::Extensions) -> u128 {
+        if !self.shared.exemplars {
+            return 0;
+        }
+        match extensions.get::<opentelemetry::trace::SpanContext>() {
+            Some(context) if context.is_sampled() => {
+                u128::from_be_bytes(context.trace_id().to_bytes())
+            }
+            _ => 0,
+        }
+    }
+
     /// Marks the start of a request: enters its series and returns the guard that
-    /// records the request when dropped.
-    fn start(&self, method: MethodLabel, route: RouteLabel, start: quanta::Instant) -> InFlight {
+    /// records the request when dropped. `trace_id`: of a sampled request, else 0.
+    fn start(
+        &self,
+        method: MethodLabel,
+        route: RouteLabel,
+        start: quanta::Instant,
+        trace_id: u128,
+    ) -> InFlight {
         let series = self.shared.series.get(ActiveLabels { method, route });
         series.enter();
         InFlight {
             series,
             status: STATUS_CLIENT_CLOSED,
             start,
+            trace_id,
         }
     }
 }
@@ -145,6 +173,8 @@ pub(crate) struct InFlight {
     series: Arc<Series>,
     status: u16,
     start: quanta::Instant,
+    /// The trace id of a sampled request (its exemplar), else 0.
+    trace_id: u128,
 }
 
 impl InFlight {
@@ -155,8 +185,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let elapsed = quanta::Instant::now().saturating_duration_since(self.start);
-        self.series.exit(self.status, elapsed.as_secs_f64());
+        let now = quanta::Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
+        let trace = (self.trace_id != 0).then(|| (self.trace_id, self.series.since_epoch(now)));
+        self.series.exit(self.status, elapsed.as_secs_f64(), trace);
     }
 }
 
@@ -202,7 +234,7 @@ mod tests {
         let mut r = Registry::default();
         let m = Recorder::register(HttpMetricsConfig::default(), &mut r).expect("valid");
         let route = || RouteLabel::from_static("/x");
-        let mut g = m.start(MethodLabel::Get, route(), quanta::Instant::now());
+        let mut g = m.start(MethodLabel::Get, route(), quanta::Instant::now(), 0);
         g.set_status(204);
         let series = m.shared.series.get(ActiveLabels {
             method: MethodLabel::Get,
@@ -215,7 +247,7 @@ mod tests {
         assert_eq!(series.count(STATUS_CLIENT_CLOSED), 0);
 
         // A request that never got a response is recorded as 499.
-        drop(m.start(MethodLabel::Get, route(), quanta::Instant::now()));
+        drop(m.start(MethodLabel::Get, route(), quanta::Instant::now(), 0));
         assert_eq!(series.count(STATUS_CLIENT_CLOSED), 1);
         assert_eq!(series.active(), 0);
     }

@@ -22,8 +22,14 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 use rustc_hash::FxBuildHasher;
 
+use crate::exemplar::{self, FamilyExemplars};
 use crate::histogram::AtomicHistogram;
 use crate::labels::{ActiveLabels, STATUS};
+
+/// The help text of the duration family; the exposition finds the family by it to add
+/// its exemplars (see `endpoint::exemplars`).
+pub(crate) const DURATION_HELP: &str =
+    "Duration of HTTP server requests, until the response body ended.";
 
 /// How many status codes of one method and route are found without taking a lock.
 /// Routes rarely answer with more than a handful; the rest go to `overflow`.
@@ -34,6 +40,9 @@ const STATUS_SLOTS: usize = 8;
 pub(crate) struct Series {
     labels: ActiveLabels,
     bounds: Arc<[f64]>,
+    exemplars: bool,
+    /// The exemplar clock's start.
+    epoch: quanta::Instant,
     active: AtomicI64,
     /// Filled in order, never emptied: a reader stops at the first empty slot.
     slots: [OnceLock<(u16, AtomicHistogram)>; STATUS_SLOTS],
@@ -41,30 +50,39 @@ pub(crate) struct Series {
 }
 
 impl Series {
+    /// Nanoseconds from the exemplar clock's start to `now`.
+    pub(crate) fn since_epoch(&self, now: quanta::Instant) -> u64 {
+        exemplar::since(self.epoch, now)
+    }
+
     pub(crate) fn enter(&self) {
         self.active.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a finished request and leaves the in-flight count.
-    pub(crate) fn exit(&self, status: u16, seconds: f64) {
-        self.observe(status, seconds);
+    /// Records a finished request and leaves the in-flight count. `trace`: the trace id
+    /// of a sampled request and when it ended, for its bucket's exemplar.
+    pub(crate) fn exit(&self, status: u16, seconds: f64, trace: Option<(u128, u64)>) {
+        self.observe(status, seconds, trace);
         self.active.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Observes `seconds` in the histogram of `status`, creating it on first use.
-    fn observe(&self, status: u16, seconds: f64) {
+    fn observe(&self, status: u16, seconds: f64, trace: Option<(u128, u64)>) {
+        let record = |histogram: &AtomicHistogram| match trace {
+            Some((trace_id, at)) => histogram.observe_traced(seconds, trace_id, at),
+            None => histogram.observe(seconds),
+        };
         for slot in &self.slots {
             // A filled slot is read with one atomic load; an empty one is claimed.
-            let (slot_status, histogram) =
-                slot.get_or_init(|| (status, AtomicHistogram::new(Arc::clone(&self.bounds))));
+            let (slot_status, histogram) = slot.get_or_init(|| (status, self.histogram()));
             if *slot_status == status {
-                return histogram.observe(seconds);
+                return record(histogram);
             }
         }
         {
             let overflow = self.overflow.read().unwrap_or_else(PoisonError::into_inner);
             if let Some((_, histogram)) = overflow.iter().find(|(s, _)| *s == status) {
-                return histogram.observe(seconds);
+                return record(histogram);
             }
         }
         let mut overflow = self
@@ -72,13 +90,17 @@ impl Series {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         match overflow.iter().find(|(s, _)| *s == status) {
-            Some((_, histogram)) => histogram.observe(seconds),
+            Some((_, histogram)) => record(histogram),
             None => {
-                let histogram = AtomicHistogram::new(Arc::clone(&self.bounds));
-                histogram.observe(seconds);
+                let histogram = self.histogram();
+                record(&histogram);
                 overflow.push((status, histogram));
             }
         }
+    }
+
+    fn histogram(&self) -> AtomicHistogram {
+        AtomicHistogram::new(Arc::clone(&self.bounds), self.exemplars)
     }
 
     /// Calls `f` with every status and its histogram.
@@ -118,13 +140,19 @@ impl Series {
 #[derive(Debug)]
 pub(crate) struct SeriesMap {
     bounds: Arc<[f64]>,
+    exemplars: bool,
+    epoch: quanta::Instant,
     map: RwLock<HashMap<ActiveLabels, Arc<Series>, FxBuildHasher>>,
 }
 
 impl SeriesMap {
-    pub(crate) fn new(bounds: Arc<[f64]>) -> Self {
+    /// The series of histograms with `bounds`, keeping exemplars when `exemplars`,
+    /// timed from `epoch` (the exemplar clock's start).
+    pub(crate) fn new(bounds: Arc<[f64]>, exemplars: bool, epoch: quanta::Instant) -> Self {
         Self {
             bounds,
+            exemplars,
+            epoch,
             map: RwLock::default(),
         }
     }
@@ -140,11 +168,13 @@ impl SeriesMap {
             return Arc::clone(series);
         }
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        let bounds = &self.bounds;
+        let (bounds, exemplars, epoch) = (&self.bounds, self.exemplars, self.epoch);
         Arc::clone(map.entry(labels.clone()).or_insert_with(|| {
             Arc::new(Series {
                 labels,
                 bounds: Arc::clone(bounds),
+                exemplars,
+                epoch,
                 active: AtomicI64::new(0),
                 slots: Default::default(),
                 overflow: RwLock::default(),
@@ -189,18 +219,33 @@ impl Collector for SeriesCollector {
         {
             let mut metric = encoder.encode_descriptor(
                 "http_server_request_duration",
-                "Duration of HTTP server requests, until the response body ended.",
+                DURATION_HELP,
                 Some(&Unit::Seconds),
                 MetricType::Histogram,
             )?;
+            // Exemplars are read only for an OpenMetrics exposition that adds them.
+            let mut exemplars = exemplar::collecting().then(FamilyExemplars::default);
             for s in &series {
                 s.for_each_status(|status, histogram| {
                     let labels = StatusLabels {
                         active: &s.labels,
                         status,
                     };
-                    histogram.encode(metric.encode_family(&labels)?)
+                    histogram.encode(metric.encode_family(&labels)?)?;
+                    if let Some(family) = &mut exemplars {
+                        let first = family.bucket_lines;
+                        family.exemplars.extend(
+                            histogram
+                                .exemplars(&self.0.clock)
+                                .map(|(i, e)| (first + i, e)),
+                        );
+                        family.bucket_lines += histogram.buckets();
+                    }
+                    Ok(())
                 })?;
+            }
+            if let Some(family) = exemplars {
+                exemplar::collected(family);
             }
         }
         let mut metric = encoder.encode_descriptor(
@@ -226,7 +271,7 @@ mod tests {
 
     #[test]
     fn many_statuses_spill_into_overflow_and_all_are_kept() {
-        let map = SeriesMap::new(Arc::from([1.0].as_slice()));
+        let map = SeriesMap::new(Arc::from([1.0].as_slice()), false, quanta::Instant::now());
         let series = map.get(ActiveLabels {
             method: MethodLabel::Get,
             route: RouteLabel::from_static("/x"),
@@ -235,7 +280,7 @@ mod tests {
         for round in 1..=2u64 {
             for &status in &statuses {
                 series.enter();
-                series.exit(status, 0.1);
+                series.exit(status, 0.1, None);
                 assert_eq!(series.count(status), round, "status {status}");
             }
         }

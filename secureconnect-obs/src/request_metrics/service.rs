@@ -106,7 +106,8 @@ where
             .classifier
             .classify(&request)
             .unwrap_or_else(RouteLabel::unmatched);
-        let in_flight = self.recorder.start(method, route, start);
+        let trace_id = self.recorder.sampled_trace(request.extensions());
+        let in_flight = self.recorder.start(method, route, start, trace_id);
         ResponseFuture::new(self.inner.call(request), Some(in_flight))
     }
 }

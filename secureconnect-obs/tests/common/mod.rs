@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: a real server on 127.0.0.1:0, a real HTTP
 //! client, and real exposition parsers (promtool, prometheus-parse, Python's
 //! prometheus_client).
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
