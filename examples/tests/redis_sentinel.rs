@@ -21,34 +21,46 @@ fn block<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-/// Signs `email` in through the gateway until its new session is found on server
-/// `index` (the auth service writes it at once); how long that took from `since`.
-async fn writes_reach(
+/// Makes writes with `write` (which answers the key it wrote) until one is found on
+/// server `index` within 200 ms of being made; how long that took from `since`.
+async fn writes_reach<F, Fut>(
     set: &mut RedisSentinel,
     index: usize,
-    c: &reqwest::Client,
-    gateway: &str,
-    email: &str,
     since: Instant,
-) -> Option<Duration> {
-    let tokens = Tokens::new(SECRET, Duration::from_secs(60));
-    let body = serde_json::json!({ "email": email, "password": "correct horse battery" });
+    mut write: F,
+) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        let login = json(c.post(format!("{gateway}/v1/auth/login")).json(&body)).await;
-        if let Some(claims) = login["access_token"]
-            .as_str()
-            .and_then(|t| tokens.verify(t).ok())
-        {
-            let key = format!("sc:kv:session:{}", claims.sid);
-            let found = block(|| set.server_mut(index).command(&["EXISTS", &key]));
-            if matches!(found, Ok(Reply::Integer(1))) {
-                return Some(since.elapsed());
+        if let Some(key) = write().await {
+            for _ in 0..10 {
+                let found = block(|| set.server_mut(index).command(&["EXISTS", &key]));
+                if matches!(found, Ok(Reply::Integer(1))) {
+                    return Some(since.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     None
+}
+
+/// Signs `email` in through the gateway: the key of the session the auth service wrote.
+async fn login(c: &reqwest::Client, gateway: &str, email: &str) -> Option<String> {
+    let tokens = Tokens::new(SECRET, Duration::from_secs(60));
+    let body = serde_json::json!({ "email": email, "password": "correct horse battery" });
+    let login = json(c.post(format!("{gateway}/v1/auth/login")).json(&body)).await;
+    let claims = tokens.verify(login["access_token"].as_str()?).ok()?;
+    Some(format!("sc:kv:session:{}", claims.sid))
+}
+
+/// Makes a call through the gateway: the key the video service writes behind.
+async fn new_call(c: &reqwest::Client, gateway: &str, token: &str) -> Option<String> {
+    let made = json(c.post(format!("{gateway}/v1/calls")).bearer_auth(token)).await;
+    Some(format!("sc:call:{{{}}}", made["call_id"].as_str()?))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,13 +84,24 @@ async fn a_failover_then_a_killed_primary_under_load_cost_no_request_and_no_writ
     block(|| set.failover()).unwrap();
     let new = block(|| set.wait_for_new_primary(old, Duration::from_secs(60))).unwrap();
     let promoted = Instant::now();
-    let reached = writes_reach(&mut set, new, &c, &g, "user2@example.org", failover).await;
+    let reached = writes_reach(&mut set, new, failover, || {
+        login(&c, &g, "user2@example.org")
+    })
+    .await;
+    let calls = writes_reach(&mut set, new, failover, || {
+        new_call(&c, &g, &users[2].token)
+    })
+    .await;
     eprintln!(
-        "SENTINEL FAILOVER: new primary named after {:?}; writes on it {reached:?} after the failover",
+        "SENTINEL FAILOVER: new primary named after {:?}; sessions on it {reached:?}, calls {calls:?} after the failover",
         promoted - failover
     );
     let reached = reached.expect("writes reach the new primary");
     assert!(reached < Duration::from_secs(5), "{reached:?}");
+    assert!(
+        calls.is_some_and(|t| t < Duration::from_secs(5)),
+        "{calls:?}"
+    );
     block(|| set.wait_for_replica(old, Duration::from_secs(60))).unwrap();
     let samples = watch.stop();
     assert!(
@@ -105,7 +128,10 @@ async fn a_failover_then_a_killed_primary_under_load_cost_no_request_and_no_writ
     let elected = killed.elapsed();
     block(|| set.server_mut(new).restart()).unwrap();
     let watch = WriteWatch::start(set.server(new).port());
-    let reached = writes_reach(&mut set, next, &c, &g, "user3@example.org", killed).await;
+    let reached = writes_reach(&mut set, next, killed, || {
+        login(&c, &g, "user3@example.org")
+    })
+    .await;
     eprintln!("SIGKILL: next primary named {elected:?} after the kill; writes on it {reached:?} after the kill");
     assert!(
         reached.is_some_and(|r| r < elected + Duration::from_secs(5)),

@@ -280,11 +280,6 @@ impl Probes {
         result.map(drop)
     }
 
-    /// Drops the probe connection `key`.
-    pub(crate) fn forget(&self, key: &str) {
-        self.lock().remove(key);
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MultiplexedConnection>> {
         self.conns
             .lock()

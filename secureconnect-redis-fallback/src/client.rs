@@ -175,6 +175,13 @@ impl RedisClient {
         self.inner.tracker.subscribe()
     }
 
+    /// Every change of [`writes_refused`](Self::writes_refused), as it happens: `false`
+    /// once writes are accepted again (after `OOM`, `READONLY`, or a Sentinel failover
+    /// that held them), which the health alone does not show.
+    pub fn subscribe_writes(&self) -> watch::Receiver<bool> {
+        self.inner.tracker.subscribe_writes()
+    }
+
     /// How long this client has been degraded in all.
     pub fn degraded_time(&self) -> Duration {
         self.inner.tracker.metrics().degraded_time()
@@ -284,6 +291,13 @@ impl RedisClient {
     async fn call<T: FromRedisValue>(&self, write: bool, request: Request<'_>) -> Result<T, Error> {
         if let Err(refused) = self.inner.tracker.admit(write) {
             return Err(self.fail(refused, None, None));
+        }
+        if let (Request::Cmd(cmd), Some(view)) = (request, self.inner.backend.cluster_view()) {
+            // A key whose master is down: refused before the connection is touched.
+            let node = crate::cluster::slot::cmd_slot(cmd).and_then(|slot| view.owner(slot));
+            if node.is_some_and(|node| view.is_down(node)) {
+                return Err(self.fail(Failure::NODE_DOWN, None, None));
+            }
         }
         let Some(mut conn) = self.inner.conn() else {
             return Err(self.fail(Failure::NO_CONNECTION, None, None));

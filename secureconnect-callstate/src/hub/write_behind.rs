@@ -1,5 +1,6 @@
 //! The write-behind task: feeds the [`Replicator`] the queued changes, the outcomes of
-//! writes, the client's health (its `watch` channel) and the heartbeat period, and
+//! writes, the client's health (its `watch` channel; writes accepted again count as a
+//! heartbeat) and the heartbeat period, and
 //! performs what it answers (write a change, drop a call adopted elsewhere, full
 //! write-back). It decides nothing itself. The heartbeat (lease and TTLs) runs on a
 //! task of its own, so that a long write-back never lets the lease lapse.
@@ -19,10 +20,11 @@ use crate::store::CallStore;
 /// Applies queued changes to Redis, as the [`Replicator`] decides: one by one while
 /// streaming, in one full write-back once Redis is healthy after a failure.
 pub(super) async fn run(weak: Weak<Inner>, mut rx: mpsc::Receiver<Op>) {
-    let Some(mut health) = weak
-        .upgrade()
-        .and_then(|i| i.redis.as_ref().map(|r| r.redis().subscribe()))
-    else {
+    let Some((mut health, mut writes)) = weak.upgrade().and_then(|i| {
+        i.redis
+            .as_ref()
+            .map(|r| (r.redis().subscribe(), r.redis().subscribe_writes()))
+    }) else {
         return;
     };
     let lease = weak
@@ -42,16 +44,28 @@ pub(super) async fn run(weak: Weak<Inner>, mut rx: mpsc::Receiver<Op>) {
             perform(&inner, actions, &mut rx, &mut health).await;
             inner.metrics.write_behind_depth.set(rx.len() as i64);
         }
-        pending = tokio::select! {
-            op = rx.recv() => match op {
-                Some(op) => Event::Queued(op),
-                None => return,
-            },
-            changed = health.changed() => {
-                if changed.is_err() { return; }
-                Event::Health(*health.borrow_and_update())
+        pending = loop {
+            let next = tokio::select! {
+                op = rx.recv() => match op {
+                    Some(op) => Some(Event::Queued(op)),
+                    None => return,
+                },
+                changed = health.changed() => {
+                    if changed.is_err() { return; }
+                    Some(Event::Health(*health.borrow_and_update()))
+                }
+                changed = writes.changed() => {
+                    if changed.is_err() { return; }
+                    // Writes accepted again (after OOM, READONLY, or a Sentinel
+                    // failover that held them) while the client stayed healthy: a
+                    // write-back that failed is retried now, as at a heartbeat.
+                    (!*writes.borrow_and_update()).then_some(Event::Heartbeat)
+                }
+                _ = heartbeat.tick() => Some(Event::Heartbeat),
+            };
+            if let Some(event) = next {
+                break event;
             }
-            _ = heartbeat.tick() => Event::Heartbeat,
         };
     }
 }

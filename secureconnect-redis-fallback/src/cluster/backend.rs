@@ -192,12 +192,6 @@ impl ClusterBackend {
             .or_else(|| self.seeds.first().cloned())?;
         redis::Client::open(info).ok()
     }
-
-    /// Drops the probe connection of `address`.
-    #[allow(dead_code)]
-    pub(crate) fn forget(&self, address: &str) {
-        self.probes.forget(address);
-    }
 }
 
 /// The masters' slot ranges in a `CLUSTER SLOTS` reply; an empty host means the node

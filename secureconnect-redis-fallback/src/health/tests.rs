@@ -311,12 +311,15 @@ fn tracker_publishes_every_transition() {
     assert!(rx.has_changed().unwrap());
     assert_eq!(*rx.borrow_and_update(), Health::Healthy);
     assert_views_agree(&tracker);
+    let mut writes = tracker.subscribe_writes();
     tracker.feed(Event::WritesRefused);
     assert!(tracker.writes_refused());
+    assert!(*writes.borrow_and_update(), "published");
     assert_eq!(tracker.admit(true), Err(Failure::WRITES_REFUSED));
     assert_eq!(tracker.admit(false), Ok(()));
     tracker.feed(Event::WritesAccepted);
     assert_eq!(tracker.admit(true), Ok(()));
+    assert!(!*writes.borrow_and_update(), "published");
     for _ in 0..4 {
         tracker.feed(Event::Timeout);
     }

@@ -1,6 +1,6 @@
 //! [`Tracker`]: one [`Machine`] shared by a client's calls and its supervisor, and the
-//! views it is published through (an atomic byte, a `watch` channel, the metrics),
-//! updated together under one lock.
+//! views it is published through (an atomic byte, a `watch` channel, the metrics, the
+//! log), updated together under one lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -23,6 +23,8 @@ pub(crate) struct Tracker {
     /// Whether timeouts are being counted: only then does a reply need the lock.
     counting: AtomicBool,
     tx: watch::Sender<Health>,
+    /// Whether writes are refused, on every change.
+    writes_tx: watch::Sender<bool>,
     /// Wakes the supervisor: a state change or a rebuild request.
     pub(crate) wake: Notify,
     metrics: ClientMetrics,
@@ -32,6 +34,7 @@ impl Tracker {
     pub(crate) fn new(metrics: ClientMetrics, machine: Machine) -> Self {
         let health = machine.health();
         let (tx, _) = watch::channel(health);
+        let (writes_tx, _) = watch::channel(machine.writes_refused());
         metrics.set_health(health);
         Self {
             state: AtomicU8::new(health.to_u8()),
@@ -39,6 +42,7 @@ impl Tracker {
             counting: AtomicBool::new(false),
             machine: Mutex::new(machine),
             tx,
+            writes_tx,
             wake: Notify::new(),
             metrics,
         }
@@ -54,6 +58,10 @@ impl Tracker {
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Health> {
         self.tx.subscribe()
+    }
+
+    pub(crate) fn subscribe_writes(&self) -> watch::Receiver<bool> {
+        self.writes_tx.subscribe()
     }
 
     pub(crate) fn metrics(&self) -> &ClientMetrics {
@@ -96,6 +104,9 @@ impl Tracker {
                 .store(machine.timeouts_in_a_row() != 0, Ordering::Relaxed);
             self.writes_refused
                 .store(machine.writes_refused(), Ordering::Release);
+            if let Some(refused) = step.writes_refused {
+                self.writes_tx.send_replace(refused);
+            }
             if let Some(t) = step.transition {
                 // Published under the lock: two racing transitions publish in the
                 // order they happened, so every view ends on the same state.
@@ -103,9 +114,10 @@ impl Tracker {
                 self.metrics.set_health(t.to);
                 self.tx.send_replace(t.to);
             }
+            // Logged under the lock too: the log tells transitions in their order.
+            self.report(&step);
             step
         };
-        self.report(&step);
         if step.wakes_supervisor() {
             self.wake.notify_one();
         }
