@@ -20,7 +20,8 @@ use axum::http::Request;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,7 +33,7 @@ use secureconnect_obs::{
     HttpMetricsConfig, HttpMetricsLayer, MetricsEndpointConfig, MetricsEndpointLayer,
     MetricsService,
 };
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 fn app() -> Router {
     Router::new()
@@ -213,6 +214,50 @@ fn exemplars(c: &mut Criterion) {
     ] {
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| call_traced(&router, context))
+        });
+    }
+    group.finish();
+
+    // The layer alone, around a service that answers at once, requests built outside
+    // the timing: what exemplars add to the recording itself, without axum's noise.
+    let inner = tower::service_fn(|_: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+    });
+    let classify = |_: &str| Some(secureconnect_obs::RouteLabel::from_static("/users/{id}"));
+    let service = |exemplars: bool| {
+        let config = HttpMetricsConfig::default().exemplars(exemplars);
+        secureconnect_obs::HttpMetrics::new(inner, classify, config, &mut Registry::default())
+            .unwrap()
+    };
+    let (off, on) = (service(false), service(true));
+    let make = |context: &SpanContext| {
+        let context = context.clone();
+        move || {
+            let mut request = Request::get("/users/42").body(()).unwrap();
+            request.extensions_mut().insert(context.clone());
+            request
+        }
+    };
+    let mut group = c.benchmark_group("exemplars_layer");
+    group.throughput(Throughput::Elements(1));
+    for (name, service, context) in [
+        ("exemplars_off", off, &sampled),
+        ("unsampled", on.clone(), &unsampled),
+        ("sampled", on, &sampled),
+    ] {
+        let make = make(context);
+        let mut service = service;
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                &make,
+                |request| {
+                    // The inner service answers at once: no runtime needed.
+                    let response = service.call(request).now_or_never();
+                    // Dropping the response (its body) records the request.
+                    drop(black_box(response));
+                },
+                BatchSize::SmallInput,
+            )
         });
     }
     group.finish();

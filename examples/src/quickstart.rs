@@ -1,8 +1,9 @@
 //! An existing axum router, made observable in one line.
 //!
 //! [`existing_router`] stands for any application. [`instrument`] adds request metrics,
-//! `GET /metrics`, process metrics, `build_info`, request ids and a request span; the
-//! line that matters is
+//! `GET /metrics`, process metrics, `build_info`, request ids and a request span with
+//! W3C trace context (its trace id also the exemplar of the request's duration bucket);
+//! the line that matters is
 //!
 //! ```text
 //! router.route_service("/metrics", endpoint).layer(metrics)
@@ -15,11 +16,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use secureconnect_obs::{
-    HttpMetricsConfig, HttpMetricsLayer, MetricsEndpointConfig, MetricsService, RequestSpan,
+    HttpMetricsConfig, HttpMetricsLayer, MetricsEndpointConfig, MetricsService, RequestTraceConfig,
+    RequestTraceLayer,
 };
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 /// The application as it was before: two routes, no metrics.
 pub fn existing_router() -> Router {
@@ -40,8 +40,8 @@ fn user_json(id: u64) -> std::collections::BTreeMap<&'static str, String> {
         .collect()
 }
 
-/// `router` with metrics in a fresh registry, `/metrics`, request ids and a request
-/// span on every log line.
+/// `router` with metrics in a fresh registry, `/metrics`, request ids and a traced
+/// request span on every log line.
 pub fn instrument(router: Router) -> Result<Router, secureconnect_obs::Error> {
     let mut registry = Registry::default();
     let metrics = HttpMetricsLayer::new(
@@ -55,12 +55,11 @@ pub fn instrument(router: Router) -> Result<Router, secureconnect_obs::Error> {
         // The one line: answer GET /metrics, record every other request.
         .route_service("/metrics", endpoint)
         .layer(metrics)
-        // Request ids (tower-http) and a span carrying them into every log line.
+        // Request ids (tower-http) and a span carrying them, and the trace context, into
+        // every log line; outside the metrics, so that sampled requests leave exemplars.
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(RequestSpan::default())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
+        .layer(RequestTraceLayer::new(
+            RequestTraceConfig::default().component("quickstart"),
+        ))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid)))
 }

@@ -86,7 +86,13 @@ where
         let span = request_span(&request, self.config.component);
         // Before the span starts: its parent can only be set while it is being built.
         // A span the subscriber disabled, or no OpenTelemetry layer: no trace context.
-        let _ = span.set_parent(super::extract(request.headers()));
+        let remote = super::extract(request.headers());
+        if self.config.continue_remote {
+            let _ = span.set_parent(remote);
+        } else {
+            // `add_link` keeps only a valid context.
+            span.add_link(remote.span().span_context().clone());
+        }
         let span_context = span.context().span().span_context().clone();
         let span_context = span_context.is_valid().then(|| {
             span.record("trace_id", display(span_context.trace_id()));

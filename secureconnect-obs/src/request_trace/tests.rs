@@ -56,6 +56,13 @@ struct Seen(Arc<Mutex<Option<Sight>>>);
 /// Sends one request with `traceparent` through a `RequestTrace` whose handler logs a
 /// line and injects its context into outgoing headers.
 fn run(traceparent: Option<&str>) -> (Vec<Value>, Response<String>, Seen) {
+    run_with(RequestTraceConfig::default().component("edge"), traceparent)
+}
+
+fn run_with(
+    config: RequestTraceConfig,
+    traceparent: Option<&str>,
+) -> (Vec<Value>, Response<String>, Seen) {
     let out = Capture::default();
     let provider = otel::provider("test", |b| b);
     let subscriber = tracing_subscriber::registry()
@@ -80,7 +87,7 @@ fn run(traceparent: Option<&str>) -> (Vec<Value>, Response<String>, Seen) {
             Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
         }
     });
-    let mut service = RequestTrace::new(inner, RequestTraceConfig::default().component("edge"));
+    let mut service = RequestTrace::new(inner, config);
     let mut request = Request::get("/x").body(()).unwrap();
     if let Some(value) = traceparent {
         request
@@ -169,4 +176,24 @@ fn an_unsampled_trace_keeps_its_ids_on_every_line_and_stays_unsampled() {
         .is_sampled());
     let (_, outgoing) = seen.0.lock().unwrap().clone().unwrap();
     assert!(outgoing["traceparent"].to_str().unwrap().ends_with("-00"));
+}
+
+#[test]
+fn an_edge_that_does_not_continue_remote_traces_starts_its_own_sampled_one() {
+    // The client asks for "not sampled" on a trace id of its choosing.
+    let config = RequestTraceConfig::default().continue_remote(false);
+    let (lines, response, seen) = run_with(
+        config,
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+    );
+    let trace_id = lines[0]["trace_id"].as_str().unwrap();
+    assert_ne!(trace_id, TRACE_ID);
+    assert!(lines.iter().all(|l| l["trace_id"] == trace_id));
+    let context = response.extensions().get::<SpanContext>().unwrap();
+    assert!(context.is_sampled(), "this service's sampler decided");
+    let (_, outgoing) = seen.0.lock().unwrap().clone().unwrap();
+    assert!(outgoing["traceparent"]
+        .to_str()
+        .unwrap()
+        .starts_with(&format!("00-{trace_id}-")));
 }
