@@ -5,6 +5,8 @@
 //! immediate`) under traffic gets the requests a 503 within 3 s and `/ready` says so,
 //! and once it is back the services heal by themselves.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

@@ -121,7 +121,7 @@ impl Db {
     /// # Errors
     ///
     /// A message naming the database (password hidden) when it cannot be opened within
-    /// [`STARTUP_WAIT`] or a migration fails.
+    /// 10 s or a migration fails.
     pub async fn open(
         service: &'static str,
         config: &Config,
