@@ -255,3 +255,69 @@ fn prepare_data_dir(dir: &Path) -> Result<std::path::PathBuf, String> {
     open.open(&file).map_err(error)?;
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+
+    async fn pragma(db: &Db, name: &'static str) -> String {
+        db.run(|mut conn| async move {
+            let row = sqlx::query(&format!("PRAGMA {name}"))
+                .fetch_one(&mut *conn)
+                .await?;
+            // journal_mode is text, busy_timeout a number.
+            row.try_get::<String, _>(0)
+                .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_embedded_database_is_private_in_wal_mode_with_a_busy_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::from_env().unwrap();
+        config.database_url = None;
+        config.data_dir = dir.path().join("data");
+        config.database_timeout = Duration::from_millis(1500);
+        let db = Db::open(
+            "auth",
+            &config,
+            crate::auth::migrations(),
+            &mut Registry::default(),
+        )
+        .await
+        .unwrap();
+        assert!(!db.is_postgres());
+        assert_eq!(pragma(&db, "journal_mode").await, "wal");
+        assert_eq!(pragma(&db, "busy_timeout").await, "1500");
+        assert_eq!(pragma(&db, "foreign_keys").await, "1");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&config.data_dir), 0o700);
+            assert_eq!(mode(&config.data_dir.join(SQLITE_FILE)), 0o600);
+        }
+        // A second service on the same file keeps the first one's migrations.
+        let storage = Db::open(
+            "storage",
+            &config,
+            crate::storage::migrations(),
+            &mut Registry::default(),
+        )
+        .await
+        .unwrap();
+        assert!(storage.is_up().await);
+        Db::open(
+            "auth",
+            &config,
+            crate::auth::migrations(),
+            &mut Registry::default(),
+        )
+        .await
+        .unwrap();
+    }
+}
