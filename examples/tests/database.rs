@@ -411,6 +411,18 @@ async fn postgresql_stopped_under_traffic_gets_503_quickly_and_the_service_heals
         .find(|a| a.what == "upload-url")
         .unwrap();
     assert_eq!(last.status, 201, "writes work again: {last:?}");
+    let slowest_503 = answers
+        .iter()
+        .filter(|a| a.status == 503)
+        .map(|a| a.took)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "outage: {} requests, {} answered 503 (the slowest in {slowest_503:?}); \
+         requests succeeded {healed:?} after PostgreSQL started again",
+        answers.len(),
+        answers.iter().filter(|a| a.status == 503).count(),
+    );
     for service in ["auth", "storage"] {
         let ready: serde_json::Value =
             json(client.get(format!("{}/ready", system.url(service)))).await;
