@@ -1,7 +1,9 @@
 //! The signaling hub's view of calls: [`CallHub`] and its operations. Signal relay is
 //! in `signals`, the write-behind replication in `replicator` (the state machine) and
-//! `write_behind` (the task that drives it), the metrics in `metrics`.
+//! `write_behind` (the task that drives it), the adoption of a dead node's calls in
+//! `adoption`, the metrics in `metrics`.
 
+mod adoption;
 mod config;
 mod lifecycle;
 mod metrics;
