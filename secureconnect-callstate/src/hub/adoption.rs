@@ -99,6 +99,43 @@ impl CallHub {
         Ok(served)
     }
 
+    /// Drops the calls this hub serves that another node owns in Redis now (adopted
+    /// while this node's lease had lapsed: the process was paused, or cut off from
+    /// Redis): their sockets close, their participants rejoin through the adopter.
+    /// One `HGET` per call served. The hub runs this itself after a heartbeat that
+    /// follows the previous one by more than the lease. Returns the calls dropped.
+    ///
+    /// # Errors
+    ///
+    /// Redis errors; the calls checked before the error are dropped already.
+    pub async fn drop_adopted(&self) -> Result<Vec<String>, Error> {
+        let Some(redis) = &self.inner.redis else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<String> = self
+            .inner
+            .memory
+            .snapshot()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let mut dropped = Vec::new();
+        for id in ids {
+            match crate::redis_store::call_owner(redis.redis(), &id).await? {
+                Some(owner) if owner != redis.node() => {
+                    super::write_behind::drop_local(&self.inner, &id);
+                    redis.forget(&id);
+                    dropped.push(id);
+                }
+                _ => {}
+            }
+        }
+        if !dropped.is_empty() {
+            self.update_gauges();
+        }
+        Ok(dropped)
+    }
+
     /// How many calls this hub serves and how many participants they have (what a
     /// node publishes as its load).
     pub fn counts(&self) -> (usize, usize) {
