@@ -106,3 +106,56 @@ async fn a_dead_nodes_calls_are_served_by_the_adopter_with_a_higher_epoch() {
     assert!(b.adopt("node-a").await.unwrap().is_empty());
     assert_eq!(call_owner(b_store.redis(), "nope").await.unwrap(), None);
 }
+
+/// A node cut off from Redis past its lease: its call is adopted; once it reaches Redis
+/// again its hub drops the call (its subscribers' receivers end) and writes nothing to
+/// it.
+#[tokio::test]
+async fn a_node_back_after_its_lease_lapsed_drops_the_calls_adopted_meanwhile() {
+    use secureconnect_redis_fallback::testing::{FaultProxy, ProxyMode};
+    let server = RedisServer::start().unwrap();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], server.port()).into())
+        .await
+        .unwrap();
+    let mut registry = Registry::default();
+    let a_client = RedisClient::connect(
+        RedisClientConfig::new(proxy.url())
+            .probe_interval(Duration::from_millis(200))
+            .timeouts_to_rebuild(1),
+        &mut registry,
+    )
+    .await
+    .unwrap();
+    let a_store = RedisCallStore::new(
+        a_client,
+        "node-a",
+        RedisCallStoreConfig::default().lease_ttl(Duration::from_millis(600)),
+        &mut registry,
+    )
+    .unwrap();
+    let a = CallHub::new("node-a", Some(a_store), CallHubConfig::default(), &mut registry).unwrap();
+    let (b, b_store) = hub(&server, "node-b", &mut Registry::default()).await;
+    a.create("c1").await.unwrap();
+    let (p1, _) = a.join("c1", "alice").await.unwrap();
+    let mut signals = a.subscribe("c1", &p1).unwrap();
+    for _ in 0..100 {
+        if b_store.get("c1").await.unwrap().is_some_and(|c| c.participants.len() == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    proxy.set_mode(ProxyMode::Blackhole);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(b.adopt("node-a").await.unwrap(), ["c1"]);
+    let adopted = b_store.get("c1").await.unwrap().unwrap();
+    assert!(a.get("c1").is_some(), "cut off, node-a cannot know yet");
+
+    proxy.set_mode(ProxyMode::Forward);
+    let dropped = tokio::time::timeout(Duration::from_secs(10), signals.recv()).await;
+    assert!(matches!(dropped, Ok(None)), "the call's channel closes");
+    assert!(a.get("c1").is_none());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b_store.get("c1").await.unwrap().unwrap(), adopted, "node-a wrote the call");
+    assert_eq!(b_store.node_status("node-a").await.unwrap().calls, 0, "left in node-a's set");
+}

@@ -101,8 +101,8 @@ impl CallHub {
 
     /// Drops the calls this hub serves that another node owns in Redis now (adopted
     /// while this node's lease had lapsed: the process was paused, or cut off from
-    /// Redis): their sockets close, their participants rejoin through the adopter.
-    /// One `HGET` per call served. The hub runs this itself after a heartbeat that
+    /// Redis): their sockets close, their participants rejoin through the adopter; they
+    /// leave this node's set. One `HGET` per call served. The hub runs this itself after a heartbeat that
     /// follows the previous one by more than the lease. Returns the calls dropped.
     ///
     /// # Errors
@@ -124,7 +124,7 @@ impl CallHub {
             match crate::redis_store::call_owner(redis.redis(), &id).await? {
                 Some(owner) if owner != redis.node() => {
                     super::write_behind::drop_local(&self.inner, &id);
-                    redis.forget(&id);
+                    redis.let_go(&id).await;
                     dropped.push(id);
                 }
                 _ => {}

@@ -38,6 +38,13 @@ impl RedisCallStore {
             calls,
         })
     }
+
+    /// Lets go of a call another node owns now: no longer held (nor refreshed by the
+    /// heartbeat), and out of this node's set (best effort, as after a refused write).
+    pub(crate) async fn let_go(&self, call: &str) {
+        self.forget(call);
+        self.srem(call).await;
+    }
 }
 
 /// The node that owns `call_id` in Redis (`None`: no such call, or it expired), read

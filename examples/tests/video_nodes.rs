@@ -1,0 +1,113 @@
+//! Two video nodes behind one gateway, as real processes against a real redis-server
+//! (and a real Redis Cluster): calls created through the gateway land on both nodes and
+//! are reachable through it; when a call's owner is SIGKILLed, or cut off from Redis
+//! past its lease, the other node adopts the call within lease + 5 s, the participants
+//! rejoin through the gateway with their tokens, and the old owner (restarted with its
+//! id, or reconnected) neither takes the call back nor writes it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::video_nodes::{killed_owner_scenario, partitioned_owner_scenario, Nodes, Observer};
+use prometheus_client::registry::Registry;
+use secureconnect_redis_fallback::testing::{FaultProxy, ProxyMode, RedisCluster, RedisServer};
+use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
+
+/// A raised limit: the tests create many calls for one user.
+const ENV: [(&str, &str); 1] = [("CALLS_PER_USER_MAX", "50")];
+
+async fn observer(config: RedisClientConfig) -> Observer {
+    Observer(
+        RedisClient::connect(config, &mut Registry::default())
+            .await
+            .unwrap(),
+    )
+}
+
+fn no_env(_: &str) -> Vec<(String, String)> {
+    Vec::new()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owners_calls_move_to_the_survivor_and_stay_there_after_its_restart() {
+    let redis = RedisServer::start().unwrap();
+    let nodes = Nodes::start(&redis.url(), &ENV, &["video-1", "video-2"], no_env).await;
+    let observer = observer(RedisClientConfig::new(redis.url())).await;
+    killed_owner_scenario(nodes, observer, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_past_its_lease_loses_its_calls_and_drops_them() {
+    let redis = RedisServer::start().unwrap();
+    // Each node reaches Redis through a fault proxy of its own.
+    let mut proxies = Vec::new();
+    for _ in 0..2 {
+        proxies.push(Arc::new(
+            FaultProxy::start(([127, 0, 0, 1], redis.port()).into())
+                .await
+                .unwrap(),
+        ));
+    }
+    let urls = [proxies[0].url(), proxies[1].url()];
+    let nodes = Nodes::start(&redis.url(), &ENV, &["video-1", "video-2"], |id| {
+        let i = usize::from(id == "video-2");
+        vec![("REDIS_URL".to_owned(), urls[i].clone())]
+    })
+    .await;
+    let observer = observer(RedisClientConfig::new(redis.url())).await;
+    let proxy = |id: &str| proxies[usize::from(id == "video-2")].clone();
+    partitioned_owner_scenario(
+        nodes,
+        observer,
+        |_, owner| proxy(owner).set_mode(ProxyMode::Blackhole),
+        |_, owner| proxy(owner).set_mode(ProxyMode::Forward),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_loses_its_calls_and_drops_them_when_it_resumes() {
+    let redis = RedisServer::start().unwrap();
+    let nodes = Nodes::start(&redis.url(), &ENV, &["video-1", "video-2"], no_env).await;
+    let observer = observer(RedisClientConfig::new(redis.url())).await;
+    partitioned_owner_scenario(
+        nodes,
+        observer,
+        |nodes, owner| nodes.system.signal(owner, "STOP"),
+        |nodes, owner| nodes.system.signal(owner, "CONT"),
+    )
+    .await;
+}
+
+fn cluster_env() -> Vec<(&'static str, &'static str)> {
+    let mut env = ENV.to_vec();
+    env.push(("REDIS_MODE", "cluster"));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_killed_owners_calls_move_to_the_survivor() {
+    let cluster = tokio::task::block_in_place(RedisCluster::start).unwrap();
+    let urls = cluster.urls().join(",");
+    let nodes = Nodes::start(&urls, &cluster_env(), &["video-1", "video-2"], no_env).await;
+    let observer = observer(RedisClientConfig::cluster(cluster.urls())).await;
+    killed_owner_scenario(nodes, observer, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_paused_owner_loses_its_calls_and_drops_them() {
+    let cluster = tokio::task::block_in_place(RedisCluster::start).unwrap();
+    let urls = cluster.urls().join(",");
+    let nodes = Nodes::start(&urls, &cluster_env(), &["video-1", "video-2"], no_env).await;
+    let observer = observer(RedisClientConfig::cluster(cluster.urls())).await;
+    partitioned_owner_scenario(
+        nodes,
+        observer,
+        |nodes, owner| nodes.system.signal(owner, "STOP"),
+        |nodes, owner| nodes.system.signal(owner, "CONT"),
+    )
+    .await;
+}
