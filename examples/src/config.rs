@@ -45,9 +45,16 @@ where
 
 /// `value` if it is a `host:port` an HTTP URL can carry (a port, no scheme, no path).
 fn host_port(name: &str, value: &str) -> Result<String, ConfigError> {
-    let bad = || ConfigError(format!("{name}: {value:?} is not a host:port like 10.0.0.7:8083"));
+    let bad = || {
+        ConfigError(format!(
+            "{name}: {value:?} is not a host:port like 10.0.0.7:8083"
+        ))
+    };
     let authority: axum::http::uri::Authority = value.parse().map_err(|_| bad())?;
-    if authority.port_u16().is_none() || authority.as_str().contains('@') || authority.host().is_empty() {
+    if authority.port_u16().is_none()
+        || authority.as_str().contains('@')
+        || authority.host().is_empty()
+    {
         return Err(bad());
     }
     Ok(value.to_owned())

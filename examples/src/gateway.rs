@@ -308,9 +308,12 @@ async fn forward_video(
         *request.method_mut() = parts.method.clone();
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
-        *request.uri_mut() = format!("{base}{path_and_query}").parse::<Uri>().map_err(|_| {
-            ApiError::bad_request("bad_uri", "the request URI cannot be forwarded").into_response()
-        })?;
+        *request.uri_mut() = format!("{base}{path_and_query}")
+            .parse::<Uri>()
+            .map_err(|_| {
+                ApiError::bad_request("bad_uri", "the request URI cannot be forwarded")
+                    .into_response()
+            })?;
         Ok(request)
     };
     let routes = &state.video;

@@ -24,10 +24,20 @@ async fn client(server: &RedisServer) -> RedisClient {
     .unwrap()
 }
 
-async fn hub(server: &RedisServer, node: &str, registry: &mut Registry) -> (CallHub, RedisCallStore) {
+async fn hub(
+    server: &RedisServer,
+    node: &str,
+    registry: &mut Registry,
+) -> (CallHub, RedisCallStore) {
     let config = RedisCallStoreConfig::default().lease_ttl(Duration::from_millis(600));
     let store = RedisCallStore::new(client(server).await, node, config, registry).unwrap();
-    let hub = CallHub::new(node, Some(store.clone()), CallHubConfig::default(), registry).unwrap();
+    let hub = CallHub::new(
+        node,
+        Some(store.clone()),
+        CallHubConfig::default(),
+        registry,
+    )
+    .unwrap();
     (hub, store)
 }
 
@@ -43,7 +53,12 @@ async fn a_dead_nodes_calls_are_served_by_the_adopter_with_a_higher_epoch() {
     let (p2, t2) = a.join("c1", "bob").await.unwrap();
     // Written behind: wait until Redis has both participants.
     for _ in 0..100 {
-        if b_store.get("c1").await.unwrap().is_some_and(|c| c.participants.len() == 2) {
+        if b_store
+            .get("c1")
+            .await
+            .unwrap()
+            .is_some_and(|c| c.participants.len() == 2)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -68,7 +83,12 @@ async fn a_dead_nodes_calls_are_served_by_the_adopter_with_a_higher_epoch() {
     assert_eq!(b.adopt("node-a").await.unwrap(), ["c1"]);
     let after = b_store.get("c1").await.unwrap().unwrap();
     assert_eq!(after.owner, "node-b");
-    assert!(after.epoch > before.epoch, "{} > {}", after.epoch, before.epoch);
+    assert!(
+        after.epoch > before.epoch,
+        "{} > {}",
+        after.epoch,
+        before.epoch
+    );
     assert_eq!(
         call_owner(b_store.redis(), "c1").await.unwrap().as_deref(),
         Some("node-b")
@@ -87,12 +107,20 @@ async fn a_dead_nodes_calls_are_served_by_the_adopter_with_a_higher_epoch() {
     // The adopter writes the call: a join reaches Redis with its epoch.
     b.join("c1", "carol").await.unwrap();
     for _ in 0..100 {
-        if b_store.get("c1").await.unwrap().is_some_and(|c| c.participants.len() == 3) {
+        if b_store
+            .get("c1")
+            .await
+            .unwrap()
+            .is_some_and(|c| c.participants.len() == 3)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(b_store.get("c1").await.unwrap().unwrap().participants.len(), 3);
+    assert_eq!(
+        b_store.get("c1").await.unwrap().unwrap().participants.len(),
+        3
+    );
     let exposition = {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &b_registry).unwrap();
@@ -133,13 +161,24 @@ async fn a_node_back_after_its_lease_lapsed_drops_the_calls_adopted_meanwhile() 
         &mut registry,
     )
     .unwrap();
-    let a = CallHub::new("node-a", Some(a_store), CallHubConfig::default(), &mut registry).unwrap();
+    let a = CallHub::new(
+        "node-a",
+        Some(a_store),
+        CallHubConfig::default(),
+        &mut registry,
+    )
+    .unwrap();
     let (b, b_store) = hub(&server, "node-b", &mut Registry::default()).await;
     a.create("c1").await.unwrap();
     let (p1, _) = a.join("c1", "alice").await.unwrap();
     let mut signals = a.subscribe("c1", &p1).unwrap();
     for _ in 0..100 {
-        if b_store.get("c1").await.unwrap().is_some_and(|c| c.participants.len() == 1) {
+        if b_store
+            .get("c1")
+            .await
+            .unwrap()
+            .is_some_and(|c| c.participants.len() == 1)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -156,6 +195,14 @@ async fn a_node_back_after_its_lease_lapsed_drops_the_calls_adopted_meanwhile() 
     assert!(matches!(dropped, Ok(None)), "the call's channel closes");
     assert!(a.get("c1").is_none());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(b_store.get("c1").await.unwrap().unwrap(), adopted, "node-a wrote the call");
-    assert_eq!(b_store.node_status("node-a").await.unwrap().calls, 0, "left in node-a's set");
+    assert_eq!(
+        b_store.get("c1").await.unwrap().unwrap(),
+        adopted,
+        "node-a wrote the call"
+    );
+    assert_eq!(
+        b_store.node_status("node-a").await.unwrap().calls,
+        0,
+        "left in node-a's set"
+    );
 }

@@ -209,7 +209,10 @@ impl VideoRoutes {
 
     /// Reads the live nodes from Redis.
     async fn read_live(&self) -> Result<Live, secureconnect_redis_fallback::Error> {
-        let nodes: Vec<String> = self.redis.query(redis::cmd("SMEMBERS").arg(NODES_KEY)).await?;
+        let nodes: Vec<String> = self
+            .redis
+            .query(redis::cmd("SMEMBERS").arg(NODES_KEY))
+            .await?;
         let mut live = Live::default();
         for node in nodes {
             if let Some(info) = self.presence(&node).await {
@@ -231,7 +234,9 @@ async fn refresh(routes: Weak<VideoRoutes>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(routes) = routes.upgrade() else { return };
+        let Some(routes) = routes.upgrade() else {
+            return;
+        };
         if !routes.healthy() {
             continue;
         }
@@ -239,7 +244,9 @@ async fn refresh(routes: Weak<VideoRoutes>) {
             Ok(live) => {
                 *routes.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(live);
             }
-            Err(e) => tracing::debug!(error = %crate::error::chain(&e), "reading the live video nodes failed"),
+            Err(e) => {
+                tracing::debug!(error = %crate::error::chain(&e), "reading the live video nodes failed")
+            }
         }
     }
 }

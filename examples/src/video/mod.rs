@@ -239,7 +239,7 @@ pub fn router(kit: &mut Kit, config: &Config) -> Result<Router, String> {
         .lease_ttl(config.video_lease)
         .call_ttl((config.video_lease * 4).max(Duration::from_secs(60)));
     let store = RedisCallStore::new(kit.redis.clone(), node, store_config, &mut kit.registry)
-    .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
+        .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
     let hub_config = CallHubConfig::default()
         .rejoin_grace(config.rejoin_grace)
         .empty_call_ttl(config.call_empty_ttl)

@@ -49,7 +49,12 @@ impl Nodes {
             .join(",");
         let gateway = system.port("gateway");
         system
-            .spawn_labelled("gateway", "gateway", gateway, &[("VIDEO_UPSTREAMS", &upstreams)])
+            .spawn_labelled(
+                "gateway",
+                "gateway",
+                gateway,
+                &[("VIDEO_UPSTREAMS", &upstreams)],
+            )
             .await;
         Self { system, nodes }
     }
@@ -64,7 +69,12 @@ impl Nodes {
 
     /// The node that is not `node` (two nodes).
     pub fn other(&self, node: &str) -> String {
-        self.nodes.iter().find(|(n, _)| n != node).unwrap().0.clone()
+        self.nodes
+            .iter()
+            .find(|(n, _)| n != node)
+            .unwrap()
+            .0
+            .clone()
     }
 
     /// Starts node `node` again, on its port, with `env` on top.
@@ -111,7 +121,12 @@ impl Observer {
     }
 
     /// Waits up to `within` for `call` to be stored with an owner for which `done` holds.
-    pub async fn wait(&self, call: &str, within: Duration, done: impl Fn(&Stored) -> bool) -> Option<Stored> {
+    pub async fn wait(
+        &self,
+        call: &str,
+        within: Duration,
+        done: impl Fn(&Stored) -> bool,
+    ) -> Option<Stored> {
         let until = Instant::now() + within;
         loop {
             let stored = self.call(call).await;
@@ -178,7 +193,11 @@ pub async fn rejoin(system: &System, call: &str, p: &mut Participant, within: Du
             p.user.token
         );
         if let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url).await {
-            send(&mut socket, j!({ "type": "rejoin", "participant_id": p.id, "token": p.token })).await;
+            send(
+                &mut socket,
+                j!({ "type": "rejoin", "participant_id": p.id, "token": p.token }),
+            )
+            .await;
             let reply = recv(&mut socket).await;
             if reply["type"] == "rejoined" {
                 p.socket = socket;
@@ -208,7 +227,11 @@ pub async fn closed_within(socket: &mut Socket, within: Duration) -> bool {
 
 /// Alice's offer reaches Bob through their sockets.
 pub async fn relayed(from: &mut Participant, to: &mut Participant) {
-    send(&mut from.socket, j!({ "type": "offer", "payload": { "sdp": "v=0" } })).await;
+    send(
+        &mut from.socket,
+        j!({ "type": "offer", "payload": { "sdp": "v=0" } }),
+    )
+    .await;
     let got = recv(&mut to.socket).await;
     assert_eq!(got["type"], "offer", "{got}");
     assert_eq!(got["from"], from.id.as_str());
@@ -264,7 +287,11 @@ pub async fn two_users(c: &reqwest::Client, nodes: &Nodes) -> (Session, Session)
 /// call through the gateway, owns it in Redis with a higher epoch, and both
 /// participants rejoin through the gateway with their tokens; the dead node, restarted
 /// with its id, neither takes the call back nor writes it.
-pub async fn killed_owner_scenario(mut nodes: Nodes, observer: Observer, restart_env: &[(&str, &str)]) {
+pub async fn killed_owner_scenario(
+    mut nodes: Nodes,
+    observer: Observer,
+    restart_env: &[(&str, &str)],
+) {
     let c = reqwest::Client::new();
     let g = nodes.gateway();
     let (alice, bob) = two_users(&c, &nodes).await;
@@ -301,12 +328,17 @@ pub async fn killed_owner_scenario(mut nodes: Nodes, observer: Observer, restart
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let took = killed.elapsed();
-    eprintln!("call served by {survivor} through the gateway {took:?} after the SIGKILL of {owner}");
-    assert!(served["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|p| p["state"] == "awaiting_rejoin"), "{served}");
+    eprintln!(
+        "call served by {survivor} through the gateway {took:?} after the SIGKILL of {owner}"
+    );
+    assert!(
+        served["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "awaiting_rejoin"),
+        "{served}"
+    );
     let after = observer.call(&call).await.unwrap();
     assert_eq!(after.owner, survivor);
     assert!(after.epoch > before.epoch, "{after:?} after {before:?}");
@@ -317,7 +349,11 @@ pub async fn killed_owner_scenario(mut nodes: Nodes, observer: Observer, restart
     // Both participants rejoin through the gateway with their tokens.
     rejoin(&nodes.system, &call, &mut a, Duration::from_secs(5)).await;
     let reply = rejoin(&nodes.system, &call, &mut b, Duration::from_secs(5)).await;
-    assert_eq!(reply["participants"].as_array().unwrap().len(), 2, "{reply}");
+    assert_eq!(
+        reply["participants"].as_array().unwrap().len(),
+        2,
+        "{reply}"
+    );
     relayed(&mut b, &mut a).await;
     // Every other call of the dead node moved too, and all are reachable.
     for (other, _) in &calls {
@@ -330,7 +366,11 @@ pub async fn killed_owner_scenario(mut nodes: Nodes, observer: Observer, restart
     // The dead node comes back with its id: it neither takes the call back nor writes it.
     nodes.restart(&owner, restart_env).await;
     tokio::time::sleep(Duration::from_secs(LEASE_SECS * 2 + 1)).await;
-    assert_eq!(observer.call(&call).await.unwrap(), settled, "written after the restart");
+    assert_eq!(
+        observer.call(&call).await.unwrap(),
+        settled,
+        "written after the restart"
+    );
     assert!(!observer.in_set(&owner, &call).await);
     let back = format!("http://127.0.0.1:{}", nodes.port(&owner));
     assert_eq!(get_call(&c, &back, &call, &a.user.token).await.0, 404);
@@ -371,10 +411,20 @@ pub async fn partitioned_owner_scenario<Cut, Heal>(
     cut(&nodes, &owner);
     let cut_at = Instant::now();
     let adopted = observer
-        .wait(&call, Duration::from_secs(LEASE_SECS + 5), |s| s.owner == adopter)
+        .wait(&call, Duration::from_secs(LEASE_SECS + 5), |s| {
+            s.owner == adopter
+        })
         .await
-        .unwrap_or_else(|| panic!("not adopted within lease + 5 s; {adopter}: {}", tail(&nodes.system.stdout(&adopter))));
-    eprintln!("{call} adopted by {adopter} {:?} after {owner} was cut off", cut_at.elapsed());
+        .unwrap_or_else(|| {
+            panic!(
+                "not adopted within lease + 5 s; {adopter}: {}",
+                tail(&nodes.system.stdout(&adopter))
+            )
+        });
+    eprintln!(
+        "{call} adopted by {adopter} {:?} after {owner} was cut off",
+        cut_at.elapsed()
+    );
     assert!(adopted.epoch > before.epoch);
     // Through the gateway, the call is the adopter's: both rejoin there.
     let (status, served) = get_call(&c, &g, &call, &a.user.token).await;
@@ -391,15 +441,27 @@ pub async fn partitioned_owner_scenario<Cut, Heal>(
     // nothing it writes reaches the call.
     heal(&nodes, &owner);
     let healed = Instant::now();
-    assert!(closed_within(&mut old_a, Duration::from_secs(LEASE_SECS * 3 + 10)).await, "old socket still open");
-    eprintln!("{owner} dropped {call} {:?} after it was back", healed.elapsed());
+    assert!(
+        closed_within(&mut old_a, Duration::from_secs(LEASE_SECS * 3 + 10)).await,
+        "old socket still open"
+    );
+    eprintln!(
+        "{owner} dropped {call} {:?} after it was back",
+        healed.elapsed()
+    );
     assert!(closed_within(&mut old_b, Duration::from_secs(5)).await);
     let direct = format!("http://127.0.0.1:{}", nodes.port(&owner));
     assert_eq!(get_call(&c, &direct, &call, &a.user.token).await.0, 404);
     tokio::time::sleep(Duration::from_secs(LEASE_SECS)).await;
     let now = observer.call(&call).await.unwrap();
-    assert_eq!((now.owner.as_str(), now.epoch), (adopter.as_str(), settled.epoch));
-    assert_eq!(now.version, settled.version, "the cut-off node wrote the call");
+    assert_eq!(
+        (now.owner.as_str(), now.epoch),
+        (adopter.as_str(), settled.epoch)
+    );
+    assert_eq!(
+        now.version, settled.version,
+        "the cut-off node wrote the call"
+    );
     assert!(!observer.in_set(&owner, &call).await);
     relayed(&mut b, &mut a).await;
     let log = nodes.system.stdout(&owner);
