@@ -352,3 +352,26 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn upstreams_are_host_and_port_only() {
+        for good in ["127.0.0.1:8083", "video-2.internal:8083", "[::1]:8083"] {
+            assert_eq!(host_port("X", good).unwrap(), good);
+        }
+        for bad in [
+            "127.0.0.1",
+            "http://a:1",
+            "a:1/x",
+            "user@a:1",
+            ":8083",
+            "",
+            "a:99999",
+        ] {
+            assert!(host_port("X", bad).is_err(), "{bad}");
+        }
+    }
+}

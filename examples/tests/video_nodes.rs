@@ -111,3 +111,55 @@ async fn on_a_cluster_a_paused_owner_loses_its_calls_and_drops_them() {
     )
     .await;
 }
+
+/// While Redis is down, the gateway sends new calls to the nodes of `VIDEO_UPSTREAMS`
+/// in turn and finds each call by asking them: calls land on both nodes and each is
+/// reachable through the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_the_gateway_uses_its_configured_nodes() {
+    use common::video_nodes::{get_call, two_users};
+    let mut redis = RedisServer::start().unwrap();
+    let nodes = Nodes::start(&redis.url(), &ENV, &["video-1", "video-2"], no_env).await;
+    let c = reqwest::Client::new();
+    let g = nodes.gateway();
+    let (alice, _) = two_users(&c, &nodes).await;
+    tokio::task::block_in_place(|| redis.kill()).unwrap();
+    let mut degraded = false;
+    for _ in 0..100 {
+        let ready: serde_json::Value = c
+            .get(format!("{g}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["redis"] == "degraded" {
+            degraded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(degraded, "the gateway never saw Redis down");
+    let mut on = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..4 {
+        let r = c
+            .post(format!("{g}/v1/calls"))
+            .bearer_auth(&alice.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let body: serde_json::Value = r.json().await.unwrap();
+        let call = body["call_id"].as_str().unwrap();
+        assert_eq!(get_call(&c, &g, call, &alice.token).await.0, 200, "{call}");
+        for (node, port) in &nodes.nodes {
+            let direct = format!("http://127.0.0.1:{port}");
+            if get_call(&c, &direct, call, &alice.token).await.0 == 200 {
+                *on.entry(node.clone()).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(on.values().sum::<usize>(), 4, "{on:?}");
+    assert_eq!(on.len(), 2, "both nodes: {on:?}");
+}
