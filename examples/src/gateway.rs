@@ -167,8 +167,8 @@ async fn forward(state: &GatewayState, peer: SocketAddr, mut request: Request) -
     if service == "video" {
         return forward_video(state, request, client_upgrade).await;
     }
-    if let Err(bad) = rebase(&mut request, base) {
-        return bad;
+    if rebase(&mut request, base).is_none() {
+        return bad_uri();
     }
     match send(state, request).await {
         Ok(response) => finish(response, client_upgrade),
@@ -193,17 +193,16 @@ fn too_large(service: &str, close: bool) -> Response {
     response
 }
 
-/// Points `request` at `base` (`http://host:port`), keeping its path and query.
-#[allow(clippy::result_large_err)]
-fn rebase(request: &mut Request, base: &str) -> Result<(), Response> {
+/// Points `request` at `base` (`http://host:port`), keeping its path and query;
+/// `None` when that is no URI.
+fn rebase(request: &mut Request, base: &str) -> Option<()> {
     let path_and_query = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = format!("{base}{path_and_query}").parse::<Uri>() else {
-        return Err(
-            ApiError::bad_request("bad_uri", "the request URI cannot be forwarded").into_response(),
-        );
-    };
-    *request.uri_mut() = uri;
-    Ok(())
+    *request.uri_mut() = format!("{base}{path_and_query}").parse::<Uri>().ok()?;
+    Some(())
+}
+
+fn bad_uri() -> Response {
+    ApiError::bad_request("bad_uri", "the request URI cannot be forwarded").into_response()
 }
 
 /// Why an upstream gave no response.
@@ -303,25 +302,19 @@ async fn forward_video(
         Err(_) => return Failure::Timeout.response("video"),
     };
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let attempt = |base: &str| -> Result<Request, Response> {
+    let attempt = |base: &str| -> Option<Request> {
         let mut request = Request::new(Body::from(body.clone()));
         *request.method_mut() = parts.method.clone();
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
-        *request.uri_mut() = format!("{base}{path_and_query}")
-            .parse::<Uri>()
-            .map_err(|_| {
-                ApiError::bad_request("bad_uri", "the request URI cannot be forwarded")
-                    .into_response()
-            })?;
-        Ok(request)
+        *request.uri_mut() = format!("{base}{path_and_query}").parse::<Uri>().ok()?;
+        Some(request)
     };
     let routes = &state.video;
     let (nodes, probing) = match routes.target(&parts.method, parts.uri.path()).await {
         video_routes::Target::Owner { call, base } => {
-            let request = match attempt(&base) {
-                Ok(request) => request,
-                Err(bad) => return bad,
+            let Some(request) = attempt(&base) else {
+                return bad_uri();
             };
             match send(state, request).await {
                 Ok(response) => return finish(response, client_upgrade),
@@ -347,9 +340,8 @@ async fn forward_video(
     };
     let mut last = None;
     for base in &nodes {
-        let request = match attempt(base) {
-            Ok(request) => request,
-            Err(bad) => return bad,
+        let Some(request) = attempt(base) else {
+            return bad_uri();
         };
         match send(state, request).await {
             // Not there (or a node still recovering its calls): the next one may be.
