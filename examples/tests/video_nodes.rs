@@ -163,3 +163,44 @@ async fn while_redis_is_down_the_gateway_uses_its_configured_nodes() {
     assert_eq!(on.values().sum::<usize>(), 4, "{on:?}");
     assert_eq!(on.len(), 2, "both nodes: {on:?}");
 }
+
+/// Redis hangs (SIGSTOP) for longer than the lease, so every node's lease lapses: once
+/// it resumes, the nodes renew their leases before any of them adopts, and no call
+/// changes owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_outage_longer_than_the_lease_no_live_node_loses_its_calls() {
+    use common::video_nodes::{create_calls, two_users, LEASE_SECS};
+    let redis = RedisServer::start().unwrap();
+    let nodes = Nodes::start(&redis.url(), &ENV, &["video-1", "video-2"], no_env).await;
+    let observer = observer(RedisClientConfig::new(redis.url())).await;
+    let c = reqwest::Client::new();
+    let (alice, _) = two_users(&c, &nodes).await;
+    let calls = create_calls(&c, &nodes, &observer, &alice, 4).await;
+    let before: Vec<_> = {
+        let mut v = Vec::new();
+        for (call, _) in &calls {
+            v.push(observer.call(call).await.unwrap());
+        }
+        v
+    };
+    redis.pause().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(LEASE_SECS * 2)).await;
+    redis.resume().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(LEASE_SECS * 3)).await;
+    for ((call, _), was) in calls.iter().zip(&before) {
+        let now = observer.call(call).await.unwrap();
+        assert_eq!((&now.owner, now.epoch), (&was.owner, was.epoch), "{call}");
+    }
+    for (node, port) in &nodes.nodes {
+        let metrics = c
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let adopted = secureconnect_testkit::exposition::sample(&metrics, "call_adopted_calls_total", &[]);
+        assert_eq!(adopted, Some(0.0), "{node}");
+    }
+}

@@ -10,11 +10,13 @@
 //! Every third of `VIDEO_LEASE_SECS` a node refreshes its presence, then looks at every
 //! other node of the set: one whose call-state lease (refreshed by its hub's heartbeat)
 //! lapsed has its calls adopted by [`CallHub::adopt`] — by one node at a time, and each
-//! call by at most one node whatever happens (the store's fenced script). The gateway
+//! call by at most one node whatever happens (the store's fenced script). A node adopts
+//! only once it has reached Redis for a whole lease without a break: after an outage of
+//! Redis, when every lease may have lapsed, the live nodes renew theirs first. The gateway
 //! reads the presence entries to route new calls, and each call's owner to route its
 //! requests.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -129,13 +131,20 @@ impl Presence {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval((self.lease / 3).max(Duration::from_millis(100)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Since when this node reaches Redis without a break.
+            let mut connected_since: Option<Instant> = None;
             loop {
                 tick.tick().await;
                 if let Err(e) = self.publish().await {
                     tracing::debug!(error = %crate::error::chain(&e), "publishing this video node's presence failed");
+                    connected_since = None;
                     continue;
                 }
-                if let Err(e) = self.look_around().await {
+                // After an outage of Redis every lease may have lapsed: the other nodes
+                // get one lease to renew theirs before this one adopts their calls.
+                let since = *connected_since.get_or_insert_with(Instant::now);
+                let may_adopt = since.elapsed() >= self.lease;
+                if let Err(e) = self.look_around(may_adopt).await {
                     tracing::debug!(error = %crate::error::chain(&e), "looking for lapsed video nodes failed");
                 }
             }
@@ -166,9 +175,10 @@ impl Presence {
         Ok(())
     }
 
-    /// Looks at every other node: adopts the calls of those whose lease lapsed, drops
-    /// from the set those with nothing left, and updates the gauges.
-    async fn look_around(&self) -> Result<(), secureconnect_callstate::Error> {
+    /// Looks at every other node: adopts the calls of those whose lease lapsed (if
+    /// `may_adopt`), drops from the set those with nothing left, and updates the
+    /// gauges.
+    async fn look_around(&self, may_adopt: bool) -> Result<(), secureconnect_callstate::Error> {
         let nodes: Vec<String> = self
             .redis
             .query(redis::cmd("SMEMBERS").arg(NODES_KEY))
@@ -184,7 +194,7 @@ impl Presence {
                 live += 1;
                 continue;
             }
-            if status.calls > 0 && self.lock(other).await? {
+            if may_adopt && status.calls > 0 && self.lock(other).await? {
                 self.adopt(other).await;
             }
             let left = self.store.node_status(other).await?;

@@ -47,6 +47,24 @@ impl CallHub {
         let Some(redis) = &self.inner.redis else {
             return Ok(Vec::new());
         };
+        // The dead node's calls count as served here from before their adoption puts
+        // them in this node's set until they are in memory: a full write-back in
+        // between does not end them.
+        let candidates = redis.scan_node(dead_node).await?;
+        self.inner.adopting().extend(candidates.iter().cloned());
+        let result = self.adopt_marked(redis, dead_node).await;
+        let mut adopting = self.inner.adopting();
+        for call in &candidates {
+            adopting.remove(call);
+        }
+        result
+    }
+
+    async fn adopt_marked(
+        &self,
+        redis: &crate::redis_store::RedisCallStore,
+        dead_node: &str,
+    ) -> Result<Vec<String>, Error> {
         let adopted = redis.adopt(dead_node).await?;
         let mut served = Vec::with_capacity(adopted.len());
         for id in adopted {
@@ -140,5 +158,18 @@ impl CallHub {
     /// node publishes as its load).
     pub fn counts(&self) -> (usize, usize) {
         self.inner.memory.counts()
+    }
+}
+
+impl super::Inner {
+    fn adopting(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.adopting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `call` is being adopted by this hub.
+    pub(super) fn is_adopting(&self, call: &str) -> bool {
+        self.adopting().contains(call)
     }
 }

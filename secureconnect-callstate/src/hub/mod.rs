@@ -41,6 +41,9 @@ struct Inner {
     tx: mpsc::Sender<Op>,
     replicator: Mutex<Replicator>,
     awaiting: Mutex<HashMap<(String, String), Instant>>,
+    /// Calls being adopted (in this node's set before they are in memory): a full
+    /// write-back meanwhile must not take them for calls that ended here.
+    adopting: Mutex<std::collections::HashSet<String>>,
     channels: Channels,
     metrics: Metrics,
     lifecycle: Lifecycle,
@@ -108,6 +111,7 @@ impl CallHub {
             tx,
             replicator: Mutex::new(Replicator::default()),
             awaiting: Mutex::new(HashMap::new()),
+            adopting: Mutex::new(std::collections::HashSet::new()),
             channels: Channels::default(),
             metrics: Metrics::register(registry),
             lifecycle: Lifecycle::new(config),

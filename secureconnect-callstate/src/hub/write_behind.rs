@@ -113,8 +113,10 @@ async fn heartbeat(
     }
 }
 
+/// Whether `call` is served here: in memory, or being adopted (in this node's set
+/// already, in memory shortly).
 fn in_memory(inner: &Inner, call: &str) -> bool {
-    inner.memory.with_call(call, |_| Ok(())).is_ok()
+    inner.memory.with_call(call, |_| Ok(())).is_ok() || inner.is_adopting(call)
 }
 
 /// Performs `actions` and whatever the replicator answers to their outcomes.
