@@ -31,18 +31,9 @@ fn no_env(_: &str) -> Vec<(String, String)> {
     Vec::new()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_owners_calls_move_to_the_survivor_and_stay_there_after_its_restart() {
-    let redis = RedisServer::start().unwrap();
-    let nodes = Nodes::start(&redis.url(), &ENV, &["video-1", "video-2"], no_env).await;
-    let observer = observer(RedisClientConfig::new(redis.url())).await;
-    killed_owner_scenario(nodes, observer, &[]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_cut_off_from_redis_past_its_lease_loses_its_calls_and_drops_them() {
-    let redis = RedisServer::start().unwrap();
-    // Each node reaches Redis through a fault proxy of its own.
+/// Two nodes, each reaching Redis through a fault proxy of its own (video-1 through
+/// the first).
+async fn behind_proxies(redis: &RedisServer) -> (Nodes, Vec<Arc<FaultProxy>>) {
     let mut proxies = Vec::new();
     for _ in 0..2 {
         proxies.push(Arc::new(
@@ -57,6 +48,21 @@ async fn a_node_cut_off_from_redis_past_its_lease_loses_its_calls_and_drops_them
         vec![("REDIS_URL".to_owned(), urls[i].clone())]
     })
     .await;
+    (nodes, proxies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owners_calls_move_to_the_survivor_and_stay_there_after_its_restart() {
+    let redis = RedisServer::start().unwrap();
+    let nodes = Nodes::start(&redis.url(), &ENV, &["video-1", "video-2"], no_env).await;
+    let observer = observer(RedisClientConfig::new(redis.url())).await;
+    killed_owner_scenario(nodes, observer, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_past_its_lease_loses_its_calls_and_drops_them() {
+    let redis = RedisServer::start().unwrap();
+    let (nodes, proxies) = behind_proxies(&redis).await;
     let observer = observer(RedisClientConfig::new(redis.url())).await;
     let proxy = |id: &str| proxies[usize::from(id == "video-2")].clone();
     partitioned_owner_scenario(
@@ -164,28 +170,29 @@ async fn while_redis_is_down_the_gateway_uses_its_configured_nodes() {
     assert_eq!(on.len(), 2, "both nodes: {on:?}");
 }
 
-/// Redis hangs (SIGSTOP) for longer than the lease, so every node's lease lapses: once
-/// it resumes, the nodes renew their leases before any of them adopts, and no call
-/// changes owner.
+/// Every node is cut off from Redis for longer than the lease, so every lease lapses:
+/// once Redis is back for all of them, the nodes renew their leases before any of them
+/// adopts, and no call changes owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_redis_outage_longer_than_the_lease_no_live_node_loses_its_calls() {
     use common::video_nodes::{create_calls, two_users, LEASE_SECS};
     let redis = RedisServer::start().unwrap();
-    let nodes = Nodes::start(&redis.url(), &ENV, &["video-1", "video-2"], no_env).await;
+    let (nodes, proxies) = behind_proxies(&redis).await;
     let observer = observer(RedisClientConfig::new(redis.url())).await;
     let c = reqwest::Client::new();
     let (alice, _) = two_users(&c, &nodes).await;
     let calls = create_calls(&c, &nodes, &observer, &alice, 4).await;
-    let before: Vec<_> = {
-        let mut v = Vec::new();
-        for (call, _) in &calls {
-            v.push(observer.call(call).await.unwrap());
-        }
-        v
-    };
-    redis.pause().unwrap();
+    let mut before = Vec::new();
+    for (call, _) in &calls {
+        before.push(observer.call(call).await.unwrap());
+    }
+    for proxy in &proxies {
+        proxy.set_mode(ProxyMode::Blackhole);
+    }
     tokio::time::sleep(std::time::Duration::from_secs(LEASE_SECS * 2)).await;
-    redis.resume().unwrap();
+    for proxy in &proxies {
+        proxy.set_mode(ProxyMode::Forward);
+    }
     tokio::time::sleep(std::time::Duration::from_secs(LEASE_SECS * 3)).await;
     for ((call, _), was) in calls.iter().zip(&before) {
         let now = observer.call(call).await.unwrap();
@@ -200,7 +207,8 @@ async fn after_a_redis_outage_longer_than_the_lease_no_live_node_loses_its_calls
             .text()
             .await
             .unwrap();
-        let adopted = secureconnect_testkit::exposition::sample(&metrics, "call_adopted_calls_total", &[]);
+        let adopted =
+            secureconnect_testkit::exposition::sample(&metrics, "call_adopted_calls_total", &[]);
         assert_eq!(adopted, Some(0.0), "{node}");
     }
 }
