@@ -519,7 +519,11 @@ async fn calls_left_by_a_dead_process(
     n: usize,
     token: &RejoinToken,
 ) {
-    let store = redis_store(server, node).await;
+    let store = redis_store_with(
+        node,
+        RedisClientConfig::new(server.url()).call_timeout(Duration::from_secs(2)),
+    )
+    .await;
     let writers: Vec<_> = (0..16)
         .map(|k| {
             let store = store.clone();
@@ -662,18 +666,13 @@ async fn a_recovery_interrupted_half_way_loads_the_rest_when_redis_returns() {
     server.pause().unwrap();
     // Replies already on their way are taken in.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let loaded = hub.calls().len();
-    eprintln!("{loaded} of {CALLS} calls loaded when Redis paused");
-    // Every call is loaded or still to load: one not loaded yet is answered
-    // "recovering" (retry), never "not found".
+    // A call not loaded yet is answered "recovering" (retry), never "not found".
     let missing: Vec<usize> = (0..CALLS)
         .filter(|i| hub.get(&format!("c-{i}")).is_none())
         .collect();
-    assert_eq!(missing.len(), CALLS - loaded);
-    if let Some(&first) = missing.first() {
-        let e = rejoin(first, 0).await.unwrap_err();
-        assert!(e.is_recovering(), "{e:?}");
-    }
+    assert!(!missing.is_empty(), "paused before the load ended");
+    let e = rejoin(missing[0], 0).await.unwrap_err();
+    assert!(e.is_recovering(), "{e:?}");
     // A call loaded before the pause is served without Redis.
     assert_eq!(
         rejoin(1, 1).await.unwrap().state,

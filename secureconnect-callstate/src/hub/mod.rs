@@ -49,6 +49,10 @@ struct Inner {
     any_pending: AtomicBool,
     /// Whether a recovery is under way: a lock-free check on every operation.
     recovering: AtomicBool,
+    /// Whether the background recovery task was started (once per hub).
+    background: AtomicBool,
+    /// Held by a recovery attempt: one at a time.
+    attempt: tokio::sync::Mutex<()>,
 }
 
 /// A signaling hub's view of calls: in-memory state that is authoritative, written
@@ -119,6 +123,8 @@ impl CallHub {
             pending: Mutex::default(),
             any_pending: AtomicBool::new(false),
             recovering: AtomicBool::new(false),
+            background: AtomicBool::new(false),
+            attempt: tokio::sync::Mutex::new(()),
         });
         lifecycle::start(&inner);
         if inner.redis.is_some() {
@@ -155,7 +161,7 @@ impl CallHub {
     /// (a recovered call with this id could not be loaded yet: retry shortly).
     pub async fn create(&self, call_id: &str) -> Result<CallState, Error> {
         // A recovered call not loaded yet exists all the same.
-        self.ready(call_id).await?;
+        self.loaded(call_id).await?;
         let call = self.inner.memory.create(call_id).await?;
         self.enqueue(Op::Create(call_id.to_owned()));
         self.update_gauges();
@@ -179,7 +185,7 @@ impl CallHub {
             state: ParticipantState::Connected,
         };
         let id = participant.id.clone();
-        self.ready(call_id).await?;
+        self.loaded(call_id).await?;
         self.inner.memory.join(call_id, participant.clone()).await?;
         self.enqueue(Op::Join(call_id.to_owned(), participant));
         self.update_gauges();
@@ -193,7 +199,7 @@ impl CallHub {
     /// [`Error::is_not_found`], [`Error::is_recovering`] (a recovered call could not
     /// be loaded yet: retry shortly).
     pub async fn leave(&self, call_id: &str, participant_id: &str) -> Result<LeaveOutcome, Error> {
-        self.ready(call_id).await?;
+        self.loaded(call_id).await?;
         let outcome = self.inner.memory.leave(call_id, participant_id).await?;
         self.left(call_id, participant_id, &outcome);
         Ok(outcome)
@@ -225,7 +231,7 @@ impl CallHub {
     /// [`Error::is_not_found`], [`Error::is_recovering`] (a recovered call could not
     /// be loaded yet: retry shortly).
     pub async fn end(&self, call_id: &str) -> Result<(), Error> {
-        self.ready(call_id).await?;
+        self.loaded(call_id).await?;
         self.inner.memory.end(call_id).await?;
         self.ended(call_id);
         Ok(())

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::{CallHub, Inner};
 use crate::error::{Chain, Error};
 use crate::model::ParticipantState;
-use crate::redis_store::{RecoveryReport, RedisCallStore};
+use crate::redis_store::{RecoveryReport, RedisCallStore, Skipped};
 
 /// The first pause between two recovery attempts; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -53,7 +53,9 @@ impl CallHub {
     /// loaded in memory, and the next one loads the rest.
     ///
     /// As soon as the calls are listed (before they are read), a call this node owns
-    /// is served: an operation on one not loaded yet loads it first.
+    /// is served: an operation on one not loaded yet loads it first. Attempts run one
+    /// at a time; once one has loaded every call, later ones do nothing. The report
+    /// lists the calls this attempt loaded (not those an operation loaded first).
     ///
     /// # Errors
     ///
@@ -62,6 +64,11 @@ impl CallHub {
         let Some(redis) = &self.inner.redis else {
             return Ok(RecoveryReport::default());
         };
+        // One attempt at a time; once one has loaded everything, there is nothing left.
+        let _attempt = self.inner.attempt.lock().await;
+        if *self.inner.lifecycle.recovery.borrow() == Recovery::Done {
+            return Ok(RecoveryReport::default());
+        }
         let started = Instant::now();
         if self.inner.pending().listed.is_none() {
             self.inner.recovering.store(true, Ordering::Release);
@@ -125,51 +132,81 @@ impl CallHub {
     ) {
         let mut pending = self.inner.pending();
         let since = pending.listed.unwrap_or_else(Instant::now);
+        // Only what is still pending is taken (and counted): whichever read of a call
+        // comes first takes it, so a call that ended after an operation loaded it is
+        // not brought back by a later read.
+        let was_pending: HashSet<&String> = batch
+            .iter()
+            .filter(|id| pending.calls.remove(*id))
+            .collect();
+        if was_pending.is_empty() {
+            return;
+        }
         let mut taken = RecoveryReport {
-            skipped: part.skipped,
+            skipped: part
+                .skipped
+                .into_iter()
+                .filter(|s| was_pending.contains(&skipped_call(s).to_owned()))
+                .collect(),
             dangling_removed: part.dangling_removed,
             ..RecoveryReport::default()
         };
         for mut call in part.calls {
-            if !pending.calls.remove(&call.id) {
+            // A call made here while the recovery was retried is the current one: it is
+            // neither replaced nor marked awaiting. (No other insertion of a pending id
+            // can happen while the pending lock is held.)
+            if !was_pending.contains(&call.id)
+                || self.inner.memory.with_call(&call.id, |_| Ok(())).is_ok()
+            {
                 continue;
             }
             for p in call.participants.values_mut() {
                 p.state = ParticipantState::AwaitingRejoin;
             }
-            let keys: Vec<(String, String)> = call
-                .participants
-                .keys()
-                .map(|p| (call.id.clone(), p.clone()))
-                .collect();
-            // A call this hub has in memory already (made here while the recovery was
-            // retried) is the current one: it is neither replaced nor marked awaiting.
-            if self.inner.memory.insert_if_absent(call.clone()) {
-                redis.hold(&call);
+            // Held, and its participants awaiting, before anyone can see it in memory:
+            // a write to it carries its epoch from the first.
+            redis.hold(&call);
+            {
                 let mut awaiting = self.inner.awaiting();
-                for key in keys {
-                    awaiting.insert(key, since);
+                for p in call.participants.keys() {
+                    awaiting.insert((call.id.clone(), p.clone()), since);
                 }
-                taken.calls.push(call);
             }
-        }
-        for id in batch {
-            pending.calls.remove(id);
+            self.inner.memory.insert(call.clone());
+            taken.calls.push(call);
         }
         if pending.calls.is_empty() {
             self.inner.any_pending.store(false, Ordering::Release);
         }
         drop(pending);
         self.inner.metrics.recovered(&taken);
+        self.update_gauges();
         report.calls.append(&mut taken.calls);
         report.skipped.append(&mut taken.skipped);
         report.dangling_removed += taken.dangling_removed;
     }
 
-    /// Makes `call_id` ready for an operation while a recovery is under way: waits
-    /// (up to [`CallHubConfig::recovery_wait`](crate::CallHubConfig::recovery_wait))
-    /// for the recovery to list this node's calls, then loads this one if it is
-    /// listed and not loaded yet. One atomic load when no recovery is under way.
+    /// Makes `call_id` ready for an operation while a recovery is under way: loads it
+    /// if the recovery listed it and it is not loaded yet. Does not wait for the
+    /// listing: before it, memory answers (as without Redis). One atomic load when no
+    /// recovery is under way.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_recovering`] when Redis does not answer (retry shortly).
+    pub(super) async fn loaded(&self, call_id: &str) -> Result<(), Error> {
+        if !self.inner.recovering.load(Ordering::Acquire)
+            || self.inner.memory.with_call(call_id, |_| Ok(())).is_ok()
+        {
+            return Ok(());
+        }
+        self.load_if_pending(call_id).await
+    }
+
+    /// [`loaded`](Self::loaded), after waiting (up to
+    /// [`CallHubConfig::recovery_wait`](crate::CallHubConfig::recovery_wait)) for a
+    /// recovery under way to list this node's calls: for a participant coming back
+    /// after a restart, whose call is most likely one of them.
     ///
     /// # Errors
     ///
@@ -211,7 +248,13 @@ impl CallHub {
             }
             Err(e) => {
                 tracing::debug!(call = %call_id, error = %Chain(&e), "loading a recovered call failed");
-                Err(Error::recovering(call_id))
+                // Past the rejoin grace its participants could not have kept their
+                // places anyway: memory answers, as for a recovery that never ends.
+                if self.is_recovering() {
+                    Err(Error::recovering(call_id))
+                } else {
+                    Ok(())
+                }
             }
         }
     }
@@ -227,16 +270,20 @@ impl CallHub {
         if self.inner.redis.is_none() {
             return;
         }
-        let started = self.inner.lifecycle.recovery.send_if_modified(|state| {
+        // One background task for the hub's life; it may pick up where a failed
+        // `recover` left off.
+        if *self.inner.lifecycle.recovery.borrow() == Recovery::Done
+            || self.inner.background.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.inner.lifecycle.recovery.send_if_modified(|state| {
             let idle = *state == Recovery::Idle;
             if idle {
                 *state = Recovery::Running(Instant::now());
             }
             idle
         });
-        if !started {
-            return;
-        }
         self.inner.recovering.store(true, Ordering::Release);
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
@@ -307,6 +354,13 @@ impl CallHub {
     }
 }
 
+/// The call a skipped entry names.
+fn skipped_call(skipped: &Skipped) -> &str {
+    match skipped {
+        Skipped::Corrupt { call, .. } | Skipped::Foreign { call, .. } => call,
+    }
+}
+
 impl Inner {
     pub(super) fn pending(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
@@ -348,7 +402,54 @@ mod tests {
     use prometheus_client::registry::Registry;
     use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
 
-    use crate::{CallHub, CallHubConfig, RedisCallStore, RedisCallStoreConfig};
+    use crate::redis_store::RecoveryReport;
+    use crate::{CallHub, CallHubConfig, CallState, RedisCallStore, RedisCallStoreConfig};
+
+    /// Whichever read of a pending call comes first takes it: a read that comes later
+    /// (the background load, which read the call before it ended here) takes nothing.
+    #[tokio::test]
+    async fn a_call_is_taken_once_and_a_later_read_does_not_bring_it_back() {
+        let mut registry = Registry::default();
+        // No Redis is needed: nothing here sends a command that must succeed.
+        let redis =
+            RedisClient::new(RedisClientConfig::new("redis://127.0.0.1:1"), &mut registry).unwrap();
+        let store = RedisCallStore::new(
+            redis,
+            "node-a",
+            RedisCallStoreConfig::default(),
+            &mut registry,
+        )
+        .unwrap();
+        let hub = CallHub::new(
+            "node-a",
+            Some(store.clone()),
+            CallHubConfig::default(),
+            &mut registry,
+        )
+        .unwrap();
+        hub.inner.list_pending(vec!["c".into(), "d".into()]);
+        let read = || RecoveryReport {
+            calls: vec![CallState {
+                id: "c".into(),
+                owner: "node-a".into(),
+                epoch: 3,
+                version: 1,
+                created_at_ms: 0,
+                participants: Default::default(),
+            }],
+            ..RecoveryReport::default()
+        };
+        let mut report = RecoveryReport::default();
+        // An operation's read of "c".
+        hub.take(&store, &["c".into()], read(), &mut report);
+        assert_eq!(hub.get("c").map(|c| c.epoch), Some(3));
+        hub.end("c").await.unwrap();
+        // The background read of "c" and "d", made before "c" ended.
+        hub.take(&store, &["c".into(), "d".into()], read(), &mut report);
+        assert!(hub.get("c").is_none(), "an ended call came back");
+        assert!(hub.inner.pending().calls.is_empty());
+        assert_eq!(report.calls.len(), 1);
+    }
 
     /// With no Redis to recover from (the embedded default), "recovering, retry" is
     /// answered for the rejoin grace only; then callers get what memory says.

@@ -180,12 +180,15 @@ impl RedisCallStore {
                 taken(batch, part);
             };
             let (fetched, ()) = tokio::join!(fetch, read);
+            // Out of the node's set batch by batch, so that a recovery interrupted
+            // half-way leaves no member behind that it will not read again.
+            if !dangling.is_empty() {
+                let mut cmd = redis::cmd("SREM");
+                cmd.arg(node_calls_key(&self.inner.node)).arg(&dangling);
+                self.inner.redis.query::<i64>(&cmd).await?;
+                dangling.clear();
+            }
             values = fetched?;
-        }
-        for chunk in dangling.chunks(500) {
-            let mut cmd = redis::cmd("SREM");
-            cmd.arg(node_calls_key(&self.inner.node)).arg(chunk);
-            self.inner.redis.query::<i64>(&cmd).await?;
         }
         Ok(())
     }
