@@ -49,7 +49,6 @@ pub mod presence;
 pub mod session;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -71,10 +70,6 @@ use crate::error::ApiError;
 use crate::kit::Kit;
 use crate::sessions::{SessionStore, Verdict, CACHE_TTL};
 use crate::token::{Claims, User};
-
-/// How long a WebSocket upgrade for a call not (yet) in memory waits for a recovery
-/// under way.
-const RECOVERY_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct VideoState {
@@ -106,13 +101,10 @@ fn recovering() -> ApiError {
     )
 }
 
-/// 404 for a call that is not here, or 503 `recovering` while it may still come back.
-async fn missing_call(hub: &CallHub) -> ApiError {
-    if hub.is_recovering() && !hub.wait_for_recovery(RECOVERY_WAIT).await {
-        recovering()
-    } else {
-        ApiError::not_found("no such call")
-    }
+/// Waits for a recovery under way to list this node's calls and loads call `id` if
+/// it is one of them (the hub's `recovery_wait`, 2 s); 503 `recovering` past that.
+async fn ready(hub: &CallHub, id: &str) -> Result<(), ApiError> {
+    hub.find(id).await.map(drop).map_err(|e| call_error(&e))
 }
 
 async fn create_call(
@@ -133,13 +125,9 @@ async fn get_call(
     User(_): User,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let participants = match participants(&state.hub, &id) {
-        Some(found) => found,
-        None => {
-            let missing = missing_call(&state.hub).await;
-            participants(&state.hub, &id).ok_or(missing)?
-        }
-    };
+    ready(&state.hub, &id).await?;
+    let participants =
+        participants(&state.hub, &id).ok_or_else(|| ApiError::not_found("no such call"))?;
     Ok(Json(json!({ "call_id": id, "participants": participants })))
 }
 
@@ -149,11 +137,9 @@ async fn websocket(
     Path(id): Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    ready(&state.hub, &id).await?;
     if state.hub.get(&id).is_none() {
-        let missing = missing_call(&state.hub).await;
-        if state.hub.get(&id).is_none() {
-            return Err(missing);
-        }
+        return Err(ApiError::not_found("no such call"));
     }
     Ok(upgrade
         .max_message_size(64 * 1024)

@@ -118,9 +118,13 @@ impl Metrics {
         self.rejoins[outcome as usize].inc();
     }
 
-    /// Records what a recovery found.
+    /// Records how long a recovery took, from its start to the last call loaded.
+    pub(super) fn recovery_took(&self, took: std::time::Duration) {
+        self.recovery_seconds.set(took.as_secs_f64());
+    }
+
+    /// Counts what a recovery (or part of one) found.
     pub(super) fn recovered(&self, report: &RecoveryReport) {
-        self.recovery_seconds.set(report.duration.as_secs_f64());
         let count = |outcome: &'static str, n: usize| {
             self.recovered
                 .get_or_create(&vec![("outcome", outcome)])

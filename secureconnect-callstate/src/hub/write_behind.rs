@@ -169,6 +169,7 @@ fn report<T>(call: &str, result: &Result<T, Error>, what: &'static str) {
 /// written any more. They are dropped, so their sockets close and their participants
 /// rejoin through the newer process.
 fn superseded(inner: &Inner, e: &Error) {
+    inner.drop_pending();
     let calls = inner.memory.snapshot();
     if !calls.is_empty() {
         tracing::error!(error = %Chain(e), calls = calls.len(), "dropping every call here");
