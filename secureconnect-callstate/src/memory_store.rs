@@ -32,6 +32,17 @@ impl MemoryCallStore {
         self.calls().insert(call.id.clone(), call);
     }
 
+    /// Inserts a call unless one with its id is here already; whether it was inserted.
+    pub(crate) fn insert_if_absent(&self, call: CallState) -> bool {
+        match self.calls().entry(call.id.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(call);
+                true
+            }
+        }
+    }
+
     /// Removes a call without any checks (lost ownership).
     pub fn remove(&self, call_id: &str) -> Option<CallState> {
         self.calls().remove(call_id)

@@ -1,7 +1,9 @@
 //! The signaling hub's view of calls: [`CallHub`] and its operations. Signal relay is
 //! in `signals`, the write-behind replication in `replicator` (the state machine) and
-//! `write_behind` (the task that drives it), the metrics in `metrics`.
+//! `write_behind` (the task that drives it), the adoption of a dead node's calls in
+//! `adoption`, the metrics in `metrics`.
 
+mod adoption;
 mod config;
 mod lifecycle;
 mod metrics;
@@ -40,6 +42,9 @@ struct Inner {
     tx: mpsc::Sender<Op>,
     replicator: Mutex<Replicator>,
     awaiting: Mutex<HashMap<(String, String), Instant>>,
+    /// Calls being adopted (in this node's set before they are in memory): a full
+    /// write-back meanwhile must not take them for calls that ended here.
+    adopting: Mutex<std::collections::HashSet<String>>,
     channels: Channels,
     metrics: Metrics,
     lifecycle: Lifecycle,
@@ -117,6 +122,7 @@ impl CallHub {
             tx,
             replicator: Mutex::new(Replicator::default()),
             awaiting: Mutex::new(HashMap::new()),
+            adopting: Mutex::new(std::collections::HashSet::new()),
             channels: Channels::default(),
             metrics: Metrics::register(registry),
             lifecycle: Lifecycle::new(config),
