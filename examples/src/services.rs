@@ -72,7 +72,7 @@ pub async fn build(
             config,
             config.auth_addr,
             config.storage_addr,
-            config.video_addr,
+            &config.video_upstreams,
         )?,
     };
     kit.finish(app)
