@@ -103,7 +103,18 @@ pub struct Config {
     pub storage_addr: SocketAddr,
     /// `JWT_SECRET`: shared by all services; at least 32 bytes.
     pub jwt_secret: Option<String>,
-    /// `STORAGE_DIR` (default a `secureconnect-storage` folder in the temp dir).
+    /// `DATA_DIR` (default `./secureconnect-data`): the embedded SQLite database and,
+    /// unless `STORAGE_DIR` says otherwise, the stored files.
+    pub data_dir: PathBuf,
+    /// `DATABASE_URL`: `sqlite://…` or `postgres://…` instead of the embedded database
+    /// in `DATA_DIR` (its password is hidden wherever it is printed).
+    pub database_url: Option<crate::db::DatabaseUrl>,
+    /// `DATABASE_MAX_CONNECTIONS` per service (default 10).
+    pub database_max_connections: u32,
+    /// `DATABASE_TIMEOUT_MS` (default 2000): the deadline of a request's database work,
+    /// waiting for a connection included; past it the request gets 503.
+    pub database_timeout: Duration,
+    /// `STORAGE_DIR` (default `DATA_DIR/files`).
     pub storage_dir: PathBuf,
     /// `STORAGE_QUOTA_BYTES` per user (default 100 MiB).
     pub storage_quota: u64,
@@ -231,6 +242,8 @@ impl Config {
                 "REDIS_URL={redis_url:?} lists several URLs: set REDIS_MODE=cluster or REDIS_MODE=sentinel"
             )));
         }
+        let data_dir =
+            var("DATA_DIR")?.map_or_else(|| PathBuf::from("secureconnect-data"), PathBuf::from);
         let config = Self {
             redis_url,
             redis_mode,
@@ -241,10 +254,18 @@ impl Config {
             video_addr,
             storage_addr: addr("STORAGE_ADDR", 8084)?,
             jwt_secret: var("JWT_SECRET")?,
-            storage_dir: var("STORAGE_DIR")?.map_or_else(
-                || std::env::temp_dir().join("secureconnect-storage"),
-                PathBuf::from,
-            ),
+            storage_dir: var("STORAGE_DIR")?.map_or_else(|| data_dir.join("files"), PathBuf::from),
+            database_url: var("DATABASE_URL")?
+                .map(|url| crate::db::DatabaseUrl::parse(&url))
+                .transpose()
+                .map_err(ConfigError)?,
+            database_max_connections: parsed("DATABASE_MAX_CONNECTIONS", 10, "a whole number")?,
+            database_timeout: Duration::from_millis(parsed(
+                "DATABASE_TIMEOUT_MS",
+                2_000,
+                "milliseconds",
+            )?),
+            data_dir,
             storage_quota: parsed(
                 "STORAGE_QUOTA_BYTES",
                 100 * 1024 * 1024,
@@ -318,6 +339,11 @@ impl Config {
             ("CALL_EMPTY_TTL_SECS", config.call_empty_ttl.is_zero()),
             ("CALLS_PER_USER_MAX", config.calls_per_user_max == 0),
             ("VIDEO_LEASE_SECS", config.video_lease.is_zero()),
+            (
+                "DATABASE_MAX_CONNECTIONS",
+                config.database_max_connections == 0,
+            ),
+            ("DATABASE_TIMEOUT_MS", config.database_timeout.is_zero()),
             (
                 "STORAGE_RESERVATION_TTL_SECS",
                 config.storage_reservation_ttl.is_zero(),

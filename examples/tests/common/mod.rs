@@ -92,6 +92,7 @@ impl System {
         cmd.env("JWT_SECRET", SECRET)
             .env("REDIS_URL", &self.redis_url)
             .env("STORAGE_DIR", self.storage_dir())
+            .env("DATA_DIR", self.dir.path().join("data"))
             .env("AUDIT_FILE", self.audit_file(file))
             .env("RUST_LOG", "info");
         for (service, port) in self.ports {
