@@ -1,7 +1,8 @@
 //! Recovering 20,000 calls after a restart: this crate's store (`SSCAN` of the node's
-//! set, pipelined `HGETALL`s) side by side with the approach it replaces (`KEYS call:*`
-//! then one `GET` per key), on the same server and the same data; and the throughput
-//! of join and leave.
+//! set, pipelined `HMGET` + `HVALS`) side by side with the approach it replaces (`KEYS
+//! call:*` then one `GET` per key), on the same server and the same data; how soon a
+//! restarted hub serves (the calls listed, then loaded behind: a rejoin loads its call
+//! at once); and the throughput of join and leave.
 //!
 //! ```text
 //! cargo bench -p secureconnect-benches --bench callstate   # needs redis-server
@@ -15,18 +16,22 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prometheus_client::registry::Registry;
 use secureconnect_callstate::{
-    CallStore, Participant, ParticipantState, RedisCallStore, RedisCallStoreConfig, RejoinToken,
+    CallHub, CallHubConfig, CallStore, Participant, ParticipantState, RedisCallStore,
+    RedisCallStoreConfig, RejoinToken,
 };
 use secureconnect_redis_fallback::testing::RedisServer;
 use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
 
 const CALLS: usize = 20_000;
 
+/// Every participant's rejoin token.
+const TOKEN: &str = "bench-rejoin-token";
+
 fn participant_json(call: usize, p: usize) -> String {
     serde_json::json!({
         "id": format!("p{p}"),
         "user_id": format!("user-{call}-{p}"),
-        "token_hash": "3f".repeat(32),
+        "token_hash": RejoinToken::from_client(TOKEN).hash(),
         "joined_at_ms": 1_700_000_000_000u64,
     })
     .to_string()
@@ -134,6 +139,60 @@ fn recovery(c: &mut Criterion) {
             |fresh| async move { black_box(fresh.recover().await.unwrap().calls.len()) },
             BatchSize::PerIteration,
         )
+    });
+    // The first step alone: the incarnation, the lease and the listing of the calls.
+    // A hub serves from here on (a call not loaded yet is loaded when asked for).
+    group.bench_function("list_owned_calls", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                RedisCallStore::new(
+                    redis.clone(),
+                    "bench",
+                    RedisCallStoreConfig::default(),
+                    &mut Registry::default(),
+                )
+                .unwrap()
+            },
+            |fresh| async move { black_box(fresh.owned_calls().await.unwrap().len()) },
+            BatchSize::PerIteration,
+        )
+    });
+    // What a participant sees: a hub restarted with 20,000 calls to recover, and a
+    // rejoin to one of them (loaded on demand while the rest loads behind).
+    group.bench_function("restarted_hub_first_rejoin", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let redis = redis.clone();
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let store = RedisCallStore::new(
+                        redis.clone(),
+                        "bench",
+                        RedisCallStoreConfig::default(),
+                        &mut Registry::default(),
+                    )
+                    .unwrap();
+                    let hub = CallHub::new(
+                        "bench",
+                        Some(store),
+                        CallHubConfig::default(),
+                        &mut Registry::default(),
+                    )
+                    .unwrap();
+                    let token = RejoinToken::from_client(TOKEN);
+                    let started = std::time::Instant::now();
+                    hub.recover_in_background();
+                    let back = hub.rejoin("c-12345", "p1", "user-12345-1", &token).await;
+                    total += started.elapsed();
+                    black_box(back.unwrap());
+                    // Untimed: the rest loads, and the heartbeat that follows a
+                    // recovery runs, before the next restart.
+                    assert!(hub.wait_for_recovery(Duration::from_secs(30)).await);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                total
+            }
+        })
     });
     // What the heartbeat that follows a recovery costs (every period, too): the
     // lease, then each call's TTLs, in pipelines of 500 calls. By the newest process

@@ -8,12 +8,15 @@
 //! | `POST /v1/conversations` | `{"members":[user ids]}` → 201 `{"id"}` |
 //! | `GET /v1/conversations/{id}` | members only; others get 403 (audited) |
 //!
-//! Users and conversations live in memory (this is a reference service, not a user
-//! database). Sessions live in Redis; see [`crate::sessions`] for how every service
+//! Users and conversations live in the database ([`crate::db`]: SQLite in `DATA_DIR` by
+//! default, PostgreSQL by `DATABASE_URL`), in the tables `auth_*`; a database that
+//! cannot answer in time gets the request a 503. Sessions live in Redis; see [`crate::sessions`] for how every service
 //! checks them and what holds while Redis is away.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+mod store;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -25,6 +28,7 @@ use axum::{Json, Router};
 use secureconnect_audit::Actor;
 use serde::Deserialize;
 
+use self::store::{AuthStore, RegisterRefused};
 use crate::error::{ApiError, JsonBody};
 use crate::kit::Kit;
 use crate::sessions::SessionStore;
@@ -33,16 +37,11 @@ use crate::token::{unix_now, Tokens, User};
 /// A session outlives its token by the verifier's leeway.
 const SESSION_LEEWAY: u64 = 5;
 
-#[derive(Debug)]
-struct Account {
-    id: String,
-    hash: String,
-}
+pub use self::store::migrations;
 
 #[derive(Debug)]
 struct AuthState {
-    users: Mutex<HashMap<String, Account>>,
-    conversations: Mutex<HashMap<String, BTreeSet<String>>>,
+    store: AuthStore,
     sessions: SessionStore,
     tokens: Tokens,
     /// Argon2 takes 19 MiB and tens of milliseconds per hash: at most one per core at
@@ -94,17 +93,16 @@ async fn register(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     check_credentials(&body)?;
     let email = body.email.trim().to_ascii_lowercase();
-    if state
-        .users
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .contains_key(&email)
-    {
-        return Err(ApiError::new(
+    let taken = || {
+        ApiError::new(
             StatusCode::CONFLICT,
             "email_taken",
             "this email is registered already",
-        ));
+        )
+    };
+    // Checked before the costly hash; the unique email column decides the race.
+    if state.store.email_taken(&email).await? {
+        return Err(taken());
     }
     let password = body.password;
     let _slot = state.hash_slot().await?;
@@ -118,21 +116,11 @@ async fn register(
     .map_err(|_| ApiError::internal("hashing failed"))?
     .map_err(|_| ApiError::internal("hashing failed"))?;
     let id = format!("u-{}", uuid::Uuid::new_v4().simple());
-    let mut users = state.users.lock().unwrap_or_else(PoisonError::into_inner);
-    if users.contains_key(&email) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "email_taken",
-            "this email is registered already",
-        ));
+    match state.store.register(&id, &email, &hash, unix_now()).await {
+        Ok(()) => {}
+        Err(RegisterRefused::Taken) => return Err(taken()),
+        Err(RegisterRefused::Db(e)) => return Err(e.into()),
     }
-    users.insert(
-        email,
-        Account {
-            id: id.clone(),
-            hash,
-        },
-    );
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "user_id": id })),
@@ -145,12 +133,7 @@ async fn login(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let refused = || ApiError::unauthorized("invalid_credentials", "wrong email or password");
     let email = body.email.trim().to_ascii_lowercase();
-    let account = state
-        .users
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&email)
-        .map(|a| (a.id.clone(), a.hash.clone()));
+    let account = state.store.account(&email).await?;
     let Some((user_id, hash)) = account else {
         return Err(refused());
     };
@@ -204,12 +187,11 @@ async fn create_conversation(
     }
     let id = format!("c-{}", uuid::Uuid::new_v4().simple());
     let mut members: BTreeSet<String> = body.members.into_iter().collect();
-    members.insert(claims.sub);
+    members.insert(claims.sub.clone());
     state
-        .conversations
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(id.clone(), members);
+        .store
+        .create_conversation(&id, &claims.sub, members.into_iter().collect(), unix_now())
+        .await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))))
 }
 
@@ -218,13 +200,10 @@ async fn get_conversation(
     User(claims): User,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let members = state
-        .conversations
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("no such conversation"))?;
+    let members = state.store.members(&id).await?;
+    if members.is_empty() {
+        return Err(ApiError::not_found("no such conversation"));
+    }
     if !members.contains(&claims.sub) {
         // The audit layer records this 403 with the actor.
         return Err(ApiError::forbidden(
@@ -235,11 +214,10 @@ async fn get_conversation(
     Ok(Json(serde_json::json!({ "id": id, "members": members })))
 }
 
-/// The auth service's routes.
-pub fn router(kit: &Kit) -> Router {
+/// The auth service's routes, on `db` (opened with [`migrations`]).
+pub fn router(kit: &Kit, db: crate::db::Db) -> Router {
     let state = Arc::new(AuthState {
-        users: Mutex::new(HashMap::new()),
-        conversations: Mutex::new(HashMap::new()),
+        store: AuthStore::new(db),
         sessions: kit.sessions.clone(),
         tokens: kit.tokens.clone(),
         hashing: tokio::sync::Semaphore::new(

@@ -43,6 +43,23 @@ where
     }
 }
 
+/// `value` if it is a `host:port` an HTTP URL can carry (a port, no scheme, no path).
+fn host_port(name: &str, value: &str) -> Result<String, ConfigError> {
+    let bad = || {
+        ConfigError(format!(
+            "{name}: {value:?} is not a host:port like 10.0.0.7:8083"
+        ))
+    };
+    let authority: axum::http::uri::Authority = value.parse().map_err(|_| bad())?;
+    if authority.port_u16().is_none()
+        || authority.as_str().contains('@')
+        || authority.host().is_empty()
+    {
+        return Err(bad());
+    }
+    Ok(value.to_owned())
+}
+
 /// How the services reach Redis: `REDIS_MODE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisMode {
@@ -86,7 +103,18 @@ pub struct Config {
     pub storage_addr: SocketAddr,
     /// `JWT_SECRET`: shared by all services; at least 32 bytes.
     pub jwt_secret: Option<String>,
-    /// `STORAGE_DIR` (default a `secureconnect-storage` folder in the temp dir).
+    /// `DATA_DIR` (default `./secureconnect-data`): the embedded SQLite database and,
+    /// unless `STORAGE_DIR` says otherwise, the stored files.
+    pub data_dir: PathBuf,
+    /// `DATABASE_URL`: `sqlite://…` or `postgres://…` instead of the embedded database
+    /// in `DATA_DIR` (its password is hidden wherever it is printed).
+    pub database_url: Option<crate::db::DatabaseUrl>,
+    /// `DATABASE_MAX_CONNECTIONS` per service (default 10).
+    pub database_max_connections: u32,
+    /// `DATABASE_TIMEOUT_MS` (default 2000): the deadline of a request's database work,
+    /// waiting for a connection included; past it the request gets 503.
+    pub database_timeout: Duration,
+    /// `STORAGE_DIR` (default `DATA_DIR/files`).
     pub storage_dir: PathBuf,
     /// `STORAGE_QUOTA_BYTES` per user (default 100 MiB).
     pub storage_quota: u64,
@@ -101,6 +129,16 @@ pub struct Config {
     pub audit_key: Option<secureconnect_audit::chain::ChainKey>,
     /// `VIDEO_NODE_ID` (default `video-1`): stable across restarts so calls recover.
     pub video_node: String,
+    /// `VIDEO_ADVERTISE_ADDR` (default `VIDEO_ADDR`): the `host:port` a video node
+    /// publishes in Redis, where the gateway reaches it.
+    pub video_advertise_addr: String,
+    /// `VIDEO_LEASE_SECS` (default 15): a video node's lease in Redis; once it lapsed
+    /// (the node died or lost Redis), another node adopts its calls.
+    pub video_lease: Duration,
+    /// `VIDEO_UPSTREAMS` (default `VIDEO_ADDR`): the video nodes the gateway knows
+    /// (comma-separated `host:port`), tried while Redis cannot say which node owns a
+    /// call or which nodes are alive.
+    pub video_upstreams: Vec<String>,
     /// `REJOIN_GRACE_SECS` (default 60): how long a video participant whose connection
     /// dropped (or who was recovered after a restart) keeps its place.
     pub rejoin_grace: Duration,
@@ -164,6 +202,18 @@ impl Config {
                 "an address like 127.0.0.1:8080",
             )
         };
+        let video_addr = addr("VIDEO_ADDR", 8083)?;
+        let video_advertise_addr = match var("VIDEO_ADVERTISE_ADDR")? {
+            Some(v) => host_port("VIDEO_ADVERTISE_ADDR", v.trim())?,
+            None => video_addr.to_string(),
+        };
+        let video_upstreams = match var("VIDEO_UPSTREAMS")? {
+            Some(v) => v
+                .split(',')
+                .map(|u| host_port("VIDEO_UPSTREAMS", u.trim()))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![video_addr.to_string()],
+        };
         let policy = match var("RATE_LIMIT_POLICY")?.as_deref() {
             None | Some("local_approx") => Policy::LocalApprox {
                 instances: parsed("GATEWAY_INSTANCES", 1, "a whole number")?,
@@ -192,6 +242,8 @@ impl Config {
                 "REDIS_URL={redis_url:?} lists several URLs: set REDIS_MODE=cluster or REDIS_MODE=sentinel"
             )));
         }
+        let data_dir =
+            var("DATA_DIR")?.map_or_else(|| PathBuf::from("secureconnect-data"), PathBuf::from);
         let config = Self {
             redis_url,
             redis_mode,
@@ -199,13 +251,21 @@ impl Config {
                 .unwrap_or_else(|| "mymaster".into()),
             gateway_addr: addr("GATEWAY_ADDR", 8080)?,
             auth_addr: addr("AUTH_ADDR", 8081)?,
-            video_addr: addr("VIDEO_ADDR", 8083)?,
+            video_addr,
             storage_addr: addr("STORAGE_ADDR", 8084)?,
             jwt_secret: var("JWT_SECRET")?,
-            storage_dir: var("STORAGE_DIR")?.map_or_else(
-                || std::env::temp_dir().join("secureconnect-storage"),
-                PathBuf::from,
-            ),
+            storage_dir: var("STORAGE_DIR")?.map_or_else(|| data_dir.join("files"), PathBuf::from),
+            database_url: var("DATABASE_URL")?
+                .map(|url| crate::db::DatabaseUrl::parse(&url))
+                .transpose()
+                .map_err(ConfigError)?,
+            database_max_connections: parsed("DATABASE_MAX_CONNECTIONS", 10, "a whole number")?,
+            database_timeout: Duration::from_millis(parsed(
+                "DATABASE_TIMEOUT_MS",
+                2_000,
+                "milliseconds",
+            )?),
+            data_dir,
             storage_quota: parsed(
                 "STORAGE_QUOTA_BYTES",
                 100 * 1024 * 1024,
@@ -227,6 +287,13 @@ impl Config {
                     ))
                 })?,
             video_node: var("VIDEO_NODE_ID")?.unwrap_or_else(|| "video-1".into()),
+            video_advertise_addr,
+            video_lease: Duration::from_secs(parsed(
+                "VIDEO_LEASE_SECS",
+                15,
+                "a whole number of seconds",
+            )?),
+            video_upstreams,
             rejoin_grace: Duration::from_secs(parsed(
                 "REJOIN_GRACE_SECS",
                 60,
@@ -271,6 +338,12 @@ impl Config {
             ("REJOIN_GRACE_SECS", config.rejoin_grace.is_zero()),
             ("CALL_EMPTY_TTL_SECS", config.call_empty_ttl.is_zero()),
             ("CALLS_PER_USER_MAX", config.calls_per_user_max == 0),
+            ("VIDEO_LEASE_SECS", config.video_lease.is_zero()),
+            (
+                "DATABASE_MAX_CONNECTIONS",
+                config.database_max_connections == 0,
+            ),
+            ("DATABASE_TIMEOUT_MS", config.database_timeout.is_zero()),
             (
                 "STORAGE_RESERVATION_TTL_SECS",
                 config.storage_reservation_ttl.is_zero(),
@@ -303,5 +376,28 @@ impl Config {
         self.jwt_secret.clone().ok_or_else(|| {
             ConfigError("JWT_SECRET is required (32 bytes or more, shared by all services)".into())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn upstreams_are_host_and_port_only() {
+        for good in ["127.0.0.1:8083", "video-2.internal:8083", "[::1]:8083"] {
+            assert_eq!(host_port("X", good).unwrap(), good);
+        }
+        for bad in [
+            "127.0.0.1",
+            "http://a:1",
+            "a:1/x",
+            "user@a:1",
+            ":8083",
+            "",
+            "a:99999",
+        ] {
+            assert!(host_port("X", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -7,6 +7,12 @@
 //! | `/v1/storage/*` | storage | `blobs/*` (signed URLs are the credential) |
 //! | `/v1/calls*` | video (WebSocket included) | |
 //!
+//! Several video nodes: a call's requests go to the node that owns it, new calls to
+//! the live nodes in turn, and the nodes of `VIDEO_UPSTREAMS` are tried while Redis
+//! cannot tell (see `video_routes`). While a call's owner is unreachable (it died and
+//! its calls are not adopted yet) its requests get 503 `call_unavailable` with
+//! `Retry-After: 1`.
+//!
 //! Bodies stream both ways; a body over 2 MiB declared to the auth or video service is
 //! answered 413 without forwarding it (storage uploads are not limited here). An upstream that does not answer within
 //! `UPSTREAM_TIMEOUT_MS` gives 504, one that cannot be reached 502, both with a JSON body
@@ -20,6 +26,7 @@
 //! spans, log lines and audit events share the request's `trace_id`.
 
 mod client_key;
+mod video_routes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -50,12 +57,12 @@ use crate::token::Claims;
 struct Upstreams {
     auth: String,
     storage: String,
-    video: String,
 }
 
 struct GatewayState {
     client: Client<HttpConnector, Body>,
     upstreams: Upstreams,
+    video: Arc<video_routes::VideoRoutes>,
     timeout: Duration,
     /// Whose `X-Forwarded-For` lines are believed (`TRUSTED_PROXIES`).
     proxies: secureconnect_audit::TrustedProxies,
@@ -132,11 +139,11 @@ async fn forward(state: &GatewayState, peer: SocketAddr, mut request: Request) -
     let path = request.uri().path().to_owned();
     let (service, base) = if path.starts_with("/v1/auth/") || path.starts_with("/v1/conversations")
     {
-        ("auth", &state.upstreams.auth)
+        ("auth", state.upstreams.auth.as_str())
     } else if path.starts_with("/v1/storage/") {
-        ("storage", &state.upstreams.storage)
+        ("storage", state.upstreams.storage.as_str())
     } else {
-        ("video", &state.upstreams.video)
+        ("video", "")
     };
 
     // JSON APIs take bodies up to axum's default limit. A larger declared body is
@@ -146,62 +153,114 @@ async fn forward(state: &GatewayState, peer: SocketAddr, mut request: Request) -
     // answer rather than a reset. Storage uploads (signed URLs) keep streaming.
     if service != "storage" && declared_length(&request).is_some_and(|n| n > JSON_BODY_LIMIT) {
         let drained = tokio::time::timeout(state.timeout, drain(request.into_body())).await;
-        let mut response = ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "bad_request",
-            format!(
-                "request bodies to the {service} service are limited to {JSON_BODY_LIMIT} bytes"
-            ),
-        )
-        .into_response();
-        if !matches!(drained, Ok(true)) {
-            // Part of the body is still unread: the connection cannot carry another
-            // request.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        return response;
+        return too_large(service, !matches!(drained, Ok(true)));
     }
 
     let upgrade = request.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let Ok(uri) = format!("{base}{path_and_query}").parse::<Uri>() else {
-        return ApiError::bad_request("bad_uri", "the request URI cannot be forwarded")
-            .into_response();
-    };
-    *request.uri_mut() = uri;
     strip_hop_by_hop(request.headers_mut(), upgrade);
     let forwarded = client_key::forwarded_for(&state.proxies, peer, request.headers());
     request.headers_mut().insert("x-forwarded-for", forwarded);
     // The upstream continues this request's trace, as a child of the gateway's span.
     secureconnect_obs::request_trace::inject(&tracing::Span::current(), request.headers_mut());
 
-    let response = match tokio::time::timeout(state.timeout, state.client.request(request)).await {
-        Err(_) => {
-            return ApiError::new(
+    if service == "video" {
+        return forward_video(state, request, client_upgrade).await;
+    }
+    if rebase(&mut request, base).is_none() {
+        return bad_uri();
+    }
+    match send(state, request).await {
+        Ok(response) => finish(response, client_upgrade),
+        Err(failure) => failure.response(service),
+    }
+}
+
+/// 413 for a body over [`JSON_BODY_LIMIT`]; `close` when part of it is still unread
+/// (the connection cannot carry another request).
+fn too_large(service: &str, close: bool) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "bad_request",
+        format!("request bodies to the {service} service are limited to {JSON_BODY_LIMIT} bytes"),
+    )
+    .into_response();
+    if close {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Points `request` at `base` (`http://host:port`), keeping its path and query;
+/// `None` when that is no URI.
+fn rebase(request: &mut Request, base: &str) -> Option<()> {
+    let path_and_query = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    *request.uri_mut() = format!("{base}{path_and_query}").parse::<Uri>().ok()?;
+    Some(())
+}
+
+fn bad_uri() -> Response {
+    ApiError::bad_request("bad_uri", "the request URI cannot be forwarded").into_response()
+}
+
+/// Why an upstream gave no response.
+enum Failure {
+    /// No answer within `UPSTREAM_TIMEOUT_MS`.
+    Timeout,
+    /// The connection could not be made: the request was not sent (safe to send
+    /// elsewhere).
+    Connect,
+    /// It failed after the connection was made.
+    Other,
+}
+
+impl Failure {
+    fn response(&self, service: &str) -> Response {
+        match self {
+            Self::Timeout => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
                 format!("the {service} service did not answer in time"),
             )
-            .into_response()
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(service, error = %e, "upstream unreachable");
-            return ApiError::new(
+            .into_response(),
+            Self::Connect | Self::Other => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_unavailable",
                 format!("the {service} service is unavailable"),
             )
-            .into_response();
+            .into_response(),
         }
-        Ok(Ok(response)) => response,
-    };
+    }
+}
+
+/// Sends `request` upstream, within the timeout.
+async fn send(
+    state: &GatewayState,
+    request: Request,
+) -> Result<Response<hyper::body::Incoming>, Failure> {
+    let upstream = request.uri().authority().map(ToString::to_string);
+    match tokio::time::timeout(state.timeout, state.client.request(request)).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Err(e)) => {
+            tracing::warn!(upstream, error = %e, "upstream unreachable");
+            Err(if e.is_connect() {
+                Failure::Connect
+            } else {
+                Failure::Other
+            })
+        }
+        Ok(Ok(response)) => Ok(response),
+    }
+}
+
+/// The client's response: an upgraded connection spliced to the upstream's, or the
+/// upstream's response streamed.
+fn finish(
+    response: Response<hyper::body::Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let mut response = response;
@@ -219,6 +278,106 @@ async fn forward(state: &GatewayState, peer: SocketAddr, mut request: Request) -
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     Response::from_parts(parts, Body::new(body))
+}
+
+/// A video request, to the node [`video_routes`] names; sent again elsewhere only when
+/// the connection could not be made (or, for a call whose owner is unknown, a node
+/// answered 404 or 503). The body (at most [`JSON_BODY_LIMIT`]) is read first, so that it can
+/// be sent again.
+async fn forward_video(
+    state: &GatewayState,
+    request: Request,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response {
+    use http_body_util::BodyExt;
+    let (parts, body) = request.into_parts();
+    let body = match tokio::time::timeout(
+        state.timeout,
+        http_body_util::Limited::new(body, JSON_BODY_LIMIT as usize).collect(),
+    )
+    .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => return too_large("video", true),
+        Err(_) => return Failure::Timeout.response("video"),
+    };
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let attempt = |base: &str| -> Option<Request> {
+        let mut request = Request::new(Body::from(body.clone()));
+        *request.method_mut() = parts.method.clone();
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
+        *request.uri_mut() = format!("{base}{path_and_query}").parse::<Uri>().ok()?;
+        Some(request)
+    };
+    let routes = &state.video;
+    let (nodes, probing) = match routes.target(&parts.method, parts.uri.path()).await {
+        video_routes::Target::Owner { call, base } => {
+            let Some(request) = attempt(&base) else {
+                return bad_uri();
+            };
+            match send(state, request).await {
+                Ok(response) => return finish(response, client_upgrade),
+                Err(Failure::Connect) => {}
+                Err(failure) => return failure.response("video"),
+            }
+            // The node refused the connection: the call may have moved.
+            routes.forget(&call);
+            match routes.look_up(&call).await {
+                video_routes::Target::Owner { base: moved, .. } if moved != base => {
+                    (vec![moved], false)
+                }
+                video_routes::Target::Probe(nodes) => (nodes, true),
+                _ => {
+                    routes.forget(&call);
+                    return call_unavailable();
+                }
+            }
+        }
+        video_routes::Target::OwnerDown => return call_unavailable(),
+        video_routes::Target::Probe(nodes) => (nodes, true),
+        video_routes::Target::Any(nodes) => (nodes, false),
+    };
+    let mut last = None;
+    for base in &nodes {
+        let Some(request) = attempt(base) else {
+            return bad_uri();
+        };
+        match send(state, request).await {
+            // Not there (or a node still recovering its calls): the next one may be.
+            Ok(response)
+                if probing
+                    && matches!(
+                        response.status(),
+                        StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
+                    ) =>
+            {
+                last = Some(response);
+            }
+            Ok(response) => return finish(response, client_upgrade),
+            Err(Failure::Connect) => {}
+            Err(failure) => return failure.response("video"),
+        }
+    }
+    match last {
+        Some(not_found) => finish(not_found, None),
+        None => Failure::Connect.response("video"),
+    }
+}
+
+/// 503 `call_unavailable`, `Retry-After: 1`: the call's node is unreachable and its
+/// calls are not adopted yet.
+fn call_unavailable() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "call_unavailable",
+        "the node serving this call is unreachable; retry shortly",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// The largest body the JSON services take: axum's default body limit.
@@ -265,7 +424,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// The gateway's routes, proxying to the services at the given addresses.
+/// The gateway's routes, proxying to the services at the given addresses (the video
+/// nodes `host:port`).
 ///
 /// # Errors
 ///
@@ -275,7 +435,7 @@ pub fn router(
     config: &Config,
     auth: SocketAddr,
     storage: SocketAddr,
-    video: SocketAddr,
+    video: &[String],
 ) -> Result<Router, String> {
     let metrics = RateLimitMetrics::new(&mut kit.registry);
     let limiter = |name: &str, limit| {
@@ -303,8 +463,8 @@ pub fn router(
         upstreams: Upstreams {
             auth: format!("http://{auth}"),
             storage: format!("http://{storage}"),
-            video: format!("http://{video}"),
         },
+        video: video_routes::VideoRoutes::start(kit.redis.clone(), video),
         timeout: config.upstream_timeout,
         proxies,
     });

@@ -67,6 +67,8 @@ pub struct Kit {
     pub tokens: Tokens,
     /// Session checks (logout revokes tokens).
     pub sessions: SessionStore,
+    /// The service's database, once [`Kit::open_db`] opened it.
+    pub db: Option<crate::db::Db>,
     proxies: TrustedProxies,
     metrics_token: Option<String>,
     layers: bool,
@@ -159,10 +161,27 @@ impl Kit {
             audit,
             tokens: Tokens::new(jwt_secret, Duration::from_secs(15 * 60)),
             sessions,
+            db: None,
             proxies,
             metrics_token: config.metrics_token.clone(),
             layers: config.layers,
         })
+    }
+
+    /// Opens the service's database (see [`crate::db`]) and applies its `migrations`;
+    /// `/ready` reports it from then on.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the database (password hidden).
+    pub async fn open_db(
+        &mut self,
+        config: &Config,
+        migrations: sqlx::migrate::Migrator,
+    ) -> Result<crate::db::Db, String> {
+        let db = crate::db::Db::open(self.name, config, migrations, &mut self.registry).await?;
+        self.db = Some(db.clone());
+        Ok(db)
     }
 
     /// The service's router with `/health`, `/ready`, `/metrics` (asking for
@@ -176,6 +195,7 @@ impl Kit {
         let ready = ReadyState {
             name: self.name,
             redis: self.redis.clone(),
+            db: self.db.clone(),
         };
         let running = Running {
             audit: self.audit.clone(),
@@ -256,9 +276,12 @@ where
 struct ReadyState {
     name: &'static str,
     redis: RedisClient,
+    db: Option<crate::db::Db>,
 }
 
-async fn ready_handler(State(state): State<Arc<ReadyState>>) -> Json<serde_json::Value> {
+async fn ready_handler(
+    State(state): State<Arc<ReadyState>>,
+) -> (axum::http::StatusCode, Json<serde_json::Value>) {
     // Ready also when Redis is degraded: the service keeps serving from its fallbacks.
     let mut body = serde_json::json!({
         "status": "ready",
@@ -269,7 +292,17 @@ async fn ready_handler(State(state): State<Arc<ReadyState>>) -> Json<serde_json:
         // A master down degrades its slots only: how many take their fallback now.
         body["redis_slots_down"] = state.redis.slots_down().into();
     }
-    Json(body)
+    let mut status = axum::http::StatusCode::OK;
+    if let Some(db) = &state.db {
+        // Not ready without its database: the service has no fallback for its records.
+        let up = db.is_up().await;
+        body["database"] = if up { "up" } else { "down" }.into();
+        if !up {
+            body["status"] = "unavailable".into();
+            status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
+    (status, Json(body))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, with peer addresses for

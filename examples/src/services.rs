@@ -58,15 +58,21 @@ pub async fn build(
 ) -> Result<(Router, Running), String> {
     let mut kit = Kit::new(kind.name(), config, jwt_secret, sessions).await?;
     let app = match kind {
-        ServiceKind::Auth => auth::router(&kit),
-        ServiceKind::Storage => storage::router(&kit, config, jwt_secret)?,
+        ServiceKind::Auth => {
+            let db = kit.open_db(config, auth::migrations()).await?;
+            auth::router(&kit, db)
+        }
+        ServiceKind::Storage => {
+            let db = kit.open_db(config, storage::migrations()).await?;
+            storage::router(&kit, config, jwt_secret, db).await?
+        }
         ServiceKind::Video => video::router(&mut kit, config)?,
         ServiceKind::Gateway => gateway::router(
             &mut kit,
             config,
             config.auth_addr,
             config.storage_addr,
-            config.video_addr,
+            &config.video_upstreams,
         )?,
     };
     kit.finish(app)

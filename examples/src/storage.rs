@@ -12,6 +12,10 @@
 //! (`STORAGE_QUOTA_BYTES`), atomically with the check; the reservation ends with the
 //! URL, `STORAGE_RESERVATION_TTL_SECS` later, if no upload started by then.
 //!
+//! File records (owner, name, size, type, stage, reservation end) live in the database
+//! ([`crate::db`], table `storage_files`), so a restart loses no file; the bytes live in
+//! `STORAGE_DIR` (default `DATA_DIR/files`).
+//!
 //! Every allowed or denied file access is an audit event (`file.upload_url`,
 //! `file.download`, `file.delete`); signed URLs never reach the audit trail.
 
@@ -32,6 +36,7 @@ use secureconnect_audit::{Actor, Auditor, FileAction, FileInfo, Outcome};
 use serde::Deserialize;
 use sha2::Sha256;
 
+pub use self::records::migrations;
 use self::records::{FileMeta, Records, Stage};
 use crate::error::{ApiError, JsonBody};
 use crate::kit::Kit;
@@ -164,10 +169,10 @@ async fn upload_url(
         stage: Stage::Reserved { expires },
     };
     let info = file_info(&id, &meta);
-    if state
+    if !state
         .records
         .reserve(&id, meta, state.quota, expires, now)
-        .is_err()
+        .await?
     {
         audit_file(
             &auditor,
@@ -191,7 +196,9 @@ async fn upload_url(
         Outcome::Allowed,
         None,
     ) {
-        state.records.remove(&id);
+        // The trail refused the event: no URL, no reservation. Should the database
+        // fail too, the reservation ends by itself.
+        let _ = state.records.remove(&id).await;
         return Err(e);
     }
     Ok((
@@ -205,7 +212,7 @@ async fn upload_url(
 }
 
 /// Lets only the file's owner through; audits the decision either way.
-fn owner_only(
+async fn owner_only(
     state: &StorageState,
     auditor: &Auditor,
     user: &str,
@@ -215,6 +222,7 @@ fn owner_only(
     let meta = state
         .records
         .get(id)
+        .await?
         .ok_or_else(|| ApiError::not_found("no such file"))?;
     if meta.owner != user {
         let reason = ("not_owner", "the file belongs to another user");
@@ -248,7 +256,7 @@ async fn download_url(
     User(claims): User,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    owner_only(&state, &auditor, &claims.sub, &id, FileAction::Download)?;
+    owner_only(&state, &auditor, &claims.sub, &id, FileAction::Download).await?;
     let expires = now() + DOWNLOAD_URL_TTL.as_secs();
     Ok(Json(serde_json::json!({
         "download_url": state.url("GET", &id, expires),
@@ -262,8 +270,8 @@ async fn delete_file(
     User(claims): User,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    owner_only(&state, &auditor, &claims.sub, &id, FileAction::Delete)?;
-    state.records.remove(&id);
+    owner_only(&state, &auditor, &claims.sub, &id, FileAction::Delete).await?;
+    state.records.remove(&id).await?;
     let _ = tokio::fs::remove_file(state.dir.join(&id)).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -277,11 +285,18 @@ async fn sweep(state: Weak<StorageState>) {
         let Some(state) = state.upgrade() else {
             return;
         };
-        let dropped = state.records.sweep(now());
-        if dropped > 0 {
-            tracing::info!(dropped, "unused upload reservations expired");
+        match state.records.sweep(now()).await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(dropped, "unused upload reservations expired"),
+            // Tried again next round; the expired ones do not count meanwhile.
+            Err(e) => tracing::warn!(error = ?e, "cannot drop expired upload reservations"),
         }
         if round % ABANDONED_SWEEP_EVERY == ABANDONED_SWEEP_EVERY - 1 {
+            let before = now().saturating_sub(upload::ABANDONED_AFTER.as_secs());
+            match state.records.recover(before).await {
+                Ok(0) | Err(_) => {}
+                Ok(released) => tracing::info!(released, "abandoned uploads reserved again"),
+            }
             let dir = state.dir.clone();
             let removed = tokio::task::spawn_blocking(move || {
                 upload::remove_abandoned(&dir, std::time::SystemTime::now())
@@ -297,15 +312,17 @@ async fn sweep(state: Weak<StorageState>) {
     }
 }
 
-/// The storage service's routes.
+/// The storage service's routes, on `db` (opened with [`migrations`]).
 ///
 /// # Errors
 ///
-/// If `STORAGE_DIR` cannot be created or cleaned of abandoned uploads.
-pub fn router(
+/// If `STORAGE_DIR` cannot be created or cleaned of abandoned uploads, or the uploads
+/// a stopped process left claimed cannot be released.
+pub async fn router(
     kit: &Kit,
     config: &crate::config::Config,
     signing_secret: &str,
+    db: crate::db::Db,
 ) -> Result<Router, String> {
     let dir = &config.storage_dir;
     std::fs::create_dir_all(dir)
@@ -314,8 +331,15 @@ pub fn router(
     let _ = kit;
     let mac = Hmac::<Sha256>::new_from_slice(format!("storage-urls:{signing_secret}").as_bytes())
         .map_err(|e| format!("signing key: {e}"))?;
+    let records = Records::new(db);
+    let before = now().saturating_sub(upload::ABANDONED_AFTER.as_secs());
+    match records.recover(before).await {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(released, "abandoned uploads reserved again"),
+        Err(e) => return Err(format!("storage records: {e:?}")),
+    }
     let state = Arc::new(StorageState {
-        records: Records::default(),
+        records,
         dir: dir.clone(),
         quota: config.storage_quota,
         reservation_ttl: config.storage_reservation_ttl,

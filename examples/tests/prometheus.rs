@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::{dashboards, free_port, register_and_login, traffic, System};
 use secureconnect_redis_fallback::testing::RedisServer;
 use secureconnect_testkit::grafana::{Checker, PanelQuery};
+use secureconnect_testkit::postgres::PgServer;
 use secureconnect_testkit::process::ChildProcess;
 
 struct Prometheus {
@@ -67,11 +68,24 @@ fn config_for(system: &System, token_file: &std::path::Path) -> String {
 /// Starts Prometheus with the config `config_for` gives (after `promtool check config`
 /// accepted it).
 fn start(system: &System) -> Prometheus {
+    start_with_alerts(system, |rules| rules)
+}
+
+/// [`start`], with the shipped alert rules passed through `patch` first (to shorten a
+/// `for:` the test cannot wait out).
+fn start_with_alerts(system: &System, patch: impl Fn(String) -> String) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("metrics-token");
     std::fs::write(&token_file, format!("{METRICS_TOKEN}\n")).unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let shipped = format!("{root}/rules/secureconnect-alerts.yml");
+    let alerts = dir.path().join("secureconnect-alerts.yml");
+    std::fs::write(&alerts, patch(std::fs::read_to_string(&shipped).unwrap())).unwrap();
+    let config = config_for(system, &token_file);
+    assert!(config.contains(&shipped));
+    let config = config.replace(&shipped, &alerts.display().to_string());
     let path = dir.path().join("prometheus.yml");
-    std::fs::write(&path, config_for(system, &token_file)).unwrap();
+    std::fs::write(&path, config).unwrap();
     let check = Command::new("promtool")
         .args(["check", "config"])
         .arg(&path)
@@ -310,6 +324,150 @@ async fn the_shipped_prometheus_config_scrapes_evaluates_and_alerts() {
     })
     .await;
     assert!(cleared, "RedisDown cleared once Redis was back");
+}
+
+fn alert_states(alerts: &serde_json::Value, name: &str) -> Vec<String> {
+    alerts["alerts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|x| x["labels"]["alertname"] == name)
+                .map(|x| {
+                    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                    format!("{}:{}", text(&x["labels"]["job"]), text(&x["state"]))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Auth on PostgreSQL with a pool of 2; a lock held on its users table makes every
+/// login a slow query, and logins keep coming: both connections are busy all the time.
+/// `/metrics` shows it, and Prometheus fires DBPoolExhaustion (its `for:` shortened from
+/// 5m to 5s) for job auth; once the lock goes, the pool drains and the alert clears.
+#[tokio::test]
+async fn a_saturated_database_pool_fires_db_pool_exhaustion() {
+    let redis = RedisServer::start().unwrap();
+    let pg = PgServer::start_new();
+    let url = pg.url();
+    let system = System::start_only(
+        &["auth"],
+        &redis.url(),
+        &[
+            ("METRICS_TOKEN", METRICS_TOKEN),
+            ("DATABASE_URL", &url),
+            ("DATABASE_MAX_CONNECTIONS", "2"),
+            ("DATABASE_TIMEOUT_MS", "3000"),
+        ],
+    )
+    .await;
+    let prometheus = start_with_alerts(&system, |rules| {
+        let (head, tail) = rules.split_once("- alert: DBPoolExhaustion").unwrap();
+        format!(
+            "{head}- alert: DBPoolExhaustion{}",
+            tail.replacen("for: 5m", "for: 5s", 1)
+        )
+    });
+    let auth = system.url("auth");
+    let c = reqwest::Client::new();
+    let metric = |text: &str, name: &str| {
+        secureconnect_testkit::exposition::sample(text, name, &[("pool", "auth")])
+    };
+    let scrape = || async {
+        c.get(format!("{auth}/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let quiet = scrape().await;
+    assert_eq!(metric(&quiet, "db_connections_max"), Some(2.0), "{quiet}");
+    assert_eq!(metric(&quiet, "db_connections_active"), Some(0.0));
+
+    // The slow queries: a transaction holding the users table for 40 s.
+    let holder = std::thread::spawn(move || {
+        pg.psql(
+            "BEGIN; LOCK TABLE auth_users IN ACCESS EXCLUSIVE MODE; \
+             SELECT pg_sleep(40); COMMIT;",
+        );
+        pg
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, auth) = (Arc::clone(&stop), auth.clone());
+            tokio::spawn(async move {
+                let c = reqwest::Client::new();
+                let body = serde_json::json!({ "email": "a@example.org", "password": "whatever1" });
+                let mut statuses = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(r) = c
+                        .post(format!("{auth}/v1/auth/login"))
+                        .json(&body)
+                        .send()
+                        .await
+                    {
+                        statuses.push(r.status().as_u16());
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+
+    let saturated = eventually(Duration::from_secs(10), || async {
+        let text = scrape().await;
+        metric(&text, "db_connections_active") == Some(2.0)
+            && metric(&text, "db_connections_idle") == Some(0.0)
+    })
+    .await;
+    assert!(saturated, "both connections busy: {}", scrape().await);
+    let firing = eventually(Duration::from_secs(30), || async {
+        api(&prometheus, "/api/v1/alerts")
+            .await
+            .is_some_and(|a| alert_states(&a, "DBPoolExhaustion") == ["auth:firing"])
+    })
+    .await;
+    assert!(
+        firing,
+        "DBPoolExhaustion fires for auth: {:?}",
+        api(&prometheus, "/api/v1/alerts").await
+    );
+    let waited = scrape().await;
+    let waits = metric(&waited, "db_connection_acquire_seconds_count").unwrap();
+    let quick = secureconnect_testkit::exposition::sample(
+        &waited,
+        "db_connection_acquire_seconds_bucket",
+        &[("pool", "auth"), ("le", "0.1")],
+    )
+    .unwrap();
+    assert!(waits > quick, "some waited more than 100 ms: {waited}");
+
+    stop.store(true, Ordering::Relaxed);
+    let mut statuses = Vec::new();
+    for task in load {
+        statuses.extend(task.await.unwrap());
+    }
+    assert!(
+        statuses.contains(&503),
+        "the slow queries ran out their deadline"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 401 | 503)),
+        "a login of an unknown user is 401, or 503 while the pool is saturated: {statuses:?}"
+    );
+    let pg = holder.join().unwrap();
+    let cleared = eventually(Duration::from_secs(30), || async {
+        api(&prometheus, "/api/v1/alerts")
+            .await
+            .is_some_and(|a| alert_states(&a, "DBPoolExhaustion").is_empty())
+    })
+    .await;
+    assert!(cleared, "DBPoolExhaustion cleared once the lock was gone");
+    drop(pg);
 }
 
 /// Every panel query of the shipped dashboards, as Grafana would send it with all

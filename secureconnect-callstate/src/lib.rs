@@ -57,5 +57,7 @@ pub use error::{Error, ErrorKind};
 pub use hub::{CallHub, CallHubConfig, Signal, SignalReceiver};
 pub use memory_store::MemoryCallStore;
 pub use model::{CallState, Participant, ParticipantState, RejoinToken, SCHEMA_VERSION};
-pub use redis_store::{RecoveryReport, RedisCallStore, RedisCallStoreConfig, Skipped};
+pub use redis_store::{
+    call_owner, NodeStatus, RecoveryReport, RedisCallStore, RedisCallStoreConfig, Skipped,
+};
 pub use store::{CallStore, LeaveOutcome};

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use secureconnect_callstate::{
-    CallHub, CallHubConfig, CallStore, ParticipantState, RedisCallStore, RedisCallStoreConfig,
+    CallHub, CallHubConfig, CallStore, Participant, ParticipantState, RedisCallStore,
+    RedisCallStoreConfig, RejoinToken,
 };
 use secureconnect_redis_fallback::testing::{RedisServer, Reply};
 use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
@@ -35,12 +36,14 @@ fn memory_hub(config: CallHubConfig) -> CallHub {
 }
 
 async fn redis_store(server: &RedisServer, node: &str) -> RedisCallStore {
-    let client = RedisClient::connect(
-        RedisClientConfig::new(server.url()),
-        &mut Registry::default(),
-    )
-    .await
-    .unwrap();
+    redis_store_with(node, RedisClientConfig::new(server.url())).await
+}
+
+/// [`redis_store`] with a client configured by `config`.
+async fn redis_store_with(node: &str, config: RedisClientConfig) -> RedisCallStore {
+    let client = RedisClient::connect(config, &mut Registry::default())
+        .await
+        .unwrap();
     // Fences of ended calls (which keep an id from being created again) expire soon
     // here, so that Redis can be seen to return to empty.
     RedisCallStore::new(
@@ -503,6 +506,190 @@ async fn the_signals_of_an_ended_call_end() {
         assert!(
             matches!(next, Ok(None)),
             "{how}: the receiver ends with the call"
+        );
+    }
+}
+
+/// `n` calls (`c-<i>`) of `node` in Redis, two participants each (`p0` of
+/// `user-<i>-0`, `p1` of `user-<i>-1`, both rejoining with `token`), written by a
+/// process that then died.
+async fn calls_left_by_a_dead_process(
+    server: &RedisServer,
+    node: &str,
+    n: usize,
+    token: &RejoinToken,
+) {
+    let store = redis_store_with(
+        node,
+        RedisClientConfig::new(server.url()).call_timeout(Duration::from_secs(2)),
+    )
+    .await;
+    let writers: Vec<_> = (0..16)
+        .map(|k| {
+            let store = store.clone();
+            let hash = token.hash();
+            tokio::spawn(async move {
+                for i in (k..n).step_by(16) {
+                    let call = format!("c-{i}");
+                    store.create(&call).await.unwrap();
+                    for p in 0..2 {
+                        let participant = Participant {
+                            id: format!("p{p}"),
+                            user_id: format!("user-{i}-{p}"),
+                            token_hash: hash.clone(),
+                            joined_at_ms: 0,
+                            state: ParticipantState::Connected,
+                        };
+                        store.join(&call, participant).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
+/// A restarted hub serves as soon as it has listed its calls: a rejoin loads its call
+/// at once rather than waiting for every call to be read, and the calls loaded behind
+/// come back exactly once — a call that ended after it was loaded on demand is not
+/// brought back by the background load.
+#[tokio::test]
+async fn a_restarted_hub_serves_a_call_before_the_rest_is_loaded_and_loads_each_once() {
+    const CALLS: usize = 20_000;
+    let server = RedisServer::start().unwrap();
+    let token = RejoinToken::generate();
+    calls_left_by_a_dead_process(&server, "node-a", CALLS, &token).await;
+    // A call deadline that the pipelines of a recovery keep in a debug build on a busy
+    // machine (the default, 250 ms, is meant for release builds).
+    let store = redis_store_with(
+        "node-a",
+        RedisClientConfig::new(server.url()).call_timeout(Duration::from_secs(2)),
+    )
+    .await;
+    let hub = CallHub::new(
+        "node-a",
+        Some(store.clone()),
+        CallHubConfig::default(),
+        &mut Registry::default(),
+    )
+    .unwrap();
+    hub.recover_in_background();
+    let back = hub
+        .rejoin("c-12345", "p1", "user-12345-1", &token)
+        .await
+        .unwrap();
+    assert_eq!(back.state, ParticipantState::Connected);
+    // Reading 20,000 calls takes far longer than listing them and reading one.
+    let loaded = hub.calls().len();
+    assert!(
+        loaded < CALLS,
+        "the rejoin waited for the whole recovery ({loaded} loaded)"
+    );
+    assert!(hub.is_recovering());
+    // The call ends while the rest loads.
+    hub.leave("c-12345", "p0").await.unwrap();
+    assert!(hub.leave("c-12345", "p1").await.unwrap().call_ended);
+    // A new participant joins another call not loaded yet (most likely): loaded first.
+    let (newcomer, _) = hub.join("c-19999", "carol").await.unwrap();
+    // A call this node owns cannot be created again, loaded or not.
+    let e = hub.create("c-7").await.unwrap_err();
+    assert!(e.is_already_exists(), "{e:?}");
+
+    assert!(hub.wait_for_recovery(Duration::from_secs(60)).await);
+    assert!(!hub.is_recovering());
+    assert_eq!(
+        hub.calls().len(),
+        CALLS - 1,
+        "every call but the ended one, once"
+    );
+    assert!(hub.get("c-12345").is_none(), "the ended call stays ended");
+    let c19999 = hub.get("c-19999").unwrap();
+    assert_eq!(c19999.participants.len(), 3, "the newcomer kept its place");
+    assert_eq!(
+        c19999.participants[&newcomer].state,
+        ParticipantState::Connected
+    );
+    assert_eq!(
+        state_of(&hub, "c-42", "p0"),
+        Some(ParticipantState::AwaitingRejoin)
+    );
+    // Redis agrees: the ended call is gone, the others are there.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            store.get("c-12345").await.is_ok_and(|c| c.is_none())
+        })
+        .await
+    );
+    assert!(store.get("c-42").await.unwrap().is_some());
+}
+
+/// A recovery that loses Redis half-way keeps what it loaded and loads the rest once
+/// Redis is back; meanwhile a call already loaded is served, and one not loaded yet is
+/// answered "recovering" (retry), never "not found".
+#[tokio::test]
+async fn a_recovery_interrupted_half_way_loads_the_rest_when_redis_returns() {
+    const CALLS: usize = 20_000;
+    let server = RedisServer::start().unwrap();
+    let token = RejoinToken::generate();
+    calls_left_by_a_dead_process(&server, "node-a", CALLS, &token).await;
+    // A call deadline that the pipelines of a recovery keep in a debug build on a busy
+    // machine (the default, 250 ms, is meant for release builds).
+    let store = redis_store_with(
+        "node-a",
+        RedisClientConfig::new(server.url()).call_timeout(Duration::from_secs(2)),
+    )
+    .await;
+    let hub = CallHub::new(
+        "node-a",
+        Some(store),
+        CallHubConfig::default(),
+        &mut Registry::default(),
+    )
+    .unwrap();
+    hub.recover_in_background();
+    let rejoin = |i: usize, p: usize| {
+        let hub = hub.clone();
+        let token = token.clone();
+        async move {
+            hub.rejoin(
+                &format!("c-{i}"),
+                &format!("p{p}"),
+                &format!("user-{i}-{p}"),
+                &token,
+            )
+            .await
+        }
+    };
+    rejoin(1, 0).await.unwrap();
+    server.pause().unwrap();
+    // Replies already on their way are taken in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A call not loaded yet is answered "recovering" (retry), never "not found".
+    let missing: Vec<usize> = (0..CALLS)
+        .filter(|i| hub.get(&format!("c-{i}")).is_none())
+        .collect();
+    assert!(!missing.is_empty(), "paused before the load ended");
+    let e = rejoin(missing[0], 0).await.unwrap_err();
+    assert!(e.is_recovering(), "{e:?}");
+    // A call loaded before the pause is served without Redis.
+    assert_eq!(
+        rejoin(1, 1).await.unwrap().state,
+        ParticipantState::Connected
+    );
+
+    server.resume().unwrap();
+    assert!(hub.wait_for_recovery(Duration::from_secs(60)).await);
+    assert_eq!(hub.calls().len(), CALLS);
+    for &i in missing.iter().take(10) {
+        rejoin(i, 0).await.unwrap();
+    }
+    for p in [0, 1] {
+        assert_eq!(
+            state_of(&hub, "c-1", &format!("p{p}")),
+            Some(ParticipantState::Connected),
+            "a call loaded before the pause is not loaded again over its rejoins"
         );
     }
 }

@@ -57,12 +57,16 @@
 //! - [`logging`]: JSON lines on stdout and in rolling files ([`LogConfig`], [`logging::init`]).
 //! - [`request_trace`]: W3C trace context for every request ([`RequestTraceLayer`]):
 //!   `traceparent` continued or a trace started, `trace_id` and `span_id` on every line.
+//! - `db_pool` (feature `sqlx`): the connections of a sqlx pool, busy, idle and allowed,
+//!   read at scrape time, and the wait to acquire one (`DbPoolMetrics`).
 //! - [`trace`]: a request span and a `request finished` line for tower-http's `TraceLayer`.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+#[cfg(feature = "sqlx")]
+pub mod db_pool;
 pub mod endpoint;
 mod error;
 mod exemplar;

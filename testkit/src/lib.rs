@@ -18,6 +18,8 @@
 //!   independent of ours, returning the same [`exposition::Sample`]s.
 //! - [`process`]: child processes killed on drop, signals (SIGSTOP that waits until the
 //!   process has stopped), and waiting for a service to answer.
+//! - [`postgres`]: a private PostgreSQL cluster on a free port ([`postgres::PgServer`]),
+//!   stopped as `pg_ctl stop -m immediate` does and started again.
 //! - [`tmpfs`]: a small tmpfs to run out of disk space for real (root; fails loudly
 //!   when it cannot mount, unless `SC_SKIP_TMPFS_TESTS=1`).
 //!
@@ -31,6 +33,7 @@
 
 pub mod exposition;
 pub mod grafana;
+pub mod postgres;
 pub mod process;
 pub mod promql;
 mod promtool;

@@ -491,6 +491,8 @@ async fn main() {
             "STORAGE_DIR".into(),
             dir.join("files").display().to_string(),
         ),
+        // The records (accounts, conversations, files) survive the restarts.
+        ("DATA_DIR".into(), dir.join("data").display().to_string()),
         ("RUST_LOG".into(), "warn".into()),
         ("RATE_LIMIT_PER_MINUTE".into(), "1000000".into()),
         ("RATE_LIMIT_CLIENT_PER_MINUTE".into(), "1000000".into()),

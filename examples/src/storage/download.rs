@@ -88,6 +88,7 @@ pub(super) async fn download(
     let meta = state
         .records
         .get(&id)
+        .await?
         .filter(|m| m.stage == Stage::Uploaded)
         .ok_or_else(|| ApiError::not_found("no such file"))?;
     let file = tokio::fs::File::open(state.dir.join(&id))

@@ -1,15 +1,28 @@
-//! [`Records`]: the storage service's file records and each owner's quota use, under one
-//! lock.
+//! [`Records`]: the storage service's file records and each owner's quota use, in the
+//! database (table `storage_files`, see `examples/migrations/storage`).
 //!
 //! A file is *reserved* when its upload URL is issued: its declared size counts against
-//! its owner's quota from then on, and the check and the reservation happen under the
-//! same lock, so concurrent requests cannot all pass a quota that fits only some. A
-//! reservation not used by its expiry is dropped and its bytes released. An upload
-//! *claims* the file (one at a time, and only while reserved); it ends *uploaded*, with
-//! the quota corrected to the bytes received, or goes back to reserved if it failed.
+//! its owner's quota from then on. The check and the reservation are one statement (an
+//! `INSERT … SELECT … WHERE` the sum fits), serialized per owner: SQLite runs one writer
+//! at a time, PostgreSQL takes a transaction-scoped advisory lock on the owner, so
+//! concurrent requests, from one instance or several, cannot all pass a quota that fits
+//! only some. A reservation not used by its expiry no longer counts and is deleted by
+//! the sweep. An upload *claims* the file (one at a time, and only while reserved); it
+//! ends *uploaded*, with the size corrected to the bytes received, or goes back to
+//! reserved if it failed. An upload under way refreshes its claim ([`Records::touch`]);
+//! a process killed during an upload leaves a claim that nobody refreshes, and
+//! [`Records::recover`] returns such files to reserved (at start and every minute), without
+//! touching the uploads that other instances sharing the database have under way.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use sqlx::migrate::Migrator;
+use sqlx::{Acquire, Executor, Row};
+
+use crate::db::{Db, DbError};
+
+/// The storage service's migrations, embedded in the binary.
+pub fn migrations() -> Migrator {
+    sqlx::migrate!("migrations/storage")
+}
 
 /// Where a file is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +52,7 @@ pub(super) struct FileMeta {
 }
 
 /// Why an upload cannot start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) enum ClaimRefused {
     /// No such file (never reserved, deleted, or its reservation expired).
     NotFound,
@@ -47,220 +60,269 @@ pub(super) enum ClaimRefused {
     InProgress,
     /// The file was uploaded already: upload URLs work once.
     AlreadyUploaded,
+    /// The database failed.
+    Db(DbError),
 }
 
-#[derive(Debug, Default)]
-struct Table {
-    files: HashMap<String, FileMeta>,
-    /// Bytes counted against each owner's quota.
-    usage: HashMap<String, u64>,
-    /// Reservations by expiry.
-    expiring: BTreeSet<(u64, String)>,
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-impl Table {
-    fn release(&mut self, owner: &str, bytes: u64) {
-        if let Some(used) = self.usage.get_mut(owner) {
-            *used = used.saturating_sub(bytes);
-            if *used == 0 {
-                self.usage.remove(owner);
-            }
-        }
-    }
-
-    fn remove(&mut self, id: &str) -> Option<FileMeta> {
-        let meta = self.files.remove(id)?;
-        if let Stage::Reserved { expires } = meta.stage {
-            self.expiring.remove(&(expires, id.to_owned()));
-        }
-        self.release(&meta.owner, meta.size);
-        Some(meta)
-    }
-
-    /// Drops the reservations that ended by `now`; how many.
-    fn sweep(&mut self, now: u64) -> usize {
-        let mut dropped = 0;
-        while let Some((expires, id)) = self.expiring.first() {
-            if *expires >= now {
-                break;
-            }
-            let id = id.clone();
-            self.remove(&id);
-            dropped += 1;
-        }
-        dropped
-    }
+fn uint(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
 }
 
 /// See the [module docs](self).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug)]
 pub(super) struct Records {
-    table: Mutex<Table>,
+    db: Db,
 }
 
 impl Records {
-    fn lock(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(super) fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Returns to reserved (until their reservation ends) the files whose upload has
+    /// shown no life since `before`: the process uploading them stopped. How many.
+    pub(super) async fn recover(&self, before: u64) -> Result<u64, DbError> {
+        self.db
+            .run(|mut conn| async move {
+                sqlx::query(
+                    "UPDATE storage_files SET stage = 'reserved' \
+                     WHERE stage = 'uploading' AND claimed < $1",
+                )
+                .bind(int(before))
+                .execute(&mut *conn)
+                .await
+                .map(|done| done.rows_affected())
+            })
+            .await
     }
 
     /// Reserves `meta.size` bytes of `meta.owner`'s `quota` for file `id` until
-    /// `expires`, unless that would exceed the quota: then the bytes the owner uses
-    /// already.
-    pub(super) fn reserve(
+    /// `expires`, unless that would exceed the quota: `Ok(false)` then.
+    pub(super) async fn reserve(
         &self,
         id: &str,
-        mut meta: FileMeta,
+        meta: FileMeta,
         quota: u64,
         expires: u64,
         now: u64,
-    ) -> Result<(), u64> {
+    ) -> Result<bool, DbError> {
         debug_assert!(expires >= now);
-        let mut table = self.lock();
-        table.sweep(now);
-        let used = table.usage.get(&meta.owner).copied().unwrap_or(0);
-        if used.saturating_add(meta.size) > quota {
-            return Err(used);
-        }
-        *table.usage.entry(meta.owner.clone()).or_insert(0) += meta.size;
-        meta.stage = Stage::Reserved { expires };
-        table.expiring.insert((expires, id.to_owned()));
-        table.files.insert(id.to_owned(), meta);
-        Ok(())
+        let id = id.to_owned();
+        let postgres = self.db.is_postgres();
+        self.db
+            .run(|mut conn| async move {
+                let mut tx = conn.begin().await?;
+                if postgres {
+                    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                        .bind(meta.owner.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO storage_files \
+                       (id, owner, name, size, content_type, stage, expires, created) \
+                     SELECT $1, $2, $3, $4, $5, 'reserved', $6, $7 \
+                     WHERE (SELECT COALESCE(SUM(size), 0) FROM storage_files \
+                            WHERE owner = $2 AND (stage <> 'reserved' OR expires >= $7)) \
+                           + $4 <= $8",
+                )
+                .bind(id)
+                .bind(meta.owner)
+                .bind(meta.name)
+                .bind(int(meta.size))
+                .bind(meta.content_type)
+                .bind(int(expires))
+                .bind(int(now))
+                .bind(int(quota))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(inserted == 1)
+            })
+            .await
     }
 
-    /// Starts the upload of `id`: its record, now uploading, and when its reservation
-    /// would have ended.
-    pub(super) fn claim(&self, id: &str, now: u64) -> Result<(FileMeta, u64), ClaimRefused> {
-        let mut table = self.lock();
-        let meta = table.files.get_mut(id).ok_or(ClaimRefused::NotFound)?;
-        let expires = match meta.stage {
-            Stage::Uploaded => return Err(ClaimRefused::AlreadyUploaded),
-            Stage::Uploading => return Err(ClaimRefused::InProgress),
-            Stage::Reserved { expires } if expires < now => return Err(ClaimRefused::NotFound),
-            Stage::Reserved { expires } => expires,
-        };
-        meta.stage = Stage::Uploading;
-        let meta = meta.clone();
-        table.expiring.remove(&(expires, id.to_owned()));
-        Ok((meta, expires))
+    /// Starts the upload of `id`: its record, now uploading.
+    pub(super) async fn claim(&self, id: &str, now: u64) -> Result<FileMeta, ClaimRefused> {
+        let id = id.to_owned();
+        let claimed = self
+            .db
+            .run(|mut conn| async move {
+                let claimed = sqlx::query(
+                    "UPDATE storage_files SET stage = 'uploading', claimed = $2 \
+                     WHERE id = $1 AND stage = 'reserved' AND expires >= $2",
+                )
+                .bind(id.as_str())
+                .bind(int(now))
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                    == 1;
+                Ok((claimed, fetch(&mut *conn, &id).await?))
+            })
+            .await
+            .map_err(ClaimRefused::Db)?;
+        match claimed {
+            (true, Some((meta, _))) => Ok(meta),
+            (_, None) => Err(ClaimRefused::NotFound),
+            (false, Some((meta, _))) => Err(match meta.stage {
+                Stage::Uploaded => ClaimRefused::AlreadyUploaded,
+                Stage::Uploading => ClaimRefused::InProgress,
+                Stage::Reserved { .. } => ClaimRefused::NotFound,
+            }),
+        }
     }
 
-    /// The upload of `id` failed: reserved again until `expires` (it may be retried).
-    pub(super) fn unclaim(&self, id: &str, expires: u64) {
-        let mut table = self.lock();
-        if let Some(meta) = table.files.get_mut(id) {
-            if meta.stage == Stage::Uploading {
-                meta.stage = Stage::Reserved { expires };
-                table.expiring.insert((expires, id.to_owned()));
-            }
-        }
+    /// The upload of `id` is still under way at `now`.
+    pub(super) async fn touch(&self, id: &str, now: u64) -> Result<(), DbError> {
+        let id = id.to_owned();
+        self.db
+            .run(|mut conn| async move {
+                sqlx::query(
+                    "UPDATE storage_files SET claimed = $2 WHERE id = $1 AND stage = 'uploading'",
+                )
+                .bind(id)
+                .bind(int(now))
+                .execute(&mut *conn)
+                .await
+                .map(drop)
+            })
+            .await
+    }
+
+    /// The upload of `id` failed: reserved again (it may be retried until the
+    /// reservation ends).
+    pub(super) async fn unclaim(&self, id: &str) -> Result<(), DbError> {
+        let id = id.to_owned();
+        self.db
+            .run(|mut conn| async move {
+                sqlx::query(
+                    "UPDATE storage_files SET stage = 'reserved' \
+                     WHERE id = $1 AND stage = 'uploading'",
+                )
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map(drop)
+            })
+            .await
     }
 
     /// The upload of `id` stored `received` bytes (at most the reserved size): the
     /// rest of the reservation goes back to the quota. `false` if the file was deleted
     /// meanwhile.
-    pub(super) fn complete(&self, id: &str, received: u64) -> bool {
-        let mut table = self.lock();
-        let Some(meta) = table.files.get_mut(id) else {
-            return false;
-        };
-        if meta.stage != Stage::Uploading {
-            return false;
-        }
-        let unused = meta.size.saturating_sub(received);
-        meta.size = received;
-        meta.stage = Stage::Uploaded;
-        let owner = meta.owner.clone();
-        table.release(&owner, unused);
-        true
+    pub(super) async fn complete(&self, id: &str, received: u64) -> Result<bool, DbError> {
+        let id = id.to_owned();
+        self.db
+            .run(|mut conn| async move {
+                sqlx::query(
+                    "UPDATE storage_files SET stage = 'uploaded', size = $2 \
+                     WHERE id = $1 AND stage = 'uploading'",
+                )
+                .bind(id)
+                .bind(int(received))
+                .execute(&mut *conn)
+                .await
+                .map(|done| done.rows_affected() == 1)
+            })
+            .await
     }
 
     /// The record of `id`.
-    pub(super) fn get(&self, id: &str) -> Option<FileMeta> {
-        self.lock().files.get(id).cloned()
+    pub(super) async fn get(&self, id: &str) -> Result<Option<FileMeta>, DbError> {
+        let id = id.to_owned();
+        self.db
+            .run(|mut conn| async move { fetch(&mut *conn, &id).await })
+            .await
+            .map(|found| found.map(|(meta, _)| meta))
     }
 
-    /// Removes the record of `id`, releasing its bytes.
-    pub(super) fn remove(&self, id: &str) -> Option<FileMeta> {
-        self.lock().remove(id)
+    /// Removes the record of `id`, releasing its bytes; whether there was one.
+    pub(super) async fn remove(&self, id: &str) -> Result<bool, DbError> {
+        let id = id.to_owned();
+        self.db
+            .run(|mut conn| async move {
+                sqlx::query("DELETE FROM storage_files WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await
+                    .map(|done| done.rows_affected() == 1)
+            })
+            .await
     }
 
-    /// Drops the reservations that ended by `now`; how many.
-    pub(super) fn sweep(&self, now: u64) -> usize {
-        self.lock().sweep(now)
+    /// Deletes the reservations that ended by `now`; how many.
+    pub(super) async fn sweep(&self, now: u64) -> Result<u64, DbError> {
+        self.db
+            .run(|mut conn| async move {
+                sqlx::query("DELETE FROM storage_files WHERE stage = 'reserved' AND expires < $1")
+                    .bind(int(now))
+                    .execute(&mut *conn)
+                    .await
+                    .map(|done| done.rows_affected())
+            })
+            .await
     }
 
-    /// The bytes counted against `owner`'s quota.
+    /// The bytes counted against `owner`'s quota at `now`.
     #[cfg(test)]
-    pub(super) fn used_by(&self, owner: &str) -> u64 {
-        self.lock().usage.get(owner).copied().unwrap_or(0)
+    pub(super) async fn used_by(&self, owner: &str, now: u64) -> u64 {
+        let owner = owner.to_owned();
+        self.db
+            .run(|mut conn| async move {
+                sqlx::query(
+                    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM storage_files \
+                     WHERE owner = $1 AND (stage <> 'reserved' OR expires >= $2)",
+                )
+                .bind(owner)
+                .bind(int(now))
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get::<i64, _>(0)
+            })
+            .await
+            .map(uint)
+            .unwrap()
     }
+}
+
+/// The record of `id` and its reservation's end.
+async fn fetch<'c, E>(conn: E, id: &str) -> Result<Option<(FileMeta, u64)>, sqlx::Error>
+where
+    E: Executor<'c, Database = sqlx::Any>,
+{
+    let Some(row) = sqlx::query(
+        "SELECT owner, name, size, content_type, stage, expires FROM storage_files WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let expires = uint(row.try_get(5)?);
+    let stage = match row.try_get::<String, _>(4)?.as_str() {
+        "uploading" => Stage::Uploading,
+        "uploaded" => Stage::Uploaded,
+        _ => Stage::Reserved { expires },
+    };
+    Ok(Some((
+        FileMeta {
+            owner: row.try_get(0)?,
+            name: row.try_get(1)?,
+            size: uint(row.try_get(2)?),
+            content_type: row.try_get(3)?,
+            stage,
+        },
+        expires,
+    )))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(owner: &str, size: u64) -> FileMeta {
-        FileMeta {
-            owner: owner.into(),
-            name: "f".into(),
-            size,
-            content_type: String::new(),
-            stage: Stage::Uploaded,
-        }
-    }
-
-    #[test]
-    fn the_quota_counts_reservations_and_expired_ones_are_released() {
-        let r = Records::default();
-        assert_eq!(r.reserve("a", meta("u", 60), 100, 10, 0), Ok(()));
-        assert_eq!(r.reserve("b", meta("u", 50), 100, 20, 0), Err(60));
-        assert_eq!(
-            r.reserve("b", meta("v", 50), 100, 20, 0),
-            Ok(()),
-            "per owner"
-        );
-        // At 11, a's reservation (until 10) is gone.
-        assert_eq!(r.reserve("c", meta("u", 100), 100, 30, 11), Ok(()));
-        assert!(r.get("a").is_none());
-        assert_eq!(r.used_by("u"), 100);
-    }
-
-    #[test]
-    fn an_upload_claims_once_and_a_failed_one_can_be_retried() {
-        let r = Records::default();
-        r.reserve("a", meta("u", 10), 100, 50, 0).unwrap();
-        let (_, expires) = r.claim("a", 1).unwrap();
-        assert_eq!(expires, 50);
-        assert_eq!(r.claim("a", 1).unwrap_err(), ClaimRefused::InProgress);
-        assert_eq!(r.sweep(60), 0, "an upload under way does not expire");
-        r.unclaim("a", expires);
-        let _ = r.claim("a", 2).unwrap();
-        assert!(r.complete("a", 4));
-        assert_eq!(r.used_by("u"), 4, "the unused part is released");
-        assert_eq!(r.claim("a", 3).unwrap_err(), ClaimRefused::AlreadyUploaded);
-        assert_eq!(r.claim("zz", 3).unwrap_err(), ClaimRefused::NotFound);
-    }
-
-    #[test]
-    fn a_file_deleted_during_its_upload_is_not_completed() {
-        let r = Records::default();
-        r.reserve("a", meta("u", 10), 100, 50, 0).unwrap();
-        let _ = r.claim("a", 1).unwrap();
-        assert!(r.remove("a").is_some());
-        assert!(!r.complete("a", 10));
-        assert_eq!(r.used_by("u"), 0);
-    }
-
-    #[test]
-    fn an_unused_reservation_expires_after_its_last_second() {
-        let r = Records::default();
-        r.reserve("a", meta("u", 10), 100, 50, 0).unwrap();
-        assert_eq!(r.sweep(50), 0, "valid through second 50");
-        assert!(r.claim("a", 50).is_ok());
-        r.unclaim("a", 50);
-        assert_eq!(r.sweep(51), 1);
-        assert_eq!(r.used_by("u"), 0);
-    }
-}
+#[path = "records_tests.rs"]
+mod tests;

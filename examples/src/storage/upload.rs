@@ -65,8 +65,12 @@ async fn refuse_after_drain(body: Body, refusal: ApiError) -> Response {
 /// An upload whose body sends nothing for this long fails (408).
 pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
-/// A temporary file not written to for this long belongs to no upload under way.
+/// A temporary file not written to for this long belongs to no upload under way; so
+/// does a claim not refreshed for this long.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(600);
+
+/// How often an upload under way refreshes its claim in the database.
+const SIGN_OF_LIFE_EVERY: Duration = Duration::from_secs(60);
 
 /// Whether `name` is a temporary upload file.
 fn is_partial(name: &str) -> bool {
@@ -102,7 +106,6 @@ struct Claim {
     state: Arc<StorageState>,
     id: String,
     temp: PathBuf,
-    expires: u64,
     done: bool,
 }
 
@@ -111,7 +114,15 @@ impl Drop for Claim {
         if !self.done {
             // Also when the request is dropped mid-body (the client went away).
             let _ = std::fs::remove_file(&self.temp);
-            self.state.records.unclaim(&self.id, self.expires);
+            let (records, id) = (self.state.records.clone(), std::mem::take(&mut self.id));
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    // Without the database, the claim stays until the next start.
+                    if let Err(e) = records.unclaim(&id).await {
+                        tracing::warn!(file = %id, error = ?e, "cannot release a failed upload");
+                    }
+                });
+            }
         }
     }
 }
@@ -129,6 +140,7 @@ fn refused(refusal: ClaimRefused) -> ApiError {
             "already_uploaded",
             "this upload URL was used already; ask for a new one",
         ),
+        ClaimRefused::Db(e) => e.into(),
     }
 }
 
@@ -151,11 +163,11 @@ pub(super) async fn upload(
         )
         .into_response());
     }
-    let (meta, expires) = match state.records.claim(&id, unix_now()) {
+    let meta = match state.records.claim(&id, unix_now()).await {
         Ok(claimed) => claimed,
         Err(refusal) => return Err(refuse_after_drain(body, refused(refusal)).await),
     };
-    store(&state, &id, meta.size, expires, body)
+    store(&state, &id, meta.size, body)
         .await
         .map_err(IntoResponse::into_response)
 }
@@ -165,7 +177,6 @@ async fn store(
     state: &Arc<StorageState>,
     id: &str,
     size: u64,
-    expires: u64,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let mut claim = Claim {
@@ -174,7 +185,6 @@ async fn store(
             .join(format!(".{id}.{}.part", uuid::Uuid::new_v4().simple())),
         state: Arc::clone(state),
         id: id.to_owned(),
-        expires,
         done: false,
     };
     let mut file = tokio::fs::OpenOptions::new()
@@ -184,6 +194,7 @@ async fn store(
         .await
         .map_err(|e| store_failed(&e))?;
     let mut received = 0u64;
+    let mut last_sign = std::time::Instant::now();
     let mut stream = body.into_data_stream();
     loop {
         let Ok(next) = tokio::time::timeout(IDLE_LIMIT, stream.next()).await else {
@@ -209,6 +220,13 @@ async fn store(
             ));
         }
         file.write_all(&chunk).await.map_err(|e| store_failed(&e))?;
+        if last_sign.elapsed() >= SIGN_OF_LIFE_EVERY {
+            // Keeps the claim from looking abandoned; a failure only risks that.
+            last_sign = std::time::Instant::now();
+            if let Err(e) = state.records.touch(&claim.id, unix_now()).await {
+                tracing::warn!(file = %claim.id, error = ?e, "cannot refresh an upload's claim");
+            }
+        }
     }
     file.flush().await.map_err(|e| store_failed(&e))?;
     file.sync_all().await.map_err(|e| store_failed(&e))?;
@@ -217,15 +235,25 @@ async fn store(
     tokio::fs::rename(&claim.temp, &path)
         .await
         .map_err(|e| store_failed(&e))?;
-    claim.done = true;
-    if !state.records.complete(&claim.id, received) {
-        // Deleted while it was being uploaded.
-        let _ = tokio::fs::remove_file(&path).await;
-        return Err(ApiError::not_found(
-            "the file was deleted during its upload",
-        ));
+    match state.records.complete(&claim.id, received).await {
+        Ok(true) => {
+            claim.done = true;
+            Ok(StatusCode::CREATED)
+        }
+        Ok(false) => {
+            // Deleted while it was being uploaded.
+            claim.done = true;
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(ApiError::not_found(
+                "the file was deleted during its upload",
+            ))
+        }
+        Err(e) => {
+            // Not recorded: the bytes go, the claim is released (on drop) for a retry.
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(e.into())
+        }
     }
-    Ok(StatusCode::CREATED)
 }
 
 #[cfg(test)]

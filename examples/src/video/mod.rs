@@ -30,6 +30,13 @@
 //! | `REJOIN_GRACE_SECS` | 60 | a participant awaiting rejoin that is not back within this is removed |
 //! | `CALL_EMPTY_TTL_SECS` | 300 | a call without participants ends after this |
 //! | `CALLS_PER_USER_MAX` | 20 | open calls one user may have created; beyond, `POST /v1/calls` answers 429 |
+//! | `VIDEO_NODE_ID` | `video-1` | this node's id: unique per node, kept across restarts |
+//! | `VIDEO_ADVERTISE_ADDR` | `VIDEO_ADDR` | the `host:port` this node publishes, where the gateway reaches it |
+//! | `VIDEO_LEASE_SECS` | 15 | this node's lease: refreshed every third of it; once it lapsed, another node adopts this node's calls |
+//!
+//! Several nodes share one Redis (see [`presence`]): each publishes itself, and adopts
+//! the calls of a node whose lease lapsed; their participants rejoin through the
+//! gateway, which routes each call's requests to its owner.
 //!
 //! A malformed or zero value stops the service at start with a message naming the
 //! variable.
@@ -38,6 +45,7 @@
 //! [`Session`], which handles them.
 
 pub mod messages;
+pub mod presence;
 pub mod session;
 
 use std::sync::Arc;
@@ -63,10 +71,6 @@ use crate::error::ApiError;
 use crate::kit::Kit;
 use crate::sessions::{SessionStore, Verdict, CACHE_TTL};
 use crate::token::{Claims, User};
-
-/// How long a WebSocket upgrade for a call not (yet) in memory waits for a recovery
-/// under way.
-const RECOVERY_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct VideoState {
@@ -98,13 +102,10 @@ fn recovering() -> ApiError {
     )
 }
 
-/// 404 for a call that is not here, or 503 `recovering` while it may still come back.
-async fn missing_call(hub: &CallHub) -> ApiError {
-    if hub.is_recovering() && !hub.wait_for_recovery(RECOVERY_WAIT).await {
-        recovering()
-    } else {
-        ApiError::not_found("no such call")
-    }
+/// Waits for a recovery under way to list this node's calls and loads call `id` if
+/// it is one of them (the hub's `recovery_wait`, 2 s); 503 `recovering` past that.
+async fn ready(hub: &CallHub, id: &str) -> Result<(), ApiError> {
+    hub.find(id).await.map(drop).map_err(|e| call_error(&e))
 }
 
 async fn create_call(
@@ -125,13 +126,9 @@ async fn get_call(
     User(_): User,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let participants = match participants(&state.hub, &id) {
-        Some(found) => found,
-        None => {
-            let missing = missing_call(&state.hub).await;
-            participants(&state.hub, &id).ok_or(missing)?
-        }
-    };
+    ready(&state.hub, &id).await?;
+    let participants =
+        participants(&state.hub, &id).ok_or_else(|| ApiError::not_found("no such call"))?;
     Ok(Json(json!({ "call_id": id, "participants": participants })))
 }
 
@@ -141,11 +138,9 @@ async fn websocket(
     Path(id): Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    ready(&state.hub, &id).await?;
     if state.hub.get(&id).is_none() {
-        let missing = missing_call(&state.hub).await;
-        if state.hub.get(&id).is_none() {
-            return Err(missing);
-        }
+        return Err(ApiError::not_found("no such call"));
     }
     Ok(upgrade
         .max_message_size(64 * 1024)
@@ -218,27 +213,34 @@ async fn connection(state: Arc<VideoState>, call: String, claims: Claims, socket
 }
 
 /// The video service's routes; recovers the calls this node owned, in the background
-/// until Redis answers.
+/// until Redis answers, and publishes this node's presence (adopting the calls of
+/// nodes whose lease lapsed).
 ///
 /// # Errors
 ///
 /// A message for a malformed node id or setting.
 pub fn router(kit: &mut Kit, config: &Config) -> Result<Router, String> {
     let node = config.video_node.as_str();
-    let store = RedisCallStore::new(
-        kit.redis.clone(),
-        node,
-        RedisCallStoreConfig::default(),
-        &mut kit.registry,
-    )
-    .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
+    // Call keys outlive a dead node's lease long enough to be adopted.
+    let store_config = RedisCallStoreConfig::default()
+        .lease_ttl(config.video_lease)
+        .call_ttl((config.video_lease * 4).max(Duration::from_secs(60)));
+    let store = RedisCallStore::new(kit.redis.clone(), node, store_config, &mut kit.registry)
+        .map_err(|e| format!("VIDEO_NODE_ID: {e}"))?;
     let hub_config = CallHubConfig::default()
         .rejoin_grace(config.rejoin_grace)
         .empty_call_ttl(config.call_empty_ttl)
         .calls_per_user(config.calls_per_user_max);
-    let hub = CallHub::new(node, Some(store), hub_config, &mut kit.registry)
+    let hub = CallHub::new(node, Some(store.clone()), hub_config, &mut kit.registry)
         .map_err(|e| format!("video settings: {}", crate::error::chain(&e)))?;
     hub.recover_in_background();
+    presence::Presence::new(
+        hub.clone(),
+        store,
+        config.video_advertise_addr.clone(),
+        &mut kit.registry,
+    )
+    .start();
     let sockets = Gauge::default();
     kit.registry.register(
         "websocket_connections",

@@ -37,6 +37,7 @@ impl AllInOne {
                 "STORAGE_DIR".into(),
                 dir.join("files").display().to_string(),
             ),
+            ("DATA_DIR".into(), dir.join("data").display().to_string()),
             ("RUST_LOG".into(), "warn".into()),
         ];
         env.extend(

@@ -4,6 +4,7 @@
 
 pub mod all_in_one;
 pub mod redis_load;
+pub mod video_nodes;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -19,7 +20,7 @@ pub struct System {
     pub ports: [(&'static str, u16); 4],
     pub redis_url: String,
     pub extra: Vec<(String, String)>,
-    children: Vec<(&'static str, ChildProcess)>,
+    children: Vec<(String, ChildProcess)>,
 }
 
 impl System {
@@ -91,6 +92,7 @@ impl System {
         cmd.env("JWT_SECRET", SECRET)
             .env("REDIS_URL", &self.redis_url)
             .env("STORAGE_DIR", self.storage_dir())
+            .env("DATA_DIR", self.dir.path().join("data"))
             .env("AUDIT_FILE", self.audit_file(file))
             .env("RUST_LOG", "info");
         for (service, port) in self.ports {
@@ -139,9 +141,36 @@ impl System {
         port
     }
 
+    /// Starts an instance of `name` called `label` (its stdout `<label>.out`, the name
+    /// [`kill`](Self::kill) and [`signal`](Self::signal) take) listening on `port`, with
+    /// `env` on top of the system's environment.
+    pub async fn spawn_labelled(
+        &mut self,
+        name: &'static str,
+        label: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) {
+        let mut cmd = self.command(Self::exe(name), label);
+        cmd.env(
+            format!("{}_ADDR", name.to_ascii_uppercase()),
+            format!("127.0.0.1:{port}"),
+        );
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = ChildProcess::spawn(&mut cmd).unwrap();
+        self.children.push((label.to_owned(), child));
+        let url = format!("http://127.0.0.1:{port}/health");
+        assert!(
+            wait_until_ok(&url, Duration::from_secs(20)).await,
+            "{label} did not come up"
+        );
+    }
+
     async fn spawn_on(&mut self, name: &'static str, mut cmd: Command, port: u16) {
         let child = ChildProcess::spawn(&mut cmd).unwrap();
-        self.children.push((name, child));
+        self.children.push((name.to_owned(), child));
         let url = format!("http://127.0.0.1:{port}/health");
         assert!(
             wait_until_ok(&url, Duration::from_secs(20)).await,

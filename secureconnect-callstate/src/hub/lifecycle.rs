@@ -181,9 +181,10 @@ impl CallHub {
 
     /// Gives a participant its place back — after a restart, or after its connection
     /// dropped — if it belongs to `user_id` and `token` is right. Nothing changes
-    /// otherwise. While a recovery is under way ([`is_recovering`](Self::is_recovering))
-    /// a call not yet in memory is waited for, up to
-    /// [`CallHubConfig::recovery_wait`].
+    /// otherwise. While a recovery has yet to list this node's calls
+    /// ([`is_recovering`](Self::is_recovering)), a call not in memory is waited for, up
+    /// to [`CallHubConfig::recovery_wait`]; a call listed but not loaded yet is loaded
+    /// at once.
     ///
     /// # Errors
     ///
@@ -197,16 +198,9 @@ impl CallHub {
         user_id: &str,
         token: &RejoinToken,
     ) -> Result<Participant, Error> {
-        let result = match self.rejoin_now(call_id, participant_id, user_id, token) {
-            Err(e) if e.is_not_found() && self.is_recovering() => {
-                let wait = self.inner.lifecycle.config.recovery_wait;
-                if self.wait_for_recovery(wait).await {
-                    self.rejoin_now(call_id, participant_id, user_id, token)
-                } else {
-                    Err(Error::recovering(call_id))
-                }
-            }
-            other => other,
+        let result = match self.ready(call_id).await {
+            Ok(()) => self.rejoin_now(call_id, participant_id, user_id, token),
+            Err(e) => Err(e),
         };
         self.inner.metrics.rejoin(match &result {
             Ok(_) => Rejoin::Rejoined,

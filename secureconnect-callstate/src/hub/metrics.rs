@@ -15,6 +15,9 @@ pub(super) struct Metrics {
     recovered: Family<Vec<(&'static str, &'static str)>, Counter>,
     pub(super) write_behind_depth: Gauge,
     pub(super) write_backs: Counter,
+    /// `call_adopted_calls_total`: calls this node took over from a node whose lease
+    /// lapsed.
+    pub(super) adopted: Counter,
     /// `call_rejoins_total` by outcome, resolved once: [`Rejoin`] indexes it.
     rejoins: [Counter; 4],
 }
@@ -90,6 +93,12 @@ impl Metrics {
             "Rejoins by outcome: rejoined, bad_token, not_found, recovering",
             rejoins.clone(),
         );
+        let adopted = Counter::default();
+        registry.register(
+            "call_adopted_calls",
+            "Calls this node adopted from a node whose lease lapsed",
+            adopted.clone(),
+        );
         let rejoins =
             Rejoin::ALL.map(|r| rejoins.get_or_create_owned(&vec![("outcome", r.as_str())]));
         Self {
@@ -99,6 +108,7 @@ impl Metrics {
             recovered,
             write_behind_depth,
             write_backs,
+            adopted,
             rejoins,
         }
     }
@@ -108,9 +118,13 @@ impl Metrics {
         self.rejoins[outcome as usize].inc();
     }
 
-    /// Records what a recovery found.
+    /// Records how long a recovery took, from its start to the last call loaded.
+    pub(super) fn recovery_took(&self, took: std::time::Duration) {
+        self.recovery_seconds.set(took.as_secs_f64());
+    }
+
+    /// Counts what a recovery (or part of one) found.
     pub(super) fn recovered(&self, report: &RecoveryReport) {
-        self.recovery_seconds.set(report.duration.as_secs_f64());
         let count = |outcome: &'static str, n: usize| {
             self.recovered
                 .get_or_create(&vec![("outcome", outcome)])

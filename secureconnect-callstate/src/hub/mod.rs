@@ -1,7 +1,9 @@
 //! The signaling hub's view of calls: [`CallHub`] and its operations. Signal relay is
 //! in `signals`, the write-behind replication in `replicator` (the state machine) and
-//! `write_behind` (the task that drives it), the metrics in `metrics`.
+//! `write_behind` (the task that drives it), the adoption of a dead node's calls in
+//! `adoption`, the metrics in `metrics`.
 
+mod adoption;
 mod config;
 mod lifecycle;
 mod metrics;
@@ -11,6 +13,7 @@ mod signals;
 mod write_behind;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -39,9 +42,22 @@ struct Inner {
     tx: mpsc::Sender<Op>,
     replicator: Mutex<Replicator>,
     awaiting: Mutex<HashMap<(String, String), Instant>>,
+    /// Calls being adopted (in this node's set before they are in memory): a full
+    /// write-back meanwhile must not take them for calls that ended here.
+    adopting: Mutex<std::collections::HashSet<String>>,
     channels: Channels,
     metrics: Metrics,
     lifecycle: Lifecycle,
+    /// The calls a recovery listed and has still to load.
+    pending: Mutex<recovery::Pending>,
+    /// Whether `pending` holds any call.
+    any_pending: AtomicBool,
+    /// Whether a recovery is under way: a lock-free check on every operation.
+    recovering: AtomicBool,
+    /// Whether the background recovery task was started (once per hub).
+    background: AtomicBool,
+    /// Held by a recovery attempt: one at a time.
+    attempt: tokio::sync::Mutex<()>,
 }
 
 /// A signaling hub's view of calls: in-memory state that is authoritative, written
@@ -106,9 +122,15 @@ impl CallHub {
             tx,
             replicator: Mutex::new(Replicator::default()),
             awaiting: Mutex::new(HashMap::new()),
+            adopting: Mutex::new(std::collections::HashSet::new()),
             channels: Channels::default(),
             metrics: Metrics::register(registry),
             lifecycle: Lifecycle::new(config),
+            pending: Mutex::default(),
+            any_pending: AtomicBool::new(false),
+            recovering: AtomicBool::new(false),
+            background: AtomicBool::new(false),
+            attempt: tokio::sync::Mutex::new(()),
         });
         lifecycle::start(&inner);
         if inner.redis.is_some() {
@@ -141,8 +163,11 @@ impl CallHub {
     ///
     /// # Errors
     ///
-    /// [`Error::is_already_exists`], [`Error::is_invalid_id`].
+    /// [`Error::is_already_exists`], [`Error::is_invalid_id`], [`Error::is_recovering`]
+    /// (a recovered call with this id could not be loaded yet: retry shortly).
     pub async fn create(&self, call_id: &str) -> Result<CallState, Error> {
+        // A recovered call not loaded yet exists all the same.
+        self.loaded(call_id).await?;
         let call = self.inner.memory.create(call_id).await?;
         self.enqueue(Op::Create(call_id.to_owned()));
         self.update_gauges();
@@ -154,7 +179,8 @@ impl CallHub {
     ///
     /// # Errors
     ///
-    /// [`Error::is_not_found`].
+    /// [`Error::is_not_found`], [`Error::is_recovering`] (a recovered call could not
+    /// be loaded yet: retry shortly).
     pub async fn join(&self, call_id: &str, user_id: &str) -> Result<(String, RejoinToken), Error> {
         let token = RejoinToken::generate();
         let participant = Participant {
@@ -165,6 +191,7 @@ impl CallHub {
             state: ParticipantState::Connected,
         };
         let id = participant.id.clone();
+        self.loaded(call_id).await?;
         self.inner.memory.join(call_id, participant.clone()).await?;
         self.enqueue(Op::Join(call_id.to_owned(), participant));
         self.update_gauges();
@@ -175,8 +202,10 @@ impl CallHub {
     ///
     /// # Errors
     ///
-    /// [`Error::is_not_found`].
+    /// [`Error::is_not_found`], [`Error::is_recovering`] (a recovered call could not
+    /// be loaded yet: retry shortly).
     pub async fn leave(&self, call_id: &str, participant_id: &str) -> Result<LeaveOutcome, Error> {
+        self.loaded(call_id).await?;
         let outcome = self.inner.memory.leave(call_id, participant_id).await?;
         self.left(call_id, participant_id, &outcome);
         Ok(outcome)
@@ -205,8 +234,10 @@ impl CallHub {
     ///
     /// # Errors
     ///
-    /// [`Error::is_not_found`].
+    /// [`Error::is_not_found`], [`Error::is_recovering`] (a recovered call could not
+    /// be loaded yet: retry shortly).
     pub async fn end(&self, call_id: &str) -> Result<(), Error> {
+        self.loaded(call_id).await?;
         self.inner.memory.end(call_id).await?;
         self.ended(call_id);
         Ok(())
@@ -215,6 +246,20 @@ impl CallHub {
     /// The call as this node knows it.
     pub fn get(&self, call_id: &str) -> Option<CallState> {
         self.inner.memory.with_call(call_id, |c| Ok(c.clone())).ok()
+    }
+
+    /// The call as this node knows it, once it is here: while a recovery is under way
+    /// this waits (up to [`CallHubConfig::recovery_wait`]) for it to list this node's
+    /// calls, and loads the call first if it is listed and not loaded yet. [`get`](Self::get)
+    /// answers from memory alone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_recovering`]: the calls are not listed in time, or Redis did not
+    /// answer (retry shortly).
+    pub async fn find(&self, call_id: &str) -> Result<Option<CallState>, Error> {
+        self.ready(call_id).await?;
+        Ok(self.get(call_id))
     }
 
     /// Every call this node serves.

@@ -33,7 +33,7 @@ pub(super) async fn run(weak: Weak<Inner>, mut rx: mpsc::Receiver<Op>) {
         .unwrap_or(Duration::from_secs(15));
     // The lease and call TTLs are refreshed three times per lease period.
     let period = (lease / 3).max(Duration::from_millis(50));
-    tokio::spawn(heartbeat(weak.clone(), health.clone(), period));
+    tokio::spawn(heartbeat(weak.clone(), health.clone(), period, lease));
     let mut heartbeat = tokio::time::interval(period);
     let start = *health.borrow_and_update();
     let mut pending = Event::Health(start);
@@ -71,9 +71,18 @@ pub(super) async fn run(weak: Weak<Inner>, mut rx: mpsc::Receiver<Op>) {
 }
 
 /// Refreshes the lease and the calls' TTLs every `period` while the client is healthy
-/// (the store counts and reports failures), until the hub is dropped.
-async fn heartbeat(weak: Weak<Inner>, health: watch::Receiver<Health>, period: Duration) {
+/// (the store counts and reports failures), until the hub is dropped. A heartbeat that
+/// succeeds more than `lease` after the previous one (the process was paused, or cut
+/// off from Redis) finds out which calls another node adopted meanwhile and drops them
+/// ([`CallHub::drop_adopted`](super::CallHub::drop_adopted)).
+async fn heartbeat(
+    weak: Weak<Inner>,
+    health: watch::Receiver<Health>,
+    period: Duration,
+    lease: Duration,
+) {
     let mut tick = tokio::time::interval(period);
+    let mut last_ok: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
         let Some(redis) = weak.upgrade().and_then(|inner| inner.redis.clone()) else {
@@ -81,7 +90,19 @@ async fn heartbeat(weak: Weak<Inner>, health: watch::Receiver<Health>, period: D
         };
         if *health.borrow() == Health::Healthy {
             match redis.heartbeat().await {
-                Ok(()) => {}
+                Ok(()) => {
+                    let away = last_ok.is_some_and(|t| t.elapsed() > lease);
+                    last_ok = Some(std::time::Instant::now());
+                    if away {
+                        let Some(inner) = weak.upgrade() else { return };
+                        let hub = super::CallHub { inner };
+                        tokio::spawn(async move {
+                            if let Err(e) = hub.drop_adopted().await {
+                                tracing::warn!(error = %Chain(&e), "checking which calls were adopted failed");
+                            }
+                        });
+                    }
+                }
                 Err(e) if e.is_superseded() => {
                     let Some(inner) = weak.upgrade() else { return };
                     superseded(&inner, &e);
@@ -92,8 +113,10 @@ async fn heartbeat(weak: Weak<Inner>, health: watch::Receiver<Health>, period: D
     }
 }
 
+/// Whether `call` is served here: in memory, or being adopted (in this node's set
+/// already, in memory shortly).
 fn in_memory(inner: &Inner, call: &str) -> bool {
-    inner.memory.with_call(call, |_| Ok(())).is_ok()
+    inner.memory.with_call(call, |_| Ok(())).is_ok() || inner.is_adopting(call)
 }
 
 /// Performs `actions` and whatever the replicator answers to their outcomes.
@@ -146,6 +169,7 @@ fn report<T>(call: &str, result: &Result<T, Error>, what: &'static str) {
 /// written any more. They are dropped, so their sockets close and their participants
 /// rejoin through the newer process.
 fn superseded(inner: &Inner, e: &Error) {
+    inner.drop_pending();
     let calls = inner.memory.snapshot();
     if !calls.is_empty() {
         tracing::error!(error = %Chain(e), calls = calls.len(), "dropping every call here");
@@ -156,7 +180,7 @@ fn superseded(inner: &Inner, e: &Error) {
     }
 }
 
-fn drop_local(inner: &Inner, call: &str) {
+pub(super) fn drop_local(inner: &Inner, call: &str) {
     tracing::warn!(call = %call, "another node owns this call now: dropping it here");
     inner.memory.remove(call);
     // Its subscribers' receivers end: the sockets close rather than hang.

@@ -89,6 +89,21 @@ impl RedisCallStore {
             }
             self.inner.redis.query_pipeline::<()>(&pipe).await?;
         }
+        // A call let go of while this heartbeat ran (ended, or found adopted by another
+        // node) may have been added back to the set above, after its own `SREM`: drop
+        // it again. One whose end is still to confirm stays, for the write-back.
+        let gone: Vec<String> = {
+            let held = self.held();
+            calls
+                .into_iter()
+                .filter(|c| !held.live.contains_key(c) && !held.ending.contains_key(c))
+                .collect()
+        };
+        if !gone.is_empty() {
+            let mut cmd = redis::cmd("SREM");
+            cmd.arg(&set).arg(&gone);
+            self.inner.redis.query::<i64>(&cmd).await?;
+        }
         Ok(())
     }
 

@@ -2,13 +2,15 @@
 //! script is run (pipelined with the node-set update, loaded again after `NOSCRIPT`).
 //! The [`CallStore`](crate::CallStore) operations are in `calls`, the full `put` in
 //! `put`, the heartbeat in `heartbeat`, the incarnation and its keys (one per hash slot
-//! on a Cluster) in `incarnation`, recovery and adoption in `recovery`, the keys and
+//! on a Cluster) in `incarnation`, recovery and adoption in `recovery`, a node's status and a call's owner
+//! for other processes in `nodes`, the keys and
 //! scripts in `scripts`.
 
 mod calls;
 mod config;
 mod heartbeat;
 mod incarnation;
+mod nodes;
 mod put;
 mod recovery;
 mod scripts;
@@ -24,6 +26,7 @@ use secureconnect_redis_fallback::redis::{self, Value};
 use secureconnect_redis_fallback::RedisClient;
 
 pub use self::config::RedisCallStoreConfig;
+pub use self::nodes::{call_owner, NodeStatus};
 pub use self::recovery::{RecoveryReport, Skipped};
 use self::scripts::{node_calls_key, owned_by_this_id, Script, Scripts};
 use crate::error::{check_id, Error};

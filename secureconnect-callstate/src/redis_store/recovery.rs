@@ -50,16 +50,20 @@ pub struct RecoveryReport {
 }
 
 impl RedisCallStore {
-    /// Reads back and takes over the calls this node owned. First this process claims
+    /// Reads back and takes over the calls this node owned: [`owned_calls`](Self::owned_calls)
+    /// then [`load_calls`](Self::load_calls) of them all. First this process claims
     /// its incarnation of the node id (if it has none yet): from then on, a process
     /// still running with this node id (a rolling update, a paused process that
-    /// resumes) is fenced out: its writes are refused ([`Error::is_not_owner`]). Then
-    /// `SSCAN` of the node's set and, per [`recovery_batch`](Self::recovery_batch)
-    /// calls, one pipeline of two reads per call (`HMGET`, `HVALS`): no call is written, so recovery
-    /// costs Redis about what reading the calls costs. Corrupt entries are skipped and
-    /// reported, set members whose call expired are removed, calls another node
-    /// adopted are let go. `KEYS` is never used. Takes the lease; the calls' TTLs are
-    /// refreshed by the next [`heartbeat`](Self::heartbeat) (run one right after).
+    /// resumes) is fenced out: its writes are refused ([`Error::is_not_owner`]). No
+    /// call is written, so recovery costs Redis about what reading the calls costs.
+    /// Corrupt entries are skipped and reported, set members whose call expired are
+    /// removed, calls another node adopted are let go. `KEYS` is never used. Takes the
+    /// lease; the calls' TTLs are refreshed by the next [`heartbeat`](Self::heartbeat)
+    /// (run one right after).
+    ///
+    /// A service that must not wait for every call to be read (tens of thousands of
+    /// them) runs the two steps itself, as [`CallHub`](crate::CallHub) does: it serves
+    /// as soon as it knows which calls are its own and loads the rest behind.
     ///
     /// # Errors
     ///
@@ -67,16 +71,88 @@ impl RedisCallStore {
     /// nothing is held then, and a new attempt reads everything again.
     pub async fn recover(&self) -> Result<RecoveryReport, Error> {
         let started = Instant::now();
-        let mut report = RecoveryReport::default();
+        let ids = self.owned_calls().await?;
+        // Held all at once: a failed attempt leaves nothing half-held.
+        let mut report = self.read_calls(&ids).await?;
+        for call in &report.calls {
+            self.hold(call);
+        }
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    /// The first step of a recovery: claims this process's incarnation of the node id
+    /// (see [`recover`](Self::recover)) and the lease, then lists (`SSCAN`) the calls
+    /// of the node's set that this process does not hold yet — the calls it owned
+    /// before a restart. Nothing is read of them: a few round trips however many
+    /// there are. [`load_calls`](Self::load_calls) reads them.
+    ///
+    /// # Errors
+    ///
+    /// When Redis is unavailable ([`Error::is_unavailable`]) or refuses a command;
+    /// [`Error::is_superseded`] when a newer process with this node id runs.
+    pub async fn owned_calls(&self) -> Result<Vec<String>, Error> {
         self.incarnation().await?;
         self.refresh_lease().await?;
         let mut ids = self.scan_node(&self.inner.node).await?;
         // Calls this process holds already (created, or taken over, since it started)
         // are current here: neither taken over again nor reported.
-        {
-            let held = self.held();
-            ids.retain(|id| !held.live.contains_key(id));
+        let held = self.held();
+        ids.retain(|id| !held.live.contains_key(id));
+        Ok(ids)
+    }
+
+    /// The second step of a recovery: reads the calls `ids` (per
+    /// [`recovery_batch`](Self::recovery_batch) calls, one pipeline of two reads per
+    /// call, `HMGET` and `HVALS`, the next batch sent while one is parsed) and holds
+    /// those this node owns, every participant as stored. Corrupt entries are skipped
+    /// and reported, ids whose call expired are removed from the node's set, calls
+    /// another node adopted are let go.
+    ///
+    /// # Errors
+    ///
+    /// When Redis is unavailable ([`Error::is_unavailable`]) or refuses a command;
+    /// nothing is held then.
+    pub async fn load_calls(&self, ids: &[String]) -> Result<RecoveryReport, Error> {
+        let started = Instant::now();
+        let mut report = self.read_calls(ids).await?;
+        for call in &report.calls {
+            self.hold(call);
         }
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    /// Holds `call` (read by [`read_calls`](Self::read_calls)): its epoch is what this
+    /// node's writes to it carry, and the heartbeat refreshes it.
+    pub(crate) fn hold(&self, call: &CallState) {
+        let mut held = self.held();
+        held.ending.remove(&call.id);
+        held.lost.remove(&call.id);
+        held.live.insert(call.id.clone(), call.epoch);
+    }
+
+    /// Reads the calls `ids` into a report without holding any; removes from the node's
+    /// set the ids whose call expired or moved to another node.
+    pub(crate) async fn read_calls(&self, ids: &[String]) -> Result<RecoveryReport, Error> {
+        let mut report = RecoveryReport::default();
+        self.read_calls_with(ids, |_, part| {
+            report.calls.extend(part.calls);
+            report.skipped.extend(part.skipped);
+            report.dangling_removed += part.dangling_removed;
+        })
+        .await?;
+        Ok(report)
+    }
+
+    /// [`read_calls`](Self::read_calls), handing each pipeline's calls (the ids read,
+    /// what was found) to `taken` as soon as they are parsed, so that they are served
+    /// while the next ones are read, and kept if a later pipeline fails.
+    pub(crate) async fn read_calls_with(
+        &self,
+        ids: &[String],
+        mut taken: impl FnMut(&[String], RecoveryReport),
+    ) -> Result<(), Error> {
         let mut dangling = Vec::new();
         let batches: Vec<&[String]> = ids
             .chunks(self.inner.config.recovery_batch.max(1))
@@ -99,27 +175,22 @@ impl RedisCallStore {
             let read = async {
                 // Let the connection send the next batch first.
                 tokio::task::yield_now().await;
-                self.take_batch(batch, &current, &mut report, &mut dangling);
+                let mut part = RecoveryReport::default();
+                self.take_batch(batch, &current, &mut part, &mut dangling);
+                taken(batch, part);
             };
             let (fetched, ()) = tokio::join!(fetch, read);
+            // Out of the node's set batch by batch, so that a recovery interrupted
+            // half-way leaves no member behind that it will not read again.
+            if !dangling.is_empty() {
+                let mut cmd = redis::cmd("SREM");
+                cmd.arg(node_calls_key(&self.inner.node)).arg(&dangling);
+                self.inner.redis.query::<i64>(&cmd).await?;
+                dangling.clear();
+            }
             values = fetched?;
         }
-        // Held from here on, all at once: a failed attempt leaves nothing half-held.
-        {
-            let mut held = self.held();
-            for call in &report.calls {
-                held.ending.remove(&call.id);
-                held.lost.remove(&call.id);
-                held.live.insert(call.id.clone(), call.epoch);
-            }
-        }
-        for chunk in dangling.chunks(500) {
-            let mut cmd = redis::cmd("SREM");
-            cmd.arg(node_calls_key(&self.inner.node)).arg(chunk);
-            self.inner.redis.query::<i64>(&cmd).await?;
-        }
-        report.duration = started.elapsed();
-        Ok(report)
+        Ok(())
     }
 
     /// Reads a batch's replies (two per call: the call, its participants) into the
