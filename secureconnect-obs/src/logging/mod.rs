@@ -211,11 +211,7 @@ pub fn subscriber(
         file: None,
     };
     let stdout = if config.stdout {
-        let writer = BatchWriter::new(
-            std::io::stdout(),
-            config.queue,
-            &mut Registry::default(),
-        )?;
+        let writer = BatchWriter::new(std::io::stdout(), config.queue, &mut Registry::default())?;
         let lines = writer.lines();
         guard.stdout = Some(writer);
         Some(lines)
