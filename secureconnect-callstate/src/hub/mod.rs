@@ -45,6 +45,10 @@ struct Inner {
     /// Calls being adopted (in this node's set before they are in memory): a full
     /// write-back meanwhile must not take them for calls that ended here.
     adopting: Mutex<std::collections::HashSet<String>>,
+    /// How many adoptions run: a lock-free check on every operation.
+    adoptions: std::sync::atomic::AtomicUsize,
+    /// Woken when an adoption puts calls in memory or ends.
+    adopted: tokio::sync::Notify,
     channels: Channels,
     metrics: Metrics,
     lifecycle: Lifecycle,
@@ -123,6 +127,8 @@ impl CallHub {
             replicator: Mutex::new(Replicator::default()),
             awaiting: Mutex::new(HashMap::new()),
             adopting: Mutex::new(std::collections::HashSet::new()),
+            adoptions: std::sync::atomic::AtomicUsize::new(0),
+            adopted: tokio::sync::Notify::new(),
             channels: Channels::default(),
             metrics: Metrics::register(registry),
             lifecycle: Lifecycle::new(config),

@@ -113,10 +113,12 @@ async fn heartbeat(
     }
 }
 
-/// Whether `call` is served here: in memory, or being adopted (in this node's set
-/// already, in memory shortly).
+/// Whether `call` is served here: in memory, being adopted (in this node's set
+/// already, in memory shortly), or pending (adopted or recovered, loaded on use).
 fn in_memory(inner: &Inner, call: &str) -> bool {
-    inner.memory.with_call(call, |_| Ok(())).is_ok() || inner.is_adopting(call)
+    inner.memory.with_call(call, |_| Ok(())).is_ok()
+        || inner.is_adopting(call)
+        || inner.is_pending(call)
 }
 
 /// Performs `actions` and whatever the replicator answers to their outcomes.
