@@ -75,7 +75,15 @@ impl CallHub {
         redis: &crate::redis_store::RedisCallStore,
         dead_node: &str,
     ) -> Result<Vec<String>, Error> {
-        let adopted = redis.adopt(dead_node).await?;
+        let adopted = match redis.adopt(dead_node).await {
+            Ok(adopted) => adopted,
+            Err(e) => {
+                if e.is_superseded() {
+                    self.inner.superseded.store(true, Ordering::Release);
+                }
+                return Err(e);
+            }
+        };
         let mut served = Vec::with_capacity(adopted.len());
         let mut left: Vec<String> = adopted;
         // Pipelined, batch after batch; a failed read is retried for what is left.

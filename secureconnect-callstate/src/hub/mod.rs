@@ -60,6 +60,8 @@ struct Inner {
     recovering: AtomicBool,
     /// Whether the background recovery task was started (once per hub).
     background: AtomicBool,
+    /// Whether a newer process with this node's id took over.
+    superseded: AtomicBool,
     /// Held by a recovery attempt: one at a time.
     attempt: tokio::sync::Mutex<()>,
 }
@@ -136,6 +138,7 @@ impl CallHub {
             any_pending: AtomicBool::new(false),
             recovering: AtomicBool::new(false),
             background: AtomicBool::new(false),
+            superseded: AtomicBool::new(false),
             attempt: tokio::sync::Mutex::new(()),
         });
         lifecycle::start(&inner);
@@ -271,6 +274,15 @@ impl CallHub {
     /// Every call this node serves.
     pub fn calls(&self) -> Vec<CallState> {
         self.inner.memory.snapshot()
+    }
+
+    /// Whether a newer process with this node's id took over (its heartbeat or an
+    /// adoption was refused as superseded): this hub serves nothing any more and
+    /// should stop speaking for the node (presence, adoption).
+    pub fn is_superseded(&self) -> bool {
+        self.inner
+            .superseded
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether changes are waiting for a full write-back to Redis.

@@ -171,6 +171,9 @@ fn report<T>(call: &str, result: &Result<T, Error>, what: &'static str) {
 /// written any more. They are dropped, so their sockets close and their participants
 /// rejoin through the newer process.
 fn superseded(inner: &Inner, e: &Error) {
+    inner
+        .superseded
+        .store(true, std::sync::atomic::Ordering::Release);
     inner.drop_pending();
     let calls = inner.memory.snapshot();
     if !calls.is_empty() {
