@@ -43,6 +43,12 @@ where
     }
 }
 
+/// Whether `value` is a `host:port` an HTTP URL can carry (what `VIDEO_UPSTREAMS` and
+/// `VIDEO_ADVERTISE_ADDR` must be); for addresses read at run time (video presence).
+pub(crate) fn is_host_port(value: &str) -> bool {
+    host_port("", value).is_ok()
+}
+
 /// `value` if it is a `host:port` an HTTP URL can carry (a port, no scheme, no path).
 fn host_port(name: &str, value: &str) -> Result<String, ConfigError> {
     let bad = || {
