@@ -35,6 +35,9 @@ use crate::store::{CallStore, LeaveOutcome};
 /// How many changes may wait for Redis before the hub falls back to a full write-back.
 const WRITE_BEHIND: usize = 4096;
 
+/// How many ended calls a receiver of [`CallHub::ended_calls`] may fall behind by.
+const ENDED_BACKLOG: usize = 1024;
+
 #[derive(Debug)]
 struct Inner {
     memory: MemoryCallStore,
@@ -58,6 +61,8 @@ struct Inner {
     any_pending: AtomicBool,
     /// Whether a recovery is under way: a lock-free check on every operation.
     recovering: AtomicBool,
+    /// The ids of the calls that end here, for [`CallHub::ended_calls`].
+    ended: tokio::sync::broadcast::Sender<String>,
     /// Whether the background recovery task was started (once per hub).
     background: AtomicBool,
     /// Whether a newer process with this node's id took over.
@@ -137,6 +142,7 @@ impl CallHub {
             pending: Mutex::default(),
             any_pending: AtomicBool::new(false),
             recovering: AtomicBool::new(false),
+            ended: tokio::sync::broadcast::channel(ENDED_BACKLOG).0,
             background: AtomicBool::new(false),
             superseded: AtomicBool::new(false),
             attempt: tokio::sync::Mutex::new(()),
@@ -237,6 +243,31 @@ impl CallHub {
         self.inner.channels.close(call_id);
         self.enqueue(Op::Ended(call_id.to_owned()));
         self.update_gauges();
+        if self.inner.ended.receiver_count() > 0 {
+            // None listening: nothing to tell (and nothing allocated).
+            let _ = self.inner.ended.send(call_id.to_owned());
+        }
+    }
+
+    /// The ids of the calls that end on this hub from now on — with their last
+    /// participant, by [`end`](Self::end), or empty past
+    /// [`empty_call_ttl`](Self::empty_call_ttl) — for a call history or billing. Not
+    /// the calls dropped here because another node took them over (they go on there).
+    /// Bounded: a receiver more than 1,024 ends behind loses the oldest and learns how
+    /// many (`RecvError::Lagged`).
+    ///
+    /// ```
+    /// # async fn run(hub: secureconnect_callstate::CallHub) {
+    /// let mut ended = hub.ended_calls();
+    /// tokio::spawn(async move {
+    ///     while let Ok(call) = ended.recv().await {
+    ///         println!("{call} ended");
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn ended_calls(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.ended.subscribe()
     }
 
     /// Ends a call; its participants' [`SignalReceiver`]s end.
