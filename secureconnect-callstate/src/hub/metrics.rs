@@ -72,7 +72,7 @@ impl Metrics {
         let recovered: Family<Vec<(&'static str, &'static str)>, Counter> = Family::default();
         // Every outcome exported from the start, at 0 until a recovery meets one.
         for outcome in ["recovered", "corrupt", "foreign", "dangling"] {
-            recovered.get_or_create(&vec![("outcome", outcome)]);
+            drop(recovered.get_or_create(&vec![("outcome", outcome)]));
         }
         registry.register(
             "call_recovery_calls",

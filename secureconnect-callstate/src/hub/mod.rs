@@ -48,6 +48,10 @@ struct Inner {
     /// Calls being adopted (in this node's set before they are in memory): a full
     /// write-back meanwhile must not take them for calls that ended here.
     adopting: Mutex<std::collections::HashSet<String>>,
+    /// How many adoptions run: a lock-free check on every operation.
+    adoptions: std::sync::atomic::AtomicUsize,
+    /// Woken when an adoption puts calls in memory or ends.
+    adopted: tokio::sync::Notify,
     channels: Channels,
     metrics: Metrics,
     lifecycle: Lifecycle,
@@ -61,6 +65,8 @@ struct Inner {
     ended: tokio::sync::broadcast::Sender<String>,
     /// Whether the background recovery task was started (once per hub).
     background: AtomicBool,
+    /// Whether a newer process with this node's id took over.
+    superseded: AtomicBool,
     /// Held by a recovery attempt: one at a time.
     attempt: tokio::sync::Mutex<()>,
 }
@@ -128,6 +134,8 @@ impl CallHub {
             replicator: Mutex::new(Replicator::default()),
             awaiting: Mutex::new(HashMap::new()),
             adopting: Mutex::new(std::collections::HashSet::new()),
+            adoptions: std::sync::atomic::AtomicUsize::new(0),
+            adopted: tokio::sync::Notify::new(),
             channels: Channels::default(),
             metrics: Metrics::register(registry),
             lifecycle: Lifecycle::new(config),
@@ -136,6 +144,7 @@ impl CallHub {
             recovering: AtomicBool::new(false),
             ended: tokio::sync::broadcast::channel(ENDED_BACKLOG).0,
             background: AtomicBool::new(false),
+            superseded: AtomicBool::new(false),
             attempt: tokio::sync::Mutex::new(()),
         });
         lifecycle::start(&inner);
@@ -296,6 +305,15 @@ impl CallHub {
     /// Every call this node serves.
     pub fn calls(&self) -> Vec<CallState> {
         self.inner.memory.snapshot()
+    }
+
+    /// Whether a newer process with this node's id took over (its heartbeat or an
+    /// adoption was refused as superseded): this hub serves nothing any more and
+    /// should stop speaking for the node (presence, adoption).
+    pub fn is_superseded(&self) -> bool {
+        self.inner
+            .superseded
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether changes are waiting for a full write-back to Redis.
