@@ -100,11 +100,12 @@ impl CallHistory {
         let id = id.to_owned();
         self.db
             .run(|mut conn| async move {
-                let row =
-                    sqlx::query("SELECT id, creator, created, ended FROM video_calls WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                let row = sqlx::query(
+                    "SELECT id, creator, created, ended FROM video_calls WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
                 row.map(|row| {
                     Ok(CallRecord {
                         id: row.try_get(0)?,
@@ -128,7 +129,10 @@ impl CallHistory {
                 match ended.recv().await {
                     Ok(call) => history.record_end(&call).await,
                     Err(RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "call history fell behind: these calls stay open in it");
+                        tracing::warn!(
+                            missed,
+                            "call history fell behind: these calls stay open in it"
+                        );
                     }
                     Err(RecvError::Closed) => return,
                 }

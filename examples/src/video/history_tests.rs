@@ -51,7 +51,10 @@ async fn scenarios(history: &CallHistory) {
     let ended = ended.expect("the end was recorded");
     assert!(ended >= open.created_ms);
     history.ended("c1").await.unwrap();
-    assert_eq!(history.get("c1").await.unwrap().unwrap().ended_ms, Some(ended));
+    assert_eq!(
+        history.get("c1").await.unwrap().unwrap().ended_ms,
+        Some(ended)
+    );
 
     // One id, one record: a second creation with an id in use is refused.
     assert!(matches!(
