@@ -43,6 +43,17 @@ where
     }
 }
 
+/// The shortest `VIDEO_LEASE_SECS`.
+const VIDEO_LEASE_MIN: Duration = Duration::from_secs(3);
+/// The longest `VIDEO_LEASE_SECS`.
+const VIDEO_LEASE_MAX: Duration = Duration::from_secs(3600);
+
+/// Whether `value` is a `host:port` an HTTP URL can carry (what `VIDEO_UPSTREAMS` and
+/// `VIDEO_ADVERTISE_ADDR` must be); for addresses read at run time (video presence).
+pub(crate) fn is_host_port(value: &str) -> bool {
+    host_port("", value).is_ok()
+}
+
 /// `value` if it is a `host:port` an HTTP URL can carry (a port, no scheme, no path).
 fn host_port(name: &str, value: &str) -> Result<String, ConfigError> {
     let bad = || {
@@ -205,6 +216,11 @@ impl Config {
         let video_addr = addr("VIDEO_ADDR", 8083)?;
         let video_advertise_addr = match var("VIDEO_ADVERTISE_ADDR")? {
             Some(v) => host_port("VIDEO_ADVERTISE_ADDR", v.trim())?,
+            None if video_addr.ip().is_unspecified() => {
+                return Err(ConfigError(format!(
+                    "VIDEO_ADDR={video_addr} listens on every interface: set VIDEO_ADVERTISE_ADDR to the host:port where the gateway reaches this node"
+                )))
+            }
             None => video_addr.to_string(),
         };
         let video_upstreams = match var("VIDEO_UPSTREAMS")? {
@@ -329,6 +345,16 @@ impl Config {
                 return Err(ConfigError("JWT_SECRET must be at least 32 bytes".into()));
             }
         }
+        // Below 3 s a heartbeat (a third of the lease) has too little room against one
+        // slow round trip; above an hour, a dead node's calls wait too long (and
+        // `lease * 4`, the calls' TTL, stays far from any overflow).
+        if !(VIDEO_LEASE_MIN..=VIDEO_LEASE_MAX).contains(&config.video_lease) {
+            return Err(ConfigError(format!(
+                "VIDEO_LEASE_SECS must be between {} and {}",
+                VIDEO_LEASE_MIN.as_secs(),
+                VIDEO_LEASE_MAX.as_secs()
+            )));
+        }
         if config.rate_limit == 0 || config.rate_limit_client == 0 {
             return Err(ConfigError(
                 "RATE_LIMIT_PER_MINUTE and RATE_LIMIT_CLIENT_PER_MINUTE must be at least 1".into(),
@@ -338,7 +364,6 @@ impl Config {
             ("REJOIN_GRACE_SECS", config.rejoin_grace.is_zero()),
             ("CALL_EMPTY_TTL_SECS", config.call_empty_ttl.is_zero()),
             ("CALLS_PER_USER_MAX", config.calls_per_user_max == 0),
-            ("VIDEO_LEASE_SECS", config.video_lease.is_zero()),
             (
                 "DATABASE_MAX_CONNECTIONS",
                 config.database_max_connections == 0,

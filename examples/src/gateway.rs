@@ -151,7 +151,7 @@ async fn forward(state: &GatewayState, peer: SocketAddr, mut request: Request) -
     // the reset could reach the gateway before the answer does (a 502 instead of 413).
     // The body is read and dropped first (up to a bound), so that the client reads the
     // answer rather than a reset. Storage uploads (signed URLs) keep streaming.
-    if service != "storage" && declared_length(&request).is_some_and(|n| n > JSON_BODY_LIMIT) {
+    if service != "storage" && declared_length(&request).is_some_and(|n| n > body_limit(service)) {
         let drained = tokio::time::timeout(state.timeout, drain(request.into_body())).await;
         return too_large(service, !matches!(drained, Ok(true)));
     }
@@ -176,13 +176,24 @@ async fn forward(state: &GatewayState, peer: SocketAddr, mut request: Request) -
     }
 }
 
-/// 413 for a body over [`JSON_BODY_LIMIT`]; `close` when part of it is still unread
+/// The largest body the gateway lets through to `service` (storage uploads stream and
+/// are not limited here).
+fn body_limit(service: &str) -> u64 {
+    if service == "video" {
+        VIDEO_BODY_LIMIT
+    } else {
+        JSON_BODY_LIMIT
+    }
+}
+
+/// 413 for a body over [`body_limit`]; `close` when part of it is still unread
 /// (the connection cannot carry another request).
 fn too_large(service: &str, close: bool) -> Response {
+    let limit = body_limit(service);
     let mut response = ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "bad_request",
-        format!("request bodies to the {service} service are limited to {JSON_BODY_LIMIT} bytes"),
+        format!("request bodies to the {service} service are limited to {limit} bytes"),
     )
     .into_response();
     if close {
@@ -282,7 +293,7 @@ fn finish(
 
 /// A video request, to the node [`video_routes`] names; sent again elsewhere only when
 /// the connection could not be made (or, for a call whose owner is unknown, a node
-/// answered 404 or 503). The body (at most [`JSON_BODY_LIMIT`]) is read first, so that it can
+/// answered 404 or 503). The body (at most [`VIDEO_BODY_LIMIT`]) is read first, so that it can
 /// be sent again.
 async fn forward_video(
     state: &GatewayState,
@@ -293,12 +304,24 @@ async fn forward_video(
     let (parts, body) = request.into_parts();
     let body = match tokio::time::timeout(
         state.timeout,
-        http_body_util::Limited::new(body, JSON_BODY_LIMIT as usize).collect(),
+        http_body_util::Limited::new(body, VIDEO_BODY_LIMIT as usize).collect(),
     )
     .await
     {
         Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(_)) => return too_large("video", true),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return too_large("video", true)
+        }
+        // The client's body broke off (or was malformed): not a size problem.
+        Ok(Err(_)) => {
+            let mut response =
+                ApiError::bad_request("bad_body", "the request body could not be read")
+                    .into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
         Err(_) => return Failure::Timeout.response("video"),
     };
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -382,6 +405,10 @@ fn call_unavailable() -> Response {
 
 /// The largest body the JSON services take: axum's default body limit.
 const JSON_BODY_LIMIT: u64 = 2 * 1024 * 1024;
+
+/// The largest video request body: it is buffered (to be sent again to another node),
+/// and no video route takes more than a small JSON object.
+const VIDEO_BODY_LIMIT: u64 = 4 * 1024;
 
 /// Reads and drops a refused body, up to `DRAIN_LIMIT` bytes: whether it ended.
 async fn drain(mut body: Body) -> bool {

@@ -67,7 +67,10 @@ pub async fn build(
             let db = kit.open_db(config, storage::migrations()).await?;
             storage::router(&kit, config, jwt_secret, db).await?
         }
-        ServiceKind::Video => video::router(&mut kit, config)?,
+        ServiceKind::Video => {
+            let db = kit.open_db(config, video::history::migrations()).await?;
+            video::router(&mut kit, config, db)?
+        }
         ServiceKind::Gateway => gateway::router(
             &mut kit,
             config,

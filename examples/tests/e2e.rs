@@ -463,6 +463,18 @@ async fn bad_requests_get_clear_4xx_and_nothing_panics() {
         .unwrap();
     assert_eq!(r.status(), 413);
 
+    // Video request bodies are buffered by the gateway (to be sent again to another
+    // node): a few KiB at most.
+    let big = serde_json::json!({ "id": "x".repeat(8 * 1024) });
+    let r = c
+        .post(format!("{g}/v1/calls"))
+        .bearer_auth(&alice.token)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "declared");
+
     let r = c.get(format!("{g}/v1/nowhere")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let r = c

@@ -233,6 +233,13 @@ fn malformed_settings_stop_the_service_at_start_with_the_variable_named() {
         ("CALLS_PER_USER_MAX", "lots"),
         ("REJOIN_GRACE_SECS", "-1"),
         ("CALL_EMPTY_TTL_SECS", "0"),
+        // Too short for a heartbeat a third of it; far too long (and `lease * 4` near
+        // an overflow).
+        ("VIDEO_LEASE_SECS", "2"),
+        ("VIDEO_LEASE_SECS", "18446744073709551615"),
+        // Listening on every interface: nothing to advertise to the gateway.
+        ("VIDEO_ADDR", "0.0.0.0:8083"),
+        ("VIDEO_ADDR", "[::]:8083"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_video"))
             .env("JWT_SECRET", SECRET)
@@ -244,5 +251,8 @@ fn malformed_settings_stop_the_service_at_start_with_the_variable_named() {
         assert!(!out.status.success(), "{name}={value} was accepted");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(name), "{name}={value}: {stderr}");
+        if name == "VIDEO_ADDR" {
+            assert!(stderr.contains("VIDEO_ADVERTISE_ADDR"), "{stderr}");
+        }
     }
 }

@@ -197,14 +197,14 @@ impl VideoRoutes {
         }
     }
 
-    /// `node`'s presence entry, if it has a live one.
+    /// `node`'s presence entry, if it has a live, usable one.
     async fn presence(&self, node: &str) -> Option<NodeInfo> {
         let json: Option<String> = self
             .redis
             .query(redis::cmd("GET").arg(presence_key(node)))
             .await
             .ok()?;
-        serde_json::from_str(&json?).ok()
+        usable(node, &json?)
     }
 
     /// Reads the live nodes from Redis.
@@ -225,6 +225,25 @@ impl VideoRoutes {
         live.bases.dedup();
         Ok(live)
     }
+}
+
+/// The presence entry `json` read for `node`, if it is one the gateway may send
+/// requests (and their tokens) to: it names `node` itself, and its address is a plain
+/// `host:port` (as `VIDEO_ADVERTISE_ADDR` must be). Anything else written to Redis is
+/// skipped with a warning: never `http://{whatever}`.
+fn usable(node: &str, json: &str) -> Option<NodeInfo> {
+    let info: NodeInfo = match serde_json::from_str(json) {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::warn!(node = %node, error = %e, "skipping a malformed video presence entry");
+            return None;
+        }
+    };
+    if info.node != node || !crate::config::is_host_port(&info.addr) {
+        tracing::warn!(node = %node, named = %info.node, addr = %info.addr, "skipping a video presence entry with another node's name or an address that is not host:port");
+        return None;
+    }
+    Some(info)
 }
 
 /// Reads the live nodes every [`REFRESH`] while the routes exist; a failed read keeps
@@ -253,7 +272,37 @@ async fn refresh(routes: Weak<VideoRoutes>) {
 
 #[cfg(test)]
 mod tests {
-    use super::call_of;
+    use super::{call_of, usable, NodeInfo};
+
+    #[test]
+    fn a_presence_entry_is_used_only_with_its_own_name_and_a_host_port() {
+        let entry = |node: &str, addr: &str| {
+            serde_json::to_string(&NodeInfo {
+                node: node.into(),
+                addr: addr.into(),
+                load: 0,
+            })
+            .unwrap()
+        };
+        let good = usable("video-1", &entry("video-1", "10.0.0.7:8083")).unwrap();
+        assert_eq!(good.addr, "10.0.0.7:8083");
+        for addr in [
+            "evil.example/steal?",
+            "user@evil.example:80",
+            "a:1/x",
+            "http://a:1",
+            "a b:1",
+            "10.0.0.7",
+            "",
+        ] {
+            assert!(
+                usable("video-1", &entry("video-1", addr)).is_none(),
+                "{addr}"
+            );
+        }
+        assert!(usable("video-1", &entry("video-2", "10.0.0.7:8083")).is_none());
+        assert!(usable("video-1", "not json").is_none());
+    }
 
     #[test]
     fn the_call_is_the_first_segment_under_calls() {

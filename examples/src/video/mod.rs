@@ -44,6 +44,7 @@
 //! The messages are the enums of [`messages`]; each connection is a
 //! [`Session`], which handles them.
 
+pub mod history;
 pub mod messages;
 pub mod presence;
 pub mod session;
@@ -67,6 +68,7 @@ use serde_json::json;
 use self::messages::{participants, ErrorCode, ServerMessage};
 use self::session::{Connections, Reply, Session};
 use crate::config::Config;
+use crate::db::Db;
 use crate::error::ApiError;
 use crate::kit::Kit;
 use crate::sessions::{SessionStore, Verdict, CACHE_TTL};
@@ -75,6 +77,7 @@ use crate::token::{Claims, User};
 #[derive(Debug)]
 struct VideoState {
     hub: CallHub,
+    history: history::CallHistory,
     sockets: Gauge,
     connections: Connections,
     sessions: SessionStore,
@@ -118,6 +121,11 @@ async fn create_call(
         .create_for(&id, &claims.sub)
         .await
         .map_err(|e| call_error(&e))?;
+    // Recorded before it is announced: a call the history cannot hold is not run.
+    if let Err(e) = state.history.created(&id, &claims.sub).await {
+        let _ = state.hub.end(&id).await;
+        return Err(e.into());
+    }
     Ok((StatusCode::CREATED, Json(json!({ "call_id": id }))))
 }
 
@@ -213,13 +221,13 @@ async fn connection(state: Arc<VideoState>, call: String, claims: Claims, socket
 }
 
 /// The video service's routes; recovers the calls this node owned, in the background
-/// until Redis answers, and publishes this node's presence (adopting the calls of
-/// nodes whose lease lapsed).
+/// until Redis answers, publishes this node's presence (adopting the calls of nodes
+/// whose lease lapsed) and records its calls in `db` ([`history`]).
 ///
 /// # Errors
 ///
 /// A message for a malformed node id or setting.
-pub fn router(kit: &mut Kit, config: &Config) -> Result<Router, String> {
+pub fn router(kit: &mut Kit, config: &Config, db: Db) -> Result<Router, String> {
     let node = config.video_node.as_str();
     // Call keys outlive a dead node's lease long enough to be adopted.
     let store_config = RedisCallStoreConfig::default()
@@ -234,6 +242,8 @@ pub fn router(kit: &mut Kit, config: &Config) -> Result<Router, String> {
     let hub = CallHub::new(node, Some(store.clone()), hub_config, &mut kit.registry)
         .map_err(|e| format!("video settings: {}", crate::error::chain(&e)))?;
     hub.recover_in_background();
+    let history = history::CallHistory::new(db);
+    history.follow(&hub);
     presence::Presence::new(
         hub.clone(),
         store,
@@ -249,6 +259,7 @@ pub fn router(kit: &mut Kit, config: &Config) -> Result<Router, String> {
     );
     let state = Arc::new(VideoState {
         hub,
+        history,
         sockets,
         connections: Connections::default(),
         sessions: kit.sessions.clone(),

@@ -11,7 +11,7 @@ use serde_json::{json as j, Value};
 use super::{free_port, recv, register_and_login, send, ws, Session, Socket, System};
 
 /// The nodes' lease in these tests, in seconds.
-pub const LEASE_SECS: u64 = 2;
+pub const LEASE_SECS: u64 = 3;
 
 /// A gateway in front of video nodes (plus auth and storage).
 pub struct Nodes {

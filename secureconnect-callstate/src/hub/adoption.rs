@@ -2,12 +2,12 @@
 //! (owner and epoch changed by the store's fenced script) and serves them from this
 //! hub, every participant awaiting rejoin, as after a restart.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::CallHub;
 use crate::error::{Chain, Error};
 use crate::model::ParticipantState;
-use crate::store::CallStore;
 
 /// Reads of an adopted call that failed are retried this many times, this far apart.
 const READ_ATTEMPTS: u32 = 3;
@@ -41,8 +41,13 @@ impl CallHub {
     /// [`Error::is_not_owner`] (with [`Error::node`] naming it) while `dead_node`'s
     /// lease is alive, [`Error::is_superseded`] when a newer process with this node's
     /// id runs, Redis errors. A call adopted in Redis whose read fails three times is
-    /// still held by this node in Redis (its heartbeat keeps it) but not served until
-    /// this node reads it again (at its next recovery).
+    /// held by this node in Redis (its heartbeat keeps it) and loaded on first use (as
+    /// a recovered call not loaded yet) or by a retry in the background; meanwhile an
+    /// operation on it answers [`Error::is_recovering`], and the write-back does not
+    /// take it for a call that ended here. While the adoption runs, a call being
+    /// adopted is waited for (up to
+    /// [`recovery_wait`](crate::CallHubConfig::recovery_wait)), then answers
+    /// [`Error::is_recovering`] rather than not found.
     pub async fn adopt(&self, dead_node: &str) -> Result<Vec<String>, Error> {
         let Some(redis) = &self.inner.redis else {
             return Ok(Vec::new());
@@ -52,11 +57,16 @@ impl CallHub {
         // between does not end them.
         let candidates = redis.scan_node(dead_node).await?;
         self.inner.adopting().extend(candidates.iter().cloned());
+        self.inner.adoptions.fetch_add(1, Ordering::AcqRel);
         let result = self.adopt_marked(redis, dead_node).await;
-        let mut adopting = self.inner.adopting();
-        for call in &candidates {
-            adopting.remove(call);
+        {
+            let mut adopting = self.inner.adopting();
+            for call in &candidates {
+                adopting.remove(call);
+            }
         }
+        self.inner.adoptions.fetch_sub(1, Ordering::AcqRel);
+        self.inner.adopted.notify_waiters();
         result
     }
 
@@ -65,32 +75,90 @@ impl CallHub {
         redis: &crate::redis_store::RedisCallStore,
         dead_node: &str,
     ) -> Result<Vec<String>, Error> {
-        let adopted = redis.adopt(dead_node).await?;
-        let mut served = Vec::with_capacity(adopted.len());
-        for id in adopted {
-            let mut read = redis.get(&id).await;
-            for _ in 1..READ_ATTEMPTS {
-                if read.is_ok() {
-                    break;
+        let adopted = match redis.adopt(dead_node).await {
+            Ok(adopted) => adopted,
+            Err(e) => {
+                if e.is_superseded() {
+                    self.inner.superseded.store(true, Ordering::Release);
                 }
-                tokio::time::sleep(READ_PAUSE).await;
-                read = redis.get(&id).await;
+                return Err(e);
             }
-            let mut call = match read {
-                Ok(Some(call)) => call,
-                Ok(None) => {
-                    // Ended or expired since: nothing to serve, nothing to refresh.
-                    redis.forget(&id);
-                    continue;
+        };
+        let mut served = Vec::with_capacity(adopted.len());
+        let mut left: Vec<String> = adopted;
+        // Pipelined, batch after batch; a failed read is retried for what is left.
+        for attempt in 1..=READ_ATTEMPTS {
+            if left.is_empty() {
+                break;
+            }
+            let ids = left.clone();
+            let result = redis
+                .read_calls_with(&ids, |batch, part| {
+                    self.take_adopted(redis, batch, part, &mut served);
+                    left.retain(|id| !batch.contains(id));
+                    self.inner.adopted.notify_waiters();
+                })
+                .await;
+            match result {
+                Ok(()) => break,
+                Err(e) if attempt < READ_ATTEMPTS => {
+                    tracing::debug!(from = dead_node, error = %Chain(&e), "reading adopted calls failed; retrying");
+                    tokio::time::sleep(READ_PAUSE).await;
                 }
                 Err(e) => {
-                    tracing::error!(call = %id, from = dead_node, error = %Chain(&e), "adopted a call but could not read it");
-                    continue;
+                    tracing::error!(
+                        from = dead_node,
+                        calls = left.len(),
+                        error = %Chain(&e),
+                        "adopted calls but could not read them; they load on first use or by a retry"
+                    );
                 }
-            };
+            }
+        }
+        if !left.is_empty() {
+            // Held in Redis by this node: pending, like calls a recovery listed, so
+            // that they load on first use and the write-back never ends them.
+            self.inner.pend(left.iter().cloned());
+            self.load_pending_in_background();
+        }
+        self.inner.metrics.adopted.inc_by(served.len() as u64);
+        self.update_gauges();
+        if !served.is_empty() {
+            tracing::warn!(
+                from = dead_node,
+                calls = served.len(),
+                "adopted the calls of a node whose lease lapsed"
+            );
+        }
+        Ok(served)
+    }
+
+    /// Takes the adopted calls of `part` (read for `batch`) into memory, every
+    /// participant awaiting rejoin; forgets those of `batch` that are gone. Pushes the
+    /// ids now served to `served`.
+    fn take_adopted(
+        &self,
+        redis: &crate::redis_store::RedisCallStore,
+        batch: &[String],
+        part: crate::redis_store::RecoveryReport,
+        served: &mut Vec<String>,
+    ) {
+        let found: std::collections::HashSet<&str> =
+            part.calls.iter().map(|c| c.id.as_str()).collect();
+        for id in batch {
+            if !found.contains(id.as_str()) {
+                // Ended or expired since (or unreadable): nothing to serve here.
+                redis.forget(id);
+            }
+        }
+        for skipped in &part.skipped {
+            tracing::error!(skipped = ?skipped, "adopted a call that cannot be read; not served");
+        }
+        for mut call in part.calls {
             for p in call.participants.values_mut() {
                 p.state = ParticipantState::AwaitingRejoin;
             }
+            let id = call.id.clone();
             let keys: Vec<(String, String)> = call
                 .participants
                 .keys()
@@ -105,16 +173,38 @@ impl CallHub {
             }
             served.push(id);
         }
-        self.inner.metrics.adopted.inc_by(served.len() as u64);
-        self.update_gauges();
-        if !served.is_empty() {
-            tracing::warn!(
-                from = dead_node,
-                calls = served.len(),
-                "adopted the calls of a node whose lease lapsed"
-            );
+    }
+
+    /// Waits (up to [`CallHubConfig::recovery_wait`](crate::CallHubConfig::recovery_wait))
+    /// for an adoption under way to put `call_id` in memory. One atomic load when no
+    /// adoption runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_recovering`] when it is still being adopted after the wait.
+    pub(super) async fn wait_for_adoption(&self, call_id: &str) -> Result<(), Error> {
+        if self.inner.adoptions.load(Ordering::Acquire) == 0 {
+            return Ok(());
         }
-        Ok(served)
+        let deadline = Instant::now() + self.inner.lifecycle.config.recovery_wait;
+        loop {
+            let notified = self.inner.adopted.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.inner.is_adopting(call_id)
+                || self.inner.memory.with_call(call_id, |_| Ok(())).is_ok()
+            {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline
+                || tokio::time::timeout(deadline - now, notified)
+                    .await
+                    .is_err()
+            {
+                return Err(Error::recovering(call_id));
+            }
+        }
     }
 
     /// Drops the calls this hub serves that another node owns in Redis now (adopted
@@ -171,5 +261,142 @@ impl super::Inner {
     /// Whether `call` is being adopted by this hub.
     pub(super) fn is_adopting(&self, call: &str) -> bool {
         self.adopting().contains(call)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use prometheus_client::registry::Registry;
+    use secureconnect_redis_fallback::testing::RedisServer;
+    use secureconnect_redis_fallback::{RedisClient, RedisClientConfig};
+
+    use crate::hub::replicator::{Event, Op};
+    use crate::{
+        CallHub, CallHubConfig, CallStore, ParticipantState, RedisCallStore, RedisCallStoreConfig,
+    };
+
+    async fn hub(url: &str, node: &str, config: CallHubConfig) -> (CallHub, RedisCallStore) {
+        let mut registry = Registry::default();
+        let client_config = RedisClientConfig::new(url);
+        let redis = if url.ends_with(":1") {
+            // Nothing listens there: no command must succeed.
+            RedisClient::new(client_config, &mut registry).unwrap()
+        } else {
+            RedisClient::connect(client_config, &mut registry)
+                .await
+                .unwrap()
+        };
+        let store = RedisCallStore::new(
+            redis,
+            node,
+            RedisCallStoreConfig::default().lease_ttl(Duration::from_millis(600)),
+            &mut registry,
+        )
+        .unwrap();
+        let hub = CallHub::new(node, Some(store.clone()), config, &mut registry).unwrap();
+        (hub, store)
+    }
+
+    /// An adopted call whose read-back failed (pended, as `adopt` does after three
+    /// failed reads) is not ended by a full write-back, and is loaded on first use
+    /// with its participants awaiting rejoin.
+    #[tokio::test]
+    async fn an_adopted_call_not_read_back_is_kept_and_loaded_on_use() {
+        let server = RedisServer::start().unwrap();
+        let (a, a_store) = hub(&server.url(), "node-a", CallHubConfig::default()).await;
+        let (b, b_store) = hub(&server.url(), "node-b", CallHubConfig::default()).await;
+        // node-b recovered (nothing): from now on a call in its set but not served is
+        // one that ended here, for the write-back.
+        b.recover().await.unwrap();
+        a.create("c1").await.unwrap();
+        let (p1, t1) = a.join("c1", "alice").await.unwrap();
+        for _ in 0..100 {
+            if b_store
+                .get("c1")
+                .await
+                .unwrap()
+                .is_some_and(|c| c.participants.len() == 1)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(a);
+        drop(a_store);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // The owner moves in Redis; the read-back "fails": the call is pending.
+        assert_eq!(b_store.adopt("node-a").await.unwrap(), ["c1"]);
+        b.inner.pend(["c1".to_owned()]);
+        // A full write-back meanwhile.
+        let _ = b
+            .inner
+            .replicator()
+            .step(Event::Dropped(Op::Create("zz".into())));
+        assert!(b.needs_write_back());
+        for _ in 0..100 {
+            if !b.needs_write_back() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!b.needs_write_back());
+        let kept = b_store.get("c1").await.unwrap();
+        assert!(
+            kept.is_some_and(|c| c.owner == "node-b"),
+            "the write-back ended an adopted call"
+        );
+        // Loaded on first use.
+        let call = b.find("c1").await.unwrap().unwrap();
+        assert_eq!(
+            call.participants[&p1].state,
+            ParticipantState::AwaitingRejoin
+        );
+        b.rejoin("c1", &p1, "alice", &t1).await.unwrap();
+        assert!(!b.inner.is_pending("c1"));
+    }
+
+    /// While an adoption runs, a call being adopted is waited for, then answers
+    /// "recovering" rather than not found; once in memory it is found.
+    #[tokio::test]
+    async fn a_call_being_adopted_is_waited_for_then_recovering() {
+        // No Redis command here must succeed.
+        let wait = Duration::from_millis(200);
+        let (b, _store) = hub(
+            "redis://127.0.0.1:1",
+            "node-b",
+            CallHubConfig::default().recovery_wait(wait),
+        )
+        .await;
+        b.inner.adopting().insert("c1".to_owned());
+        b.inner
+            .adoptions
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let e = b.find("c1").await.unwrap_err();
+        assert!(e.is_recovering(), "{e:?}");
+        let token = crate::RejoinToken::generate();
+        let e = b.rejoin("c1", "p", "u", &token).await.unwrap_err();
+        assert!(e.is_recovering(), "{e:?}");
+        // Another call is not held up.
+        assert!(b.find("c2").await.unwrap().is_none());
+        // The adoption puts it in memory while a find waits.
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.find("c1").await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(b.inner.memory.insert_if_absent(crate::CallState {
+            id: "c1".into(),
+            owner: "node-b".into(),
+            epoch: 2,
+            version: 1,
+            created_at_ms: 0,
+            participants: Default::default(),
+        }));
+        b.inner.adopted.notify_waiters();
+        assert_eq!(waiter.await.unwrap().unwrap().map(|c| c.epoch), Some(2));
     }
 }

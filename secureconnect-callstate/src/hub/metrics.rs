@@ -69,7 +69,11 @@ impl Metrics {
             "Duration of the last recovery of calls from Redis",
             recovery_seconds.clone(),
         );
-        let recovered = Family::default();
+        let recovered: Family<Vec<(&'static str, &'static str)>, Counter> = Family::default();
+        // Every outcome exported from the start, at 0 until a recovery meets one.
+        for outcome in ["recovered", "corrupt", "foreign", "dangling"] {
+            drop(recovered.get_or_create(&vec![("outcome", outcome)]));
+        }
         registry.register(
             "call_recovery_calls",
             "Calls met at recovery, by outcome: recovered, corrupt, foreign, dangling",

@@ -35,6 +35,9 @@ use crate::store::{CallStore, LeaveOutcome};
 /// How many changes may wait for Redis before the hub falls back to a full write-back.
 const WRITE_BEHIND: usize = 4096;
 
+/// How many ended calls a receiver of [`CallHub::ended_calls`] may fall behind by.
+const ENDED_BACKLOG: usize = 1024;
+
 #[derive(Debug)]
 struct Inner {
     memory: MemoryCallStore,
@@ -45,6 +48,10 @@ struct Inner {
     /// Calls being adopted (in this node's set before they are in memory): a full
     /// write-back meanwhile must not take them for calls that ended here.
     adopting: Mutex<std::collections::HashSet<String>>,
+    /// How many adoptions run: a lock-free check on every operation.
+    adoptions: std::sync::atomic::AtomicUsize,
+    /// Woken when an adoption puts calls in memory or ends.
+    adopted: tokio::sync::Notify,
     channels: Channels,
     metrics: Metrics,
     lifecycle: Lifecycle,
@@ -54,8 +61,12 @@ struct Inner {
     any_pending: AtomicBool,
     /// Whether a recovery is under way: a lock-free check on every operation.
     recovering: AtomicBool,
+    /// The ids of the calls that end here, for [`CallHub::ended_calls`].
+    ended: tokio::sync::broadcast::Sender<String>,
     /// Whether the background recovery task was started (once per hub).
     background: AtomicBool,
+    /// Whether a newer process with this node's id took over.
+    superseded: AtomicBool,
     /// Held by a recovery attempt: one at a time.
     attempt: tokio::sync::Mutex<()>,
 }
@@ -123,13 +134,17 @@ impl CallHub {
             replicator: Mutex::new(Replicator::default()),
             awaiting: Mutex::new(HashMap::new()),
             adopting: Mutex::new(std::collections::HashSet::new()),
+            adoptions: std::sync::atomic::AtomicUsize::new(0),
+            adopted: tokio::sync::Notify::new(),
             channels: Channels::default(),
             metrics: Metrics::register(registry),
             lifecycle: Lifecycle::new(config),
             pending: Mutex::default(),
             any_pending: AtomicBool::new(false),
             recovering: AtomicBool::new(false),
+            ended: tokio::sync::broadcast::channel(ENDED_BACKLOG).0,
             background: AtomicBool::new(false),
+            superseded: AtomicBool::new(false),
             attempt: tokio::sync::Mutex::new(()),
         });
         lifecycle::start(&inner);
@@ -228,6 +243,31 @@ impl CallHub {
         self.inner.channels.close(call_id);
         self.enqueue(Op::Ended(call_id.to_owned()));
         self.update_gauges();
+        if self.inner.ended.receiver_count() > 0 {
+            // None listening: nothing to tell (and nothing allocated).
+            let _ = self.inner.ended.send(call_id.to_owned());
+        }
+    }
+
+    /// The ids of the calls that end on this hub from now on — with their last
+    /// participant, by [`end`](Self::end), or empty past
+    /// [`empty_call_ttl`](Self::empty_call_ttl) — for a call history or billing. Not
+    /// the calls dropped here because another node took them over (they go on there).
+    /// Bounded: a receiver more than 1,024 ends behind loses the oldest and learns how
+    /// many (`RecvError::Lagged`).
+    ///
+    /// ```
+    /// # async fn run(hub: secureconnect_callstate::CallHub) {
+    /// let mut ended = hub.ended_calls();
+    /// tokio::spawn(async move {
+    ///     while let Ok(call) = ended.recv().await {
+    ///         println!("{call} ended");
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn ended_calls(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.ended.subscribe()
     }
 
     /// Ends a call; its participants' [`SignalReceiver`]s end.
@@ -265,6 +305,15 @@ impl CallHub {
     /// Every call this node serves.
     pub fn calls(&self) -> Vec<CallState> {
         self.inner.memory.snapshot()
+    }
+
+    /// Whether a newer process with this node's id took over (its heartbeat or an
+    /// adoption was refused as superseded): this hub serves nothing any more and
+    /// should stop speaking for the node (presence, adoption).
+    pub fn is_superseded(&self) -> bool {
+        self.inner
+            .superseded
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether changes are waiting for a full write-back to Redis.

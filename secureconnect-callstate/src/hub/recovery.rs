@@ -95,8 +95,10 @@ impl CallHub {
             // while the write-back could take it for ended.
             let mut pending = self.inner.pending();
             pending.listed = None;
-            self.inner.any_pending.store(false, Ordering::Release);
-            self.inner.recovering.store(false, Ordering::Release);
+            // Calls an adoption could not read meanwhile stay pending.
+            let left = !pending.calls.is_empty();
+            self.inner.any_pending.store(left, Ordering::Release);
+            self.inner.recovering.store(left, Ordering::Release);
             self.inner.lifecycle.recovery.send_replace(Recovery::Done);
         }
         self.inner.metrics.recovery_took(report.duration);
@@ -177,6 +179,10 @@ impl CallHub {
         }
         if pending.calls.is_empty() {
             self.inner.any_pending.store(false, Ordering::Release);
+            if self.inner.recovered() {
+                // Adopted calls were the last pending ones.
+                self.inner.recovering.store(false, Ordering::Release);
+            }
         }
         drop(pending);
         self.inner.metrics.recovered(&taken);
@@ -195,6 +201,7 @@ impl CallHub {
     ///
     /// [`Error::is_recovering`] when Redis does not answer (retry shortly).
     pub(super) async fn loaded(&self, call_id: &str) -> Result<(), Error> {
+        self.wait_for_adoption(call_id).await?;
         if !self.inner.recovering.load(Ordering::Acquire)
             || self.inner.memory.with_call(call_id, |_| Ok(())).is_ok()
         {
@@ -213,6 +220,7 @@ impl CallHub {
     /// [`Error::is_recovering`] when the calls are not listed in time or Redis does
     /// not answer (retry shortly).
     pub(super) async fn ready(&self, call_id: &str) -> Result<(), Error> {
+        self.wait_for_adoption(call_id).await?;
         if !self.inner.recovering.load(Ordering::Acquire)
             || self.inner.memory.with_call(call_id, |_| Ok(())).is_ok()
         {
@@ -250,7 +258,9 @@ impl CallHub {
                 tracing::debug!(call = %call_id, error = %Chain(&e), "loading a recovered call failed");
                 // Past the rejoin grace its participants could not have kept their
                 // places anyway: memory answers, as for a recovery that never ends.
-                if self.is_recovering() {
+                // A call pending with no recovery under way was adopted: it is held
+                // here and will load.
+                if self.is_recovering() || !self.recovery_under_way() {
                     Err(Error::recovering(call_id))
                 } else {
                     Ok(())
@@ -322,6 +332,57 @@ impl CallHub {
         }
     }
 
+    /// Whether a recovery has started and not finished (however long ago).
+    fn recovery_under_way(&self) -> bool {
+        matches!(
+            *self.inner.lifecycle.recovery.borrow(),
+            Recovery::Running(_) | Recovery::Loading(_)
+        )
+    }
+
+    /// Loads the pending calls in the background, attempt after attempt (backing off
+    /// like the recovery), until none is left: calls an adoption could not read. Must
+    /// be called inside a Tokio runtime.
+    pub(super) fn load_pending_in_background(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut backoff = FIRST_BACKOFF;
+            loop {
+                tokio::time::sleep(backoff).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let hub = CallHub { inner };
+                let Some(redis) = hub.inner.redis.clone() else {
+                    return;
+                };
+                let ids: Vec<String> = hub.inner.pending().calls.iter().cloned().collect();
+                if ids.is_empty() {
+                    return;
+                }
+                let mut report = RecoveryReport::default();
+                match redis
+                    .read_calls_with(&ids, |batch, part| {
+                        hub.take(&redis, batch, part, &mut report);
+                    })
+                    .await
+                {
+                    Ok(()) => {
+                        hub.update_gauges();
+                        tracing::info!(calls = report.calls.len(), "pending calls loaded");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(
+                        calls = ids.len(),
+                        retry_in_ms = backoff.as_millis() as u64,
+                        error = %Chain(&e),
+                        "loading pending calls failed; retrying"
+                    ),
+                }
+                drop(hub);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        });
+    }
+
     /// Whether callers should wait for a background recovery to list the calls: it
     /// has not yet, and began less than [`rejoin_grace`](Self::rejoin_grace) ago.
     pub(super) fn is_listing(&self) -> bool {
@@ -376,6 +437,20 @@ impl Inner {
             .collect();
         self.any_pending
             .store(!pending.calls.is_empty(), Ordering::Release);
+    }
+
+    /// Adds `ids` (held by this node in Redis, not read yet) to the calls still to
+    /// load: loaded on first use, never ended by the write-back meanwhile.
+    pub(super) fn pend(&self, ids: impl IntoIterator<Item = String>) {
+        let mut pending = self.pending();
+        pending.calls.extend(ids);
+        self.any_pending.store(true, Ordering::Release);
+        self.recovering.store(true, Ordering::Release);
+    }
+
+    /// Whether `call` is still to load.
+    pub(super) fn is_pending(&self, call: &str) -> bool {
+        self.any_pending.load(Ordering::Acquire) && self.pending().calls.contains(call)
     }
 
     /// Forgets the calls still to load (this process may not serve them any more).

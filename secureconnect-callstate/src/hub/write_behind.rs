@@ -5,7 +5,8 @@
 //! write-back). It decides nothing itself. The heartbeat (lease and TTLs) runs on a
 //! task of its own, so that a long write-back never lets the lease lapse.
 
-use std::sync::{PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use secureconnect_redis_fallback::Health;
@@ -74,7 +75,9 @@ pub(super) async fn run(weak: Weak<Inner>, mut rx: mpsc::Receiver<Op>) {
 /// (the store counts and reports failures), until the hub is dropped. A heartbeat that
 /// succeeds more than `lease` after the previous one (the process was paused, or cut
 /// off from Redis) finds out which calls another node adopted meanwhile and drops them
-/// ([`CallHub::drop_adopted`](super::CallHub::drop_adopted)).
+/// ([`CallHub::drop_adopted`](super::CallHub::drop_adopted)); a check that fails is
+/// retried after each later heartbeat until one succeeds. The gap is measured from the
+/// previous heartbeat's start (the lease was refreshed no earlier).
 async fn heartbeat(
     weak: Weak<Inner>,
     health: watch::Receiver<Health>,
@@ -82,24 +85,40 @@ async fn heartbeat(
     lease: Duration,
 ) {
     let mut tick = tokio::time::interval(period);
+    // When the last successful heartbeat started: the lease was refreshed no earlier.
     let mut last_ok: Option<std::time::Instant> = None;
+    // Whether a check for adopted calls is due (kept until one succeeds), and whether
+    // one runs now.
+    let due = Arc::new(AtomicBool::new(false));
+    let running = Arc::new(AtomicBool::new(false));
     loop {
         tick.tick().await;
         let Some(redis) = weak.upgrade().and_then(|inner| inner.redis.clone()) else {
             return;
         };
         if *health.borrow() == Health::Healthy {
+            let started = std::time::Instant::now();
             match redis.heartbeat().await {
                 Ok(()) => {
-                    let away = last_ok.is_some_and(|t| t.elapsed() > lease);
-                    last_ok = Some(std::time::Instant::now());
-                    if away {
+                    // From the previous refresh (its start, at the earliest) to this one
+                    // (its end, at the latest): the lease may have lapsed in between.
+                    if last_ok.is_some_and(|t| t.elapsed() > lease) {
+                        due.store(true, Ordering::Release);
+                    }
+                    last_ok = Some(started);
+                    if due.load(Ordering::Acquire) && !running.swap(true, Ordering::AcqRel) {
                         let Some(inner) = weak.upgrade() else { return };
                         let hub = super::CallHub { inner };
+                        let (due, running) = (due.clone(), running.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = hub.drop_adopted().await {
-                                tracing::warn!(error = %Chain(&e), "checking which calls were adopted failed");
+                            match hub.drop_adopted().await {
+                                Ok(_) => due.store(false, Ordering::Release),
+                                // Still due: retried after the next heartbeat.
+                                Err(e) => {
+                                    tracing::warn!(error = %Chain(&e), "checking which calls were adopted failed; will retry")
+                                }
                             }
+                            running.store(false, Ordering::Release);
                         });
                     }
                 }
@@ -113,10 +132,12 @@ async fn heartbeat(
     }
 }
 
-/// Whether `call` is served here: in memory, or being adopted (in this node's set
-/// already, in memory shortly).
+/// Whether `call` is served here: in memory, being adopted (in this node's set
+/// already, in memory shortly), or pending (adopted or recovered, loaded on use).
 fn in_memory(inner: &Inner, call: &str) -> bool {
-    inner.memory.with_call(call, |_| Ok(())).is_ok() || inner.is_adopting(call)
+    inner.memory.with_call(call, |_| Ok(())).is_ok()
+        || inner.is_adopting(call)
+        || inner.is_pending(call)
 }
 
 /// Performs `actions` and whatever the replicator answers to their outcomes.
@@ -169,6 +190,9 @@ fn report<T>(call: &str, result: &Result<T, Error>, what: &'static str) {
 /// written any more. They are dropped, so their sockets close and their participants
 /// rejoin through the newer process.
 fn superseded(inner: &Inner, e: &Error) {
+    inner
+        .superseded
+        .store(true, std::sync::atomic::Ordering::Release);
     inner.drop_pending();
     let calls = inner.memory.snapshot();
     if !calls.is_empty() {
