@@ -13,14 +13,12 @@
 //! cannot answer in time gets the request a 503. Sessions live in Redis; see [`crate::sessions`] for how every service
 //! checks them and what holds while Redis is away.
 
+mod hasher;
 mod store;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -28,6 +26,7 @@ use axum::{Json, Router};
 use secureconnect_audit::Actor;
 use serde::Deserialize;
 
+use self::hasher::Hasher;
 use self::store::{AuthStore, RegisterRefused};
 use crate::error::{ApiError, JsonBody};
 use crate::kit::Kit;
@@ -44,18 +43,9 @@ struct AuthState {
     store: AuthStore,
     sessions: SessionStore,
     tokens: Tokens,
-    /// Argon2 takes 19 MiB and tens of milliseconds per hash: at most one per core at
-    /// a time, the others wait their turn instead of multiplying memory.
-    hashing: tokio::sync::Semaphore,
-}
-
-impl AuthState {
-    async fn hash_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-        self.hashing
-            .acquire()
-            .await
-            .map_err(|_| ApiError::unavailable("password hashing is shutting down"))
-    }
+    /// Argon2 takes 19 MiB and tens of milliseconds per hash: one thread per core,
+    /// each reusing its memory, and a bounded queue in front (503 when full).
+    hasher: Hasher,
 }
 
 #[derive(Deserialize)]
@@ -104,17 +94,7 @@ async fn register(
     if state.store.email_taken(&email).await? {
         return Err(taken());
     }
-    let password = body.password;
-    let _slot = state.hash_slot().await?;
-    let hash = tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-    })
-    .await
-    .map_err(|_| ApiError::internal("hashing failed"))?
-    .map_err(|_| ApiError::internal("hashing failed"))?;
+    let hash = state.hasher.hash(body.password).await?;
     let id = format!("u-{}", uuid::Uuid::new_v4().simple());
     match state.store.register(&id, &email, &hash, unix_now()).await {
         Ok(()) => {}
@@ -137,18 +117,7 @@ async fn login(
     let Some((user_id, hash)) = account else {
         return Err(refused());
     };
-    let password = body.password;
-    let _slot = state.hash_slot().await?;
-    let ok = tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash).is_ok_and(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-    })
-    .await
-    .unwrap_or(false);
-    if !ok {
+    if !state.hasher.verify(body.password, hash).await? {
         return Err(refused());
     }
     let session = uuid::Uuid::new_v4().simple().to_string();
@@ -214,21 +183,27 @@ async fn get_conversation(
     Ok(Json(serde_json::json!({ "id": id, "members": members })))
 }
 
+/// How many logins and registrations may wait for a hashing thread, per thread.
+const HASH_QUEUE_PER_THREAD: usize = 32;
+
 /// The auth service's routes, on `db` (opened with [`migrations`]).
-pub fn router(kit: &Kit, db: crate::db::Db) -> Router {
+///
+/// # Errors
+///
+/// When the password hashing threads cannot be started.
+pub fn router(kit: &Kit, db: crate::db::Db) -> std::io::Result<Router> {
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let state = Arc::new(AuthState {
         store: AuthStore::new(db),
         sessions: kit.sessions.clone(),
         tokens: kit.tokens.clone(),
-        hashing: tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
-        ),
+        hasher: Hasher::new(threads, threads * HASH_QUEUE_PER_THREAD)?,
     });
-    Router::new()
+    Ok(Router::new()
         .route("/v1/auth/register", post(register))
         .route("/v1/auth/login", post(login))
         .route("/v1/auth/logout", post(logout))
         .route("/v1/conversations", post(create_conversation))
         .route("/v1/conversations/{id}", get(get_conversation))
-        .with_state(state)
+        .with_state(state))
 }

@@ -215,35 +215,61 @@ impl Kit {
             .route("/ready", get(ready_handler).with_state(Arc::new(ready)))
             .route_service("/metrics", metrics)
             .fallback(|| async { ApiError::not_found("no such route") });
+        let extensions = (self.tokens, self.sessions);
         if !self.layers {
             // SC_LAYERS=off: no request metrics, no audit layer (for measuring them).
-            let router = router
-                .layer(Extension(self.sessions))
-                .layer(Extension(self.tokens));
+            let (tokens, sessions) = extensions;
+            let router = router.layer(
+                ServiceBuilder::new()
+                    .layer(Extension(tokens))
+                    .layer(Extension(sessions)),
+            );
             return Ok((router, running));
         }
-        let layers = ServiceBuilder::new()
-            .layer(PropagateRequestIdLayer::x_request_id())
-            // The request's span and trace context: `traceparent` continued or a
-            // trace started; the metrics inside read its context for exemplars.
-            .layer(RequestTraceLayer::new(
-                RequestTraceConfig::default().component(self.name),
-            ))
-            .layer(self.metrics)
-            .layer(Extension(self.tokens))
-            .layer(Extension(self.sessions));
-        let router = router
-            .layer(layers)
-            // Outermost: it mints the request id the layers inside carry, and it needs
-            // a body type it can answer 503 with in fail-closed mode.
-            .layer(AuditLayer::new(
-                self.audit,
-                AuditConfig::default()
-                    .service_name(self.name)
-                    .trusted_proxies(self.proxies),
-            ));
+        let router = service_stack(
+            router,
+            self.name,
+            self.metrics,
+            self.audit,
+            self.proxies,
+            extensions,
+        );
         Ok((router, running))
     }
+}
+
+/// The layers of every reference service around `router`, outermost first: the audit
+/// layer (it mints the request id the layers inside carry, and needs a body type it can
+/// answer `503` with in fail-closed mode), request-id propagation, the request's span and
+/// trace context (`traceparent` continued or a trace started; the metrics inside read it
+/// for exemplars), request metrics, and the handlers' two `extensions`. The benchmarks
+/// measure this very function.
+pub fn service_stack<A, B>(
+    router: Router,
+    name: &'static str,
+    metrics: HttpMetricsLayer<MatchedPathRoute>,
+    audit: AuditPipeline,
+    proxies: TrustedProxies,
+    extensions: (A, B),
+) -> Router
+where
+    A: Clone + Send + Sync + 'static,
+    B: Clone + Send + Sync + 'static,
+{
+    let layers = ServiceBuilder::new()
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(RequestTraceLayer::new(
+            RequestTraceConfig::default().component(name),
+        ))
+        .layer(metrics)
+        .layer(Extension(extensions.0))
+        .layer(Extension(extensions.1));
+    router.layer(layers).layer(AuditLayer::new(
+        audit,
+        AuditConfig::default()
+            .service_name(name)
+            .trusted_proxies(proxies),
+    ))
 }
 
 #[derive(Debug)]

@@ -61,6 +61,7 @@ pub async fn build(
         ServiceKind::Auth => {
             let db = kit.open_db(config, auth::migrations()).await?;
             auth::router(&kit, db)
+                .map_err(|e| format!("cannot start the password hashing threads: {e}"))?
         }
         ServiceKind::Storage => {
             let db = kit.open_db(config, storage::migrations()).await?;

@@ -1,5 +1,6 @@
 //! Access tokens: HS256 JWTs shared by the services through `JWT_SECRET`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -23,9 +24,14 @@ pub struct Claims {
     pub iat: u64,
 }
 
-/// Signs and checks tokens. Cheap to clone.
+/// Signs and checks tokens. Cheap to clone (a reference count: it travels in every
+/// request's extensions).
 #[derive(Clone)]
 pub struct Tokens {
+    keys: Arc<Keys>,
+}
+
+struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -35,7 +41,7 @@ pub struct Tokens {
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokens")
-            .field("lifetime", &self.lifetime)
+            .field("lifetime", &self.keys.lifetime)
             .finish_non_exhaustive()
     }
 }
@@ -54,16 +60,18 @@ impl Tokens {
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
-            encoding: EncodingKey::from_secret(secret.as_bytes()),
-            decoding: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
-            lifetime,
+            keys: Arc::new(Keys {
+                encoding: EncodingKey::from_secret(secret.as_bytes()),
+                decoding: DecodingKey::from_secret(secret.as_bytes()),
+                validation,
+                lifetime,
+            }),
         }
     }
 
     /// How long a token is valid.
     pub fn lifetime(&self) -> Duration {
-        self.lifetime
+        self.keys.lifetime
     }
 
     /// A token for `user` in session `session`.
@@ -77,9 +85,9 @@ impl Tokens {
             sub: user.to_owned(),
             sid: session.to_owned(),
             iat,
-            exp: iat + self.lifetime.as_secs(),
+            exp: iat + self.keys.lifetime.as_secs(),
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        encode(&Header::new(Algorithm::HS256), &claims, &self.keys.encoding)
             .map_err(|_| ApiError::internal("cannot sign a token"))
     }
 
@@ -89,7 +97,7 @@ impl Tokens {
     ///
     /// 401 for a missing, malformed, wrongly signed or expired token.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        decode::<Claims>(token, &self.decoding, &self.validation)
+        decode::<Claims>(token, &self.keys.decoding, &self.keys.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {

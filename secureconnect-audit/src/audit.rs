@@ -8,6 +8,7 @@
 //! | `policy.rs` | [`AuditPolicy`]: which requests besides 401/403 are recorded |
 //! | `layer.rs` | [`AuditLayer`] |
 //! | `service.rs` | [`Audit`]: captures the request context once per request |
+//! | `scope.rs` | lends the context to the handlers inside, shared only when one records |
 //! | `future.rs` | [`ResponseFuture`]: records the response, or answers `503` (fail-closed) |
 //!
 //! ```
@@ -41,6 +42,7 @@ mod config;
 mod future;
 mod layer;
 mod policy;
+pub(crate) mod scope;
 mod service;
 
 pub use config::AuditConfig;

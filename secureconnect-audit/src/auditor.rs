@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::context::{AuditHandle, Late, RequestContext};
+use crate::audit::scope;
+use crate::context::{Late, RequestContext};
 use crate::error::Error;
 use crate::event::{Actor, AuditEvent, EventBuilder, FileInfo, Outcome};
 
@@ -62,13 +63,20 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    /// The auditor of a request that went through an [`AuditLayer`](crate::AuditLayer);
-    /// `None` without one.
+    /// The auditor of the request `parts` belongs to, taken while an
+    /// [`AuditLayer`](crate::AuditLayer) polls the response future of the service it
+    /// wraps: in an axum extractor, a handler, a middleware's future inside the layer.
+    /// `None` elsewhere, such as in a task the handler spawned (take the `Auditor` before
+    /// and move it there: it is `Send` and `Clone`) or in a tower service's `call`.
+    ///
+    /// The layer keeps the request's context in its response future and lends it to the
+    /// thread while it polls the service inside (as a tracing span is entered); taking
+    /// an `Auditor` shares it, so requests that record nothing allocate nothing for it.
     pub fn from_parts(parts: &http::request::Parts) -> Option<Self> {
-        let AuditHandle(ctx) = parts.extensions.get::<AuditHandle>()?;
+        let ctx = scope::share()?;
         Some(Self {
-            late: Late::capture(ctx, parts),
-            ctx: Arc::clone(ctx),
+            late: Late::capture(&ctx, parts),
+            ctx,
         })
     }
 

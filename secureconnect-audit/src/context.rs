@@ -3,16 +3,18 @@
 //! service), captured ONCE per request by the layer and shared with the request's
 //! [`Auditor`](crate::Auditor)s.
 //!
-//! Capturing keeps reference-counted clones of the request's parts, nothing more;
-//! the text an event needs is made only when an event is recorded, and only for the
-//! fields its builder leaves unset.
+//! Capturing keeps reference-counted clones of the request's parts, nothing more, in
+//! the layer's response future (no allocation; shared only when a handler takes an
+//! `Auditor`); the text an event needs is made only when an event is recorded, and only
+//! for the fields its builder leaves unset.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue, USER_AGENT};
-use http::{Method, Request, Uri};
+use http::uri::PathAndQuery;
+use http::{Method, Request};
 use opentelemetry::trace::SpanContext;
 use uuid::Uuid;
 
@@ -66,7 +68,8 @@ enum RequestId {
 pub(crate) struct RequestContext {
     shared: Arc<Shared>,
     method: Method,
-    uri: Uri,
+    /// The path, when no route was matched yet (else it is never needed).
+    path: Option<PathAndQuery>,
     matched: Option<Matched>,
     peer: Option<IpAddr>,
     /// Every `X-Forwarded-For` line, in order: the first, and the others (rare, and no
@@ -97,10 +100,6 @@ impl Drop for RequestContext {
     }
 }
 
-/// The layer's handle in the request extensions, for [`Auditor`](crate::Auditor).
-#[derive(Clone, Debug)]
-pub(crate) struct AuditHandle(pub(crate) Arc<RequestContext>);
-
 impl RequestContext {
     /// Captures `request`'s context. When the layer owns request ids, the client's
     /// `X-Request-Id` is taken off the request (kept as the client's) and replaced by a
@@ -112,7 +111,7 @@ impl RequestContext {
     ) -> Self {
         let (request_id, client_request_id) = if shared.config.owns_request_ids() {
             let client = request.headers_mut().remove(X_REQUEST_ID);
-            let id = Uuid::now_v7();
+            let id = crate::ids::uuid_v7();
             let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
             let minted = match HeaderValue::from_str(id.hyphenated().encode_lower(&mut text)) {
                 Ok(value) => {
@@ -130,10 +129,14 @@ impl RequestContext {
         let mut forwarded = headers.get_all(X_FORWARDED_FOR).iter();
         let forwarded_for = forwarded.next().cloned();
         let forwarded_for_more = forwarded.cloned().collect();
+        let matched = matched(request.extensions());
         Self {
             method: request.method().clone(),
-            uri: request.uri().clone(),
-            matched: matched(request.extensions()),
+            path: match matched {
+                Some(_) => None,
+                None => request.uri().path_and_query().cloned(),
+            },
+            matched,
             peer: peer_ip(request.extensions()),
             forwarded_for,
             forwarded_for_more,
@@ -260,7 +263,11 @@ impl Defaults<'_> {
     pub(crate) fn route(&self) -> String {
         match self.matched {
             Some(m) => matched_route(m).to_owned(),
-            None => self.ctx.uri.path().to_owned(),
+            None => self
+                .ctx
+                .path
+                .as_ref()
+                .map_or_else(|| "/".to_owned(), |path| path.path().to_owned()),
         }
     }
 }

@@ -64,6 +64,7 @@ mod client_ip;
 mod context;
 mod error;
 mod event;
+mod ids;
 pub mod ocsf;
 mod pipeline;
 mod sanitize;

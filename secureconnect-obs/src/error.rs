@@ -43,6 +43,8 @@ pub enum ErrorKind {
     LogDir,
     /// A global tracing subscriber was already installed.
     SubscriberAlreadySet,
+    /// The thread that writes the log lines could not be started.
+    LogWriter,
     /// The OTLP span exporter the environment asks for (`OTEL_EXPORTER_OTLP_*`) could
     /// not be built, e.g. a malformed endpoint (feature `otlp`).
     TraceExport,
@@ -73,6 +75,11 @@ enum Repr {
     },
     #[error("a global tracing subscriber is already installed")]
     SubscriberAlreadySet,
+    #[error("cannot start the log writer thread")]
+    LogWriter {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot export spans as OTEL_EXPORTER_OTLP_* asks")]
     #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     TraceExport {
@@ -92,6 +99,7 @@ impl Error {
             Repr::InvalidFilter { .. } => ErrorKind::InvalidFilter,
             Repr::LogDir { .. } => ErrorKind::LogDir,
             Repr::SubscriberAlreadySet => ErrorKind::SubscriberAlreadySet,
+            Repr::LogWriter { .. } => ErrorKind::LogWriter,
             Repr::TraceExport { .. } => ErrorKind::TraceExport,
         }
     }
@@ -112,6 +120,11 @@ impl Error {
     /// Whether the log directory could not be created or written.
     pub fn is_log_dir(&self) -> bool {
         self.kind() == ErrorKind::LogDir
+    }
+
+    /// Whether the thread that writes the log lines could not be started.
+    pub fn is_log_writer(&self) -> bool {
+        self.kind() == ErrorKind::LogWriter
     }
 
     /// Whether a global tracing subscriber was installed already.
@@ -165,6 +178,10 @@ impl Error {
 
     pub(crate) fn log_dir(dir: PathBuf, source: std::io::Error) -> Self {
         Repr::LogDir { dir, source }.into()
+    }
+
+    pub(crate) fn log_writer(source: std::io::Error) -> Self {
+        Repr::LogWriter { source }.into()
     }
 
     pub(crate) fn subscriber_already_set() -> Self {

@@ -5,13 +5,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 
+use super::scope::{Held, Scope};
 use crate::context::{method_label, RequestContext};
 use crate::event::{Actor, AuditEvent, Outcome};
 use crate::pipeline::Wait;
@@ -25,7 +25,7 @@ pin_project! {
     {
         #[pin]
         kind: Kind<F>,
-        ctx: Option<Arc<RequestContext>>,
+        ctx: Option<Held>,
         waiting: Option<Waiting<F::Output>>,
     }
 }
@@ -45,7 +45,7 @@ struct Waiting<O> {
     output: O,
     event: AuditEvent,
     wait: Wait,
-    ctx: Arc<RequestContext>,
+    ctx: Held,
 }
 
 impl<F: Future> fmt::Debug for ResponseFuture<F> {
@@ -58,10 +58,10 @@ impl<F: Future> fmt::Debug for ResponseFuture<F> {
 }
 
 impl<F: Future> ResponseFuture<F> {
-    pub(super) fn new(future: F, ctx: Arc<RequestContext>) -> Self {
+    pub(super) fn new(future: F, ctx: Option<Held>) -> Self {
         Self {
             kind: Kind::Inner { future },
-            ctx: Some(ctx),
+            ctx,
             waiting: None,
         }
     }
@@ -90,7 +90,7 @@ where
                 output, event, ctx, ..
             }) = this.waiting.take()
             {
-                let pipeline = &ctx.shared().pipeline;
+                let pipeline = &ctx.get().shared().pipeline;
                 // Dropped and counted when the time is up; the response goes out as is.
                 let _ = if room {
                     pipeline.record_reserved(event)
@@ -102,11 +102,19 @@ where
         }
         let response = match this.kind.project() {
             KindProj::Refused => return Poll::Ready(Ok(unavailable())),
-            KindProj::Inner { future } => ready!(future.poll(cx))?,
+            KindProj::Inner { future } => {
+                // Handlers inside find the context while it is lent (`Auditor`).
+                let polled = {
+                    let _scope = Scope::enter(this.ctx);
+                    future.poll(cx)
+                };
+                ready!(polled)?
+            }
         };
-        let Some(ctx) = this.ctx.take() else {
+        let Some(held) = this.ctx.take() else {
             return Poll::Ready(Ok(response));
         };
+        let ctx = held.get();
         let status = response.status().as_u16();
         let shared = ctx.shared();
         // One event per denial: an Auditor already recorded this one.
@@ -120,7 +128,7 @@ where
             .or_else(|| ctx.actor())
             .cloned()
             .unwrap_or(Actor::Anonymous);
-        let event = http_event(&ctx, actor, status, response.extensions());
+        let event = http_event(ctx, actor, status, response.extensions());
         let pipeline = &shared.pipeline;
         if ctx.take_reserved() || pipeline.try_reserve() {
             let _ = pipeline.record_reserved(event);
@@ -149,7 +157,7 @@ where
                             output: Ok(response),
                             event,
                             wait,
-                            ctx,
+                            ctx: held,
                         });
                         Poll::Pending
                     }

@@ -1,6 +1,6 @@
-//! [`Audit`]: the middleware service. It captures the request context once, hands it
-//! to handlers through the request extensions, and lets the [`ResponseFuture`] record
-//! the response.
+//! [`Audit`]: the middleware service. It captures the request context once, keeps it in
+//! the [`ResponseFuture`] (lent to handlers while the inner service runs, see
+//! `scope.rs`), which records the response.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -8,8 +8,9 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
+use super::scope::Held;
 use super::{AuditConfig, ResponseFuture, Shared};
-use crate::context::{AuditHandle, RequestContext};
+use crate::context::RequestContext;
 use crate::{AuditPipeline, Overflow};
 
 /// Middleware that records every 401 and 403 (and what the
@@ -69,14 +70,10 @@ where
             pipeline.refused_request();
             return ResponseFuture::refused();
         }
-        let ctx = Arc::new(RequestContext::capture(
-            &mut request,
-            Arc::clone(&self.shared),
-            reserved,
-        ));
-        request
-            .extensions_mut()
-            .insert(AuditHandle(Arc::clone(&ctx)));
-        ResponseFuture::new(self.inner.call(request), ctx)
+        let ctx = RequestContext::capture(&mut request, Arc::clone(&self.shared), reserved);
+        // Kept in the future, lent to the thread while it polls the service inside
+        // (where axum runs extractors and handlers): no allocation unless a handler
+        // takes an `Auditor`.
+        ResponseFuture::new(self.inner.call(request), Some(Held::Owned(ctx)))
     }
 }

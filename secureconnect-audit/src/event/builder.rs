@@ -5,7 +5,6 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use super::{
     Actor, AuditEvent, FileInfo, HttpInfo, Outcome, Reason, Text, MAX_ACTION, MAX_ID,
@@ -197,7 +196,7 @@ impl EventBuilder {
         });
         let event = AuditEvent {
             schema_version: SCHEMA_VERSION,
-            event_id: Uuid::now_v7(),
+            event_id: crate::ids::uuid_v7(),
             seq: 0,
             time: OffsetDateTime::now_utc(),
             service,

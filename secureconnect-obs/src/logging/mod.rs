@@ -5,6 +5,13 @@
 //! `<service>.<YYYY-MM-DD>.log` under that directory, keeping at most
 //! [`LogConfig::max_files`] of them. Levels are filtered by `RUST_LOG` (default `info`).
 //!
+//! A request does not wait for stdout: its line is formatted on its own thread into a
+//! reused buffer and queued for a writer thread ([`BatchWriter`]), which writes
+//! whatever is queued with one `write` per batch. The queue is bounded: when stdout is
+//! not read (a stalled pipe), lines that do not fit are dropped and counted
+//! (`log_lines_dropped_total`, [`LogGuard::register_metrics`]) rather than blocking
+//! requests. Dropping the [`LogGuard`] writes what is queued.
+//!
 //! Every line is a flat object:
 //!
 //! ```json
@@ -46,11 +53,13 @@
 //! # Ok::<(), secureconnect_obs::Error>(())
 //! ```
 
+mod batch;
 mod json;
 pub(crate) mod otel;
 
 use std::path::PathBuf;
 
+use prometheus_client::registry::Registry;
 use tracing::Subscriber;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
@@ -58,6 +67,7 @@ use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::EnvFilter;
 
+pub use self::batch::{BatchLines, BatchWriter, BatchWriterConfig};
 pub use self::json::JsonLayer;
 
 use crate::Error;
@@ -82,6 +92,7 @@ pub struct LogConfig {
     log_dir: Option<PathBuf>,
     max_files: usize,
     json_fields: Vec<String>,
+    queue: BatchWriterConfig,
 }
 
 impl LogConfig {
@@ -94,6 +105,7 @@ impl LogConfig {
             log_dir: None,
             max_files: 7,
             json_fields: Vec::new(),
+            queue: BatchWriterConfig::default(),
         }
     }
 
@@ -156,6 +168,14 @@ impl LogConfig {
         self
     }
 
+    /// How the lines reach stdout: queued for a writer thread that writes them in
+    /// batches ([`BatchWriter`]; default capacity 8192 lines). Lines that find the
+    /// queue full are dropped and counted ([`LogGuard::register_metrics`]).
+    pub fn queue(mut self, queue: BatchWriterConfig) -> Self {
+        self.queue = queue;
+        self
+    }
+
     fn parse_filter(&self) -> Result<EnvFilter, Error> {
         EnvFilter::builder()
             .parse(&self.filter)
@@ -186,12 +206,21 @@ pub fn subscriber(
 ) -> Result<(Box<dyn Subscriber + Send + Sync>, LogGuard), Error> {
     let filter = config.parse_filter()?;
     let mut guard = LogGuard {
-        file: None,
         traces: None,
+        stdout: None,
+        file: None,
     };
-    let writer = match (&config.log_dir, config.stdout) {
-        (None, true) => BoxMakeWriter::new(std::io::stdout),
-        (None, false) => BoxMakeWriter::new(std::io::sink),
+    let stdout = if config.stdout {
+        let writer = BatchWriter::new(std::io::stdout(), config.queue, &mut Registry::default())?;
+        let lines = writer.lines();
+        guard.stdout = Some(writer);
+        Some(lines)
+    } else {
+        None
+    };
+    let writer = match (&config.log_dir, stdout) {
+        (None, Some(stdout)) => BoxMakeWriter::new(stdout),
+        (None, None) => BoxMakeWriter::new(std::io::sink),
         (Some(dir), stdout) => {
             let appender = RollingFileAppender::builder()
                 .rotation(Rotation::DAILY)
@@ -203,8 +232,8 @@ pub fn subscriber(
             // Backpressure rather than loss when the disk is slower than the logs.
             let (file, worker) = NonBlockingBuilder::default().lossy(false).finish(appender);
             guard.file = Some(worker);
-            if stdout {
-                BoxMakeWriter::new(std::io::stdout.and(file))
+            if let Some(stdout) = stdout {
+                BoxMakeWriter::new(stdout.and(file))
             } else {
                 BoxMakeWriter::new(file)
             }
@@ -238,13 +267,51 @@ pub fn init(config: LogConfig) -> Result<LogGuard, Error> {
     Ok(guard)
 }
 
-/// Keeps the log-file writer and the tracer provider alive; dropping it flushes what
-/// is buffered (log lines, and spans not yet exported).
+/// Keeps the log writers and the tracer provider alive; dropping it flushes what is
+/// buffered (log lines, and spans not yet exported).
+///
+/// Lines to stdout go through a [`BatchWriter`]; lines dropped because its queue was
+/// full are counted, in `log_lines_dropped_total` once
+/// [`register_metrics`](Self::register_metrics) put it in a registry.
 #[must_use = "dropping the guard stops writing log files"]
 #[derive(Debug)]
 pub struct LogGuard {
-    file: Option<WorkerGuard>,
+    // Dropped in this order: spans exported (they may log), then the lines written.
     traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    stdout: Option<BatchWriter<std::io::Stdout>>,
+    file: Option<WorkerGuard>,
+}
+
+impl LogGuard {
+    /// Registers `log_lines_dropped_total` (lines to stdout dropped because the queue
+    /// to the writer thread was full) in `registry`.
+    ///
+    /// ```
+    /// use prometheus_client::registry::Registry;
+    /// use secureconnect_obs::{logging, LogConfig};
+    ///
+    /// let (_subscriber, guard) = logging::subscriber(LogConfig::new("auth"))?;
+    /// let mut registry = Registry::default();
+    /// guard.register_metrics(&mut registry);
+    /// # Ok::<(), secureconnect_obs::Error>(())
+    /// ```
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let dropped = self
+            .stdout
+            .as_ref()
+            .map(BatchWriter::dropped_counter)
+            .unwrap_or_default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the queue to the log writer was full",
+            dropped,
+        );
+    }
+
+    /// Lines to stdout dropped so far because the queue was full.
+    pub fn lines_dropped(&self) -> u64 {
+        self.stdout.as_ref().map_or(0, BatchWriter::lines_dropped)
+    }
 }
 
 impl Drop for LogGuard {
