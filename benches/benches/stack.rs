@@ -45,6 +45,16 @@ use tracing::{Dispatch, Level};
 const REQUESTS: usize = 20_000;
 const ROUNDS: usize = 30;
 
+/// `SC_STACK_ONLY=<name>` runs only the variant of that name and
+/// `SC_STACK_ROUNDS=<n>` sets the number of rounds: for a profiler
+/// (`valgrind --tool=callgrind`), which wants one variant and few requests.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A sink that keeps nothing.
 struct Discard;
 impl AuditSink for Discard {
@@ -159,13 +169,18 @@ fn main() {
             "/denied",
         ),
     ];
+    if let Ok(only) = std::env::var("SC_STACK_ONLY") {
+        variants.retain(|(name, ..)| *name == only);
+    }
+    let rounds_wanted = env_or("SC_STACK_ROUNDS", ROUNDS);
+    let requests_wanted = env_or("SC_STACK_REQUESTS", REQUESTS);
     let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    for round in 0..=ROUNDS {
+    for round in 0..=rounds_wanted {
         for i in 0..variants.len() {
             // A different order each round.
             let v = (i + round) % variants.len();
             let (_, router, dispatch, path) = &mut variants[v];
-            let requests: Vec<Request<Body>> = (0..REQUESTS)
+            let requests: Vec<Request<Body>> = (0..requests_wanted)
                 .map(|_| {
                     Request::get(*path)
                         .header("user-agent", "wrk")
@@ -183,12 +198,12 @@ fn main() {
             });
             if round > 0 {
                 // Round 0 warms up.
-                rounds[v].push(elapsed.as_nanos() as f64 / REQUESTS as f64);
+                rounds[v].push(elapsed.as_nanos() as f64 / requests_wanted as f64);
             }
         }
     }
     pipeline.shutdown(std::time::Duration::from_secs(5));
-    eprintln!("ns per request, {ROUNDS} interleaved rounds of {REQUESTS}:");
+    eprintln!("ns per request, {rounds_wanted} interleaved rounds of {requests_wanted}:");
     let base = stats(&rounds[0]).0;
     for ((name, ..), times) in variants.iter().zip(&rounds) {
         let (min, median) = stats(times);
