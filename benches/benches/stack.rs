@@ -24,7 +24,6 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -87,8 +86,6 @@ fn ours(pipeline: &AuditPipeline) -> Router {
         metrics,
         pipeline.clone(),
         Default::default(),
-        // What the services hand their handlers (tokens, sessions): shared state.
-        (Arc::new(1u64), Arc::new(2u64)),
     )
 }
 

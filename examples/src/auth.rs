@@ -30,19 +30,23 @@ use self::hasher::Hasher;
 use self::store::{AuthStore, RegisterRefused};
 use crate::error::{ApiError, JsonBody};
 use crate::kit::Kit;
-use crate::sessions::SessionStore;
-use crate::token::{unix_now, Tokens, User};
+use crate::token::{unix_now, Authn, AuthnState, User};
 
 /// A session outlives its token by the verifier's leeway.
 const SESSION_LEEWAY: u64 = 5;
 
 pub use self::store::migrations;
 
+impl AuthnState for AuthState {
+    fn authn(&self) -> &Authn {
+        &self.authn
+    }
+}
+
 #[derive(Debug)]
 struct AuthState {
     store: AuthStore,
-    sessions: SessionStore,
-    tokens: Tokens,
+    authn: Authn,
     /// Argon2 takes 19 MiB and tens of milliseconds per hash: one thread per core,
     /// each reusing its memory, and a bounded queue in front (503 when full).
     hasher: Hasher,
@@ -121,12 +125,13 @@ async fn login(
         return Err(refused());
     }
     let session = uuid::Uuid::new_v4().simple().to_string();
-    let lifetime = state.tokens.lifetime().as_secs();
+    let lifetime = state.authn.tokens.lifetime().as_secs();
     state
+        .authn
         .sessions
         .open(&session, &user_id, unix_now() + lifetime + SESSION_LEEWAY)
         .await?;
-    let token = state.tokens.issue(&user_id, &session)?;
+    let token = state.authn.tokens.issue(&user_id, &session)?;
     Ok(Json(serde_json::json!({
         "access_token": token,
         "token_type": "Bearer",
@@ -139,7 +144,7 @@ async fn logout(
     State(state): State<Arc<AuthState>>,
     User(claims): User,
 ) -> Result<StatusCode, ApiError> {
-    state.sessions.end(&claims).await?;
+    state.authn.sessions.end(&claims).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -195,8 +200,7 @@ pub fn router(kit: &Kit, db: crate::db::Db) -> std::io::Result<Router> {
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let state = Arc::new(AuthState {
         store: AuthStore::new(db),
-        sessions: kit.sessions.clone(),
-        tokens: kit.tokens.clone(),
+        authn: kit.authn(),
         hasher: Hasher::new(threads, threads * HASH_QUEUE_PER_THREAD)?,
     });
     Ok(Router::new()

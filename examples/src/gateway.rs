@@ -51,7 +51,7 @@ use secureconnect_redis_fallback::rate_limit::{
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::kit::Kit;
-use crate::token::Claims;
+use crate::token::{Authn, Claims};
 
 #[derive(Debug)]
 struct Upstreams {
@@ -110,12 +110,12 @@ fn rate_limit(
 /// live session. The claims go into the request's extensions (the per-user limit's
 /// key), and the user into the response's, so that the audit events of what follows (a
 /// per-user 429, an upstream's 403, …) name the user the gateway authenticated.
-async fn authenticate(request: Request, next: Next) -> Response {
+async fn authenticate(State(authn): State<Authn>, request: Request, next: Next) -> Response {
     if is_public(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let claims = match crate::token::authenticate(&parts).await {
+    let claims = match crate::token::authenticate(&authn, &parts).await {
         Ok(claims) => claims,
         Err(e) => return e.into_response(),
     };
@@ -498,7 +498,7 @@ pub fn router(
     // The last layer added sees a request first: per client, authentication, per user.
     let route = any(proxy)
         .layer::<_, Infallible>(per_user)
-        .layer::<_, Infallible>(middleware::from_fn(authenticate))
+        .layer::<_, Infallible>(middleware::from_fn_with_state(kit.authn(), authenticate))
         .layer::<_, Infallible>(per_client)
         .with_state(state);
     Ok(Router::new()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use secureconnect_audit::{
     AuditConfig, AuditEvent, AuditLayer, AuditPipeline, AuditPipelineConfig, AuditSink, FileSink,
@@ -24,7 +24,7 @@ use tower_http::request_id::PropagateRequestIdLayer;
 use crate::config::Config;
 use crate::error::{chain, ApiError};
 use crate::sessions::{LocalSessions, SessionStore};
-use crate::token::Tokens;
+use crate::token::{Authn, Tokens};
 
 /// Writes each batch to the tracing sink and, when `AUDIT_FILE` is set, to the
 /// hash-chained file.
@@ -96,6 +96,14 @@ impl Running {
 }
 
 impl Kit {
+    /// What the service's handlers check tokens with (its router state holds it).
+    pub fn authn(&self) -> Authn {
+        Authn {
+            tokens: self.tokens.clone(),
+            sessions: self.sessions.clone(),
+        }
+    }
+
     /// Sets up the common parts of service `name`; `sessions` is what the process knows
     /// about sessions, shared by the services it runs.
     ///
@@ -215,25 +223,11 @@ impl Kit {
             .route("/ready", get(ready_handler).with_state(Arc::new(ready)))
             .route_service("/metrics", metrics)
             .fallback(|| async { ApiError::not_found("no such route") });
-        let extensions = (self.tokens, self.sessions);
         if !self.layers {
-            // SC_LAYERS=off: no request metrics, no audit layer (for measuring them).
-            let (tokens, sessions) = extensions;
-            let router = router.layer(
-                ServiceBuilder::new()
-                    .layer(Extension(tokens))
-                    .layer(Extension(sessions)),
-            );
+            // SC_LAYERS=off: no request ids, spans, metrics or audit (for measuring them).
             return Ok((router, running));
         }
-        let router = service_stack(
-            router,
-            self.name,
-            self.metrics,
-            self.audit,
-            self.proxies,
-            extensions,
-        );
+        let router = service_stack(router, self.name, self.metrics, self.audit, self.proxies);
         Ok((router, running))
     }
 }
@@ -242,34 +236,32 @@ impl Kit {
 /// layer (it mints the request id the layers inside carry, and needs a body type it can
 /// answer `503` with in fail-closed mode), request-id propagation, the request's span and
 /// trace context (`traceparent` continued or a trace started; the metrics inside read it
-/// for exemplars), request metrics, and the handlers' two `extensions`. The benchmarks
-/// measure this very function.
-pub fn service_stack<A, B>(
+/// for exemplars) and request metrics. What the handlers need travels in their routers'
+/// state, not in the request's extensions (an extension is an allocation and a hash-map
+/// insert per request). The benchmarks measure this very function.
+pub fn service_stack(
     router: Router,
     name: &'static str,
     metrics: HttpMetricsLayer<MatchedPathRoute>,
     audit: AuditPipeline,
     proxies: TrustedProxies,
-    extensions: (A, B),
-) -> Router
-where
-    A: Clone + Send + Sync + 'static,
-    B: Clone + Send + Sync + 'static,
-{
-    let layers = ServiceBuilder::new()
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(RequestTraceLayer::new(
-            RequestTraceConfig::default().component(name),
-        ))
-        .layer(metrics)
-        .layer(Extension(extensions.0))
-        .layer(Extension(extensions.1));
-    router.layer(layers).layer(AuditLayer::new(
-        audit,
-        AuditConfig::default()
-            .service_name(name)
-            .trusted_proxies(proxies),
-    ))
+) -> Router {
+    // One `Router::layer`: axum wraps (and boxes) every route once per call, so
+    // the whole stack goes in at once.
+    router.layer(
+        ServiceBuilder::new()
+            .layer(AuditLayer::new(
+                audit,
+                AuditConfig::default()
+                    .service_name(name)
+                    .trusted_proxies(proxies),
+            ))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(RequestTraceLayer::new(
+                RequestTraceConfig::default().component(name),
+            ))
+            .layer(metrics),
+    )
 }
 
 #[derive(Debug)]

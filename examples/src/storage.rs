@@ -40,7 +40,7 @@ pub use self::records::migrations;
 use self::records::{FileMeta, Records, Stage};
 use crate::error::{ApiError, JsonBody};
 use crate::kit::Kit;
-use crate::token::{unix_now as now, User};
+use crate::token::{unix_now as now, Authn, AuthnState, User};
 
 /// How long a download URL is valid.
 const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(300);
@@ -60,6 +60,13 @@ struct StorageState {
     reservation_ttl: Duration,
     /// Keyed once; cloned per signature.
     mac: Hmac<Sha256>,
+    authn: Authn,
+}
+
+impl AuthnState for StorageState {
+    fn authn(&self) -> &Authn {
+        &self.authn
+    }
 }
 
 impl StorageState {
@@ -328,7 +335,6 @@ pub async fn router(
     std::fs::create_dir_all(dir)
         .and_then(|()| upload::remove_abandoned(dir, std::time::SystemTime::now()))
         .map_err(|e| format!("STORAGE_DIR={}: {e}", dir.display()))?;
-    let _ = kit;
     let mac = Hmac::<Sha256>::new_from_slice(format!("storage-urls:{signing_secret}").as_bytes())
         .map_err(|e| format!("signing key: {e}"))?;
     let records = Records::new(db);
@@ -344,6 +350,7 @@ pub async fn router(
         quota: config.storage_quota,
         reservation_ttl: config.storage_reservation_ttl,
         mac,
+        authn: kit.authn(),
     });
     tokio::spawn(sweep(Arc::downgrade(&state)));
     Ok(Router::new()

@@ -24,8 +24,7 @@ pub struct Claims {
     pub iat: u64,
 }
 
-/// Signs and checks tokens. Cheap to clone (a reference count: it travels in every
-/// request's extensions).
+/// Signs and checks tokens. Cheap to clone (a reference count).
 #[derive(Clone)]
 pub struct Tokens {
     keys: Arc<Keys>,
@@ -125,37 +124,59 @@ impl Tokens {
     }
 }
 
+/// What checks a request's token: the token keys and the sessions (logout revokes
+/// tokens). A service keeps it in its router's state (see [`AuthnState`]): nothing is
+/// inserted into a request for it.
+#[derive(Clone, Debug)]
+pub struct Authn {
+    /// Token signing and verification.
+    pub tokens: Tokens,
+    /// Session checks.
+    pub sessions: SessionStore,
+}
+
+/// A router state that holds an [`Authn`]: what the [`User`] extractor needs.
+pub trait AuthnState {
+    /// The state's token verification.
+    fn authn(&self) -> &Authn;
+}
+
+impl AuthnState for Authn {
+    fn authn(&self) -> &Authn {
+        self
+    }
+}
+
+impl<T: AuthnState> AuthnState for Arc<T> {
+    fn authn(&self) -> &Authn {
+        (**self).authn()
+    }
+}
+
 /// The claims of the request's token, once its signature, its expiry and its session
 /// are checked: 401 otherwise (`missing_token`, `invalid_token`, `token_expired`,
-/// `session_ended`). Needs the [`Tokens`] and the [`SessionStore`] in the request's
-/// extensions (every service puts them there).
+/// `session_ended`).
 ///
 /// # Errors
 ///
-/// 401 as above; 500 when the service lacks either extension or the session store
-/// refuses a command.
-pub async fn authenticate(parts: &Parts) -> Result<Claims, ApiError> {
-    let (Some(tokens), Some(sessions)) = (
-        parts.extensions.get::<Tokens>(),
-        parts.extensions.get::<SessionStore>(),
-    ) else {
-        return Err(ApiError::internal("token verification is not configured"));
-    };
+/// 401 as above; 500 when the session store refuses a command.
+pub async fn authenticate(authn: &Authn, parts: &Parts) -> Result<Claims, ApiError> {
     let token = Tokens::from_parts(parts)
         .ok_or_else(|| ApiError::unauthorized("missing_token", "an access token is required"))?;
-    let claims = tokens.verify(&token)?;
-    sessions.require(&claims).await?;
+    let claims = authn.tokens.verify(&token)?;
+    authn.sessions.require(&claims).await?;
     Ok(claims)
 }
 
-/// The authenticated user of a request (see [`authenticate`]); rejects with 401.
+/// The authenticated user of a request (see [`authenticate`]); rejects with 401. The
+/// router's state provides the [`Authn`] ([`AuthnState`]).
 #[derive(Clone, Debug)]
 pub struct User(pub Claims);
 
-impl<S: Send + Sync> FromRequestParts<S> for User {
+impl<S: AuthnState + Send + Sync> FromRequestParts<S> for User {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        authenticate(parts).await.map(User)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        authenticate(state.authn(), parts).await.map(User)
     }
 }

@@ -71,8 +71,8 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::kit::Kit;
-use crate::sessions::{SessionStore, Verdict, CACHE_TTL};
-use crate::token::{Claims, User};
+use crate::sessions::{Verdict, CACHE_TTL};
+use crate::token::{Authn, AuthnState, Claims, User};
 
 #[derive(Debug)]
 struct VideoState {
@@ -80,7 +80,13 @@ struct VideoState {
     history: history::CallHistory,
     sockets: Gauge,
     connections: Connections,
-    sessions: SessionStore,
+    authn: Authn,
+}
+
+impl AuthnState for VideoState {
+    fn authn(&self) -> &Authn {
+        &self.authn
+    }
 }
 
 fn call_error(e: &secureconnect_callstate::Error) -> ApiError {
@@ -172,7 +178,7 @@ async fn connection(state: Arc<VideoState>, call: String, claims: Claims, socket
     loop {
         let incoming = tokio::select! {
             _ = recheck.tick() => {
-                if matches!(state.sessions.check(&claims).await, Ok(Verdict::Ended)) {
+                if matches!(state.authn.sessions.check(&claims).await, Ok(Verdict::Ended)) {
                     let ended = ServerMessage::error(
                         ErrorCode::SessionEnded,
                         "this session has ended (logged out): log in again",
@@ -262,7 +268,7 @@ pub fn router(kit: &mut Kit, config: &Config, db: Db) -> Result<Router, String> 
         history,
         sockets,
         connections: Connections::default(),
-        sessions: kit.sessions.clone(),
+        authn: kit.authn(),
     });
     Ok(Router::new()
         .route("/v1/calls", post(create_call))

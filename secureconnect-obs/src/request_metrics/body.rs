@@ -27,6 +27,17 @@ impl<B> ResponseBody<B> {
     }
 }
 
+/// An empty body that records nothing: what a middleware outside [`HttpMetrics`]
+/// answers with when it refuses a request itself (an audit trail that is full in
+/// fail-closed mode answers `503` with `ResponseBody::default()`).
+///
+/// [`HttpMetrics`]: super::HttpMetrics
+impl<B: Default> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::new(B::default(), None)
+    }
+}
+
 impl<B: Body> Body for ResponseBody<B> {
     type Data = B::Data;
     type Error = B::Error;
