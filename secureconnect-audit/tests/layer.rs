@@ -10,7 +10,9 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use secureconnect_audit::chain::verify;
-use secureconnect_audit::{Actor, AuditPipelineConfig, AuditPolicy, Outcome, TrustedProxies};
+use secureconnect_audit::{
+    Actor, ActorRef, AuditPipelineConfig, AuditPolicy, Outcome, TrustedProxies,
+};
 
 #[tokio::test]
 async fn forwarded_for_counts_only_from_trusted_proxies() {
@@ -156,7 +158,7 @@ async fn a_thousand_concurrent_denials_get_unique_ids_and_increasing_seq() {
     let users: HashSet<_> = events
         .iter()
         .map(|e| match e.actor() {
-            Actor::User { id } => id.clone(),
+            ActorRef::User { id } => id.to_owned(),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -212,7 +214,7 @@ async fn policy_and_anonymous_actors() {
     let events = sink.events();
     let seen: Vec<_> = events
         .iter()
-        .map(|e| (e.http().unwrap().route.clone(), e.outcome()))
+        .map(|e| (e.http().unwrap().route.to_owned(), e.outcome()))
         .collect();
     assert_eq!(
         seen,
@@ -224,7 +226,7 @@ async fn policy_and_anonymous_actors() {
     );
     assert_eq!(
         events[1].actor(),
-        &Actor::Anonymous,
+        Actor::Anonymous,
         "no actor is Anonymous, never a panic"
     );
     assert_eq!(events[1].reason().unwrap().code, "unauthenticated");
