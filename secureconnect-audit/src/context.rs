@@ -148,13 +148,21 @@ impl RequestContext {
                 .cloned()
                 .map_or(RequestId::None, RequestId::Header)
         };
-        let headers = request.headers();
-        let mut forwarded = headers.get_all(X_FORWARDED_FOR).iter().peekable();
-        if forwarded.peek().is_some() {
-            rare.get_or_insert_default().forwarded_for = forwarded.cloned().collect();
-        }
-        if let Some(traceparent) = headers.get(TRACEPARENT) {
-            rare.get_or_insert_default().traceparent = Some(traceparent.clone());
+        // One pass over the headers (a handful, compared by name) rather than a hashed
+        // look-up for each of the three.
+        let mut user_agent = None;
+        for (name, value) in request.headers() {
+            if *name == USER_AGENT {
+                user_agent.get_or_insert_with(|| value.clone());
+            } else if *name == X_FORWARDED_FOR {
+                // In order: `iter` yields a name's values one after the other.
+                rare.get_or_insert_default()
+                    .forwarded_for
+                    .push(value.clone());
+            } else if *name == TRACEPARENT {
+                let rare = rare.get_or_insert_default();
+                rare.traceparent.get_or_insert_with(|| value.clone());
+            }
         }
         let extensions = request.extensions();
         if let Some(span_context) = span_context(extensions) {
@@ -176,7 +184,7 @@ impl RequestContext {
             },
             method: method_label(request.method()),
             peer: peer_ip(extensions),
-            user_agent: headers.get(USER_AGENT).cloned(),
+            user_agent,
             request_id,
             rare,
             reserved: AtomicBool::new(reserved),
@@ -385,7 +393,7 @@ impl RequestDefaults for Defaults<'_> {
 }
 
 /// 16 bytes as 32 lowercase hex digits.
-fn hex32<'b>(bytes: [u8; 16], buf: &'b mut [u8; 32]) -> &'b str {
+fn hex32(bytes: [u8; 16], buf: &mut [u8; 32]) -> &str {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for (i, byte) in bytes.iter().enumerate() {
         buf[2 * i] = HEX[usize::from(byte >> 4)];

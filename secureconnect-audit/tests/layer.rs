@@ -445,3 +445,23 @@ async fn trace_ids_come_from_the_request_trace_context_else_from_traceparent() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_first_user_agent_line_is_recorded_and_none_when_absent() {
+    let service = common::start(TrustedProxies::none(), AuditPipelineConfig::default()).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/admin", service.addr);
+    client
+        .get(&url)
+        .header("user-agent", "first/1")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("user-agent", "second/2")
+        .send()
+        .await
+        .unwrap();
+    client.get(&url).send().await.unwrap();
+    service.settle().await;
+    let events = service.memory.events();
+    let agents: Vec<_> = events.iter().map(|e| e.user_agent()).collect();
+    assert_eq!(agents, vec![Some("first/1"), None]);
+}
