@@ -97,13 +97,22 @@ pub(crate) fn is_dangerous(c: char) -> bool {
         )
 }
 
+/// Whether `text` has a character that [`is_dangerous`]: printable ASCII (the usual
+/// text) is settled byte by byte, without decoding a character.
+pub(crate) fn has_dangerous(text: &str) -> bool {
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return false;
+    }
+    text.chars().any(is_dangerous)
+}
+
 mod redact;
 
 pub(crate) use redact::{might_hold_secret, redact, REDACTED};
 
 /// Escapes dangerous characters, then cuts to `max` bytes at a character boundary.
 pub(crate) fn escape_and_cut(input: &str, max: usize, flags: &mut Flags) -> String {
-    if input.len() <= max && !input.chars().any(is_dangerous) {
+    if input.len() <= max && !has_dangerous(input) {
         return input.to_owned();
     }
     let mut out = String::with_capacity(input.len().min(max));
@@ -172,6 +181,26 @@ mod tests {
         }
         let (out, _) = cleaned("invoice\u{202E}fdp.exe", 100);
         assert_eq!(out, "invoice\\u{202e}fdp.exe");
+    }
+
+    #[test]
+    fn the_ascii_shortcut_agrees_with_the_character_test() {
+        for text in [
+            "",
+            "plain /v1/files/{id} ~",
+            "tab\there",
+            "del\u{7f}",
+            "nbsp\u{a0}ok",
+            "bidi\u{202e}",
+            "zero\u{200b}width",
+            "é",
+        ] {
+            assert_eq!(
+                has_dangerous(text),
+                text.chars().any(is_dangerous),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

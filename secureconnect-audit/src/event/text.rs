@@ -2,7 +2,7 @@
 //! is one allocation however many fields it carries, and the thread that writes it out
 //! frees one block (frees across threads are slow in glibc's `malloc`).
 
-use crate::sanitize::{clean, is_dangerous, might_hold_secret, Flags, REDACTED};
+use crate::sanitize::{clean, has_dangerous, might_hold_secret, Flags, REDACTED};
 
 use super::{
     MAX_ACTION, MAX_ID, MAX_REASON_CODE, MAX_REASON_TEXT, MAX_REQUEST_ID, MAX_RESOURCE,
@@ -178,7 +178,7 @@ fn needs_cleaning(field: Field, text: &str) -> bool {
     (field.is_path() && text.contains('?'))
         || text.len() > field.max()
         || might_hold_secret(text)
-        || text.chars().any(is_dangerous)
+        || has_dangerous(text)
 }
 
 /// Appends `text` cleaned for `field`: a path without its query string, secrets
@@ -198,7 +198,7 @@ fn clean_into(buf: &mut String, field: Field, text: &str, flags: &mut Flags) {
         _ => text,
     };
     let (max, secret) = (field.max(), might_hold_secret(text));
-    if text.len() > max || secret || text.chars().any(is_dangerous) {
+    if text.len() > max || secret || has_dangerous(text) {
         buf.push_str(&clean(text, max, flags));
     } else {
         buf.push_str(text);
