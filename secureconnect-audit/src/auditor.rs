@@ -116,7 +116,7 @@ impl Auditor {
             .resource(resource)
             .file(file);
         if let Some((code, text)) = reason {
-            event = event.reason(code.to_owned(), text.to_owned());
+            event = event.reason(code, text);
         }
         self.record(event)
     }

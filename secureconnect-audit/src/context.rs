@@ -15,12 +15,12 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue, USER_AGENT};
 use http::uri::PathAndQuery;
 use http::{Method, Request};
-use opentelemetry::trace::SpanContext;
+use opentelemetry::trace::{SpanContext, TraceId};
 use uuid::Uuid;
 
 use crate::audit::Shared;
 use crate::client_ip::ClientIp;
-use crate::event::{Actor, RequestDefaults, Text};
+use crate::event::{Actor, RequestDefaults};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -62,34 +62,48 @@ enum RequestId {
     None,
 }
 
+/// What a request matched.
+#[derive(Debug)]
+enum Route {
+    /// The route template (inside a router).
+    Matched(Matched),
+    /// The path, when no route was matched yet (outside a router).
+    Path(PathAndQuery),
+}
+
 /// What is kept of a request in case an event must be recorded: reference-counted
-/// clones, no text.
+/// clones, no text. Kept small, as it moves with the response future (and in and out
+/// of the thread's slot on every poll): what most requests lack is in [`Rare`].
 #[derive(Debug)]
 pub(crate) struct RequestContext {
     shared: Arc<Shared>,
-    method: Method,
-    /// The path, when no route was matched yet (else it is never needed).
-    path: Option<PathAndQuery>,
-    matched: Option<Matched>,
-    peer: Option<IpAddr>,
-    /// Every `X-Forwarded-For` line, in order: the first, and the others (rare, and no
-    /// allocation when there are none).
-    forwarded_for: Option<HeaderValue>,
-    forwarded_for_more: Vec<HeaderValue>,
-    user_agent: Option<HeaderValue>,
-    traceparent: Option<HeaderValue>,
-    /// The request's trace context, when a tracing middleware in front of the layer
-    /// put one in its extensions.
-    span_context: Option<SpanContext>,
+    route: Route,
     request_id: RequestId,
-    client_request_id: Option<HeaderValue>,
-    actor: Option<Actor>,
+    user_agent: Option<HeaderValue>,
+    /// What most requests do not have; `None` (no allocation) when a request has none
+    /// of it.
+    rare: Option<Box<Rare>>,
+    peer: Option<IpAddr>,
+    method: &'static str,
     /// Room in a fail-closed queue reserved for this request's first event; given back
     /// when the context goes without using it.
     reserved: AtomicBool,
     /// An [`Auditor`](crate::Auditor) recorded this request's denial: the layer does
     /// not record it a second time.
     denial_recorded: AtomicBool,
+}
+
+/// The parts of a request context that most requests do not have.
+#[derive(Debug, Default)]
+struct Rare {
+    /// Every `X-Forwarded-For` line, in order.
+    forwarded_for: Vec<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+    /// The trace id of the trace context a tracing middleware in front of the layer
+    /// put in the request's extensions.
+    trace_id: Option<TraceId>,
+    client_request_id: Option<HeaderValue>,
+    actor: Option<Actor>,
 }
 
 impl Drop for RequestContext {
@@ -102,50 +116,77 @@ impl Drop for RequestContext {
 
 impl RequestContext {
     /// Captures `request`'s context. When the layer owns request ids, the client's
-    /// `X-Request-Id` is taken off the request (kept as the client's) and replaced by a
-    /// minted UUID v7. `reserved`: room for one event was reserved for the request.
+    /// `X-Request-Id` is replaced by a minted UUID v7 (the client's kept as its own).
+    /// `reserved`: room for one event was reserved for the request.
     pub(crate) fn capture<B>(
         request: &mut Request<B>,
         shared: Arc<Shared>,
         reserved: bool,
     ) -> Self {
-        let (request_id, client_request_id) = if shared.config.owns_request_ids() {
-            let client = request.headers_mut().remove(X_REQUEST_ID);
+        let mut rare: Option<Box<Rare>> = None;
+        let request_id = if shared.config.owns_request_ids() {
             let id = crate::ids::uuid_v7();
-            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            let minted = match HeaderValue::from_str(id.hyphenated().encode_lower(&mut text)) {
-                Ok(value) => {
-                    request.headers_mut().insert(X_REQUEST_ID, value);
+            match crate::ids::header_value(id) {
+                Some(value) => {
+                    // One look-up: the client's value comes back from the insert.
+                    if let Some(client) = request.headers_mut().insert(X_REQUEST_ID, value) {
+                        rare.get_or_insert_default().client_request_id = Some(client);
+                    }
                     RequestId::Minted(id)
                 }
-                Err(_) => RequestId::None,
-            };
-            (minted, client)
+                None => {
+                    if let Some(client) = request.headers_mut().remove(X_REQUEST_ID) {
+                        rare.get_or_insert_default().client_request_id = Some(client);
+                    }
+                    RequestId::None
+                }
+            }
         } else {
-            let id = request.headers().get(X_REQUEST_ID).cloned();
-            (id.map_or(RequestId::None, RequestId::Header), None)
+            request
+                .headers()
+                .get(X_REQUEST_ID)
+                .cloned()
+                .map_or(RequestId::None, RequestId::Header)
         };
-        let headers = request.headers();
-        let mut forwarded = headers.get_all(X_FORWARDED_FOR).iter();
-        let forwarded_for = forwarded.next().cloned();
-        let forwarded_for_more = forwarded.cloned().collect();
-        let matched = matched(request.extensions());
+        // One pass over the headers (a handful, compared by name) rather than a hashed
+        // look-up for each of the three.
+        let mut user_agent = None;
+        for (name, value) in request.headers() {
+            if *name == USER_AGENT {
+                user_agent.get_or_insert_with(|| value.clone());
+            } else if *name == X_FORWARDED_FOR {
+                // In order: `iter` yields a name's values one after the other.
+                rare.get_or_insert_default()
+                    .forwarded_for
+                    .push(value.clone());
+            } else if *name == TRACEPARENT {
+                let rare = rare.get_or_insert_default();
+                rare.traceparent.get_or_insert_with(|| value.clone());
+            }
+        }
+        let extensions = request.extensions();
+        if let Some(span_context) = span_context(extensions) {
+            rare.get_or_insert_default().trace_id = Some(span_context.trace_id());
+        }
+        if let Some(actor) = extensions.get::<Actor>() {
+            rare.get_or_insert_default().actor = Some(actor.clone());
+        }
         Self {
-            method: request.method().clone(),
-            path: match matched {
-                Some(_) => None,
-                None => request.uri().path_and_query().cloned(),
+            route: match matched(extensions) {
+                Some(matched) => Route::Matched(matched),
+                None => Route::Path(
+                    request
+                        .uri()
+                        .path_and_query()
+                        .cloned()
+                        .unwrap_or_else(|| PathAndQuery::from_static("/")),
+                ),
             },
-            matched,
-            peer: peer_ip(request.extensions()),
-            forwarded_for,
-            forwarded_for_more,
-            user_agent: headers.get(USER_AGENT).cloned(),
-            traceparent: headers.get(TRACEPARENT).cloned(),
-            span_context: span_context(request.extensions()).cloned(),
+            method: method_label(request.method()),
+            peer: peer_ip(extensions),
+            user_agent,
             request_id,
-            client_request_id,
-            actor: request.extensions().get::<Actor>().cloned(),
+            rare,
             reserved: AtomicBool::new(reserved),
             denial_recorded: AtomicBool::new(false),
             shared,
@@ -183,22 +224,30 @@ impl RequestContext {
         &self.shared
     }
 
-    pub(crate) fn method(&self) -> &Method {
-        &self.method
+    /// The method, as an event writes it.
+    pub(crate) fn method(&self) -> &'static str {
+        self.method
     }
 
     /// The actor an outer middleware put in the request's extensions.
     pub(crate) fn actor(&self) -> Option<&Actor> {
-        self.actor.as_ref()
+        self.rare.as_ref()?.actor.as_ref()
+    }
+
+    fn matched(&self) -> Option<&Matched> {
+        match &self.route {
+            Route::Matched(matched) => Some(matched),
+            Route::Path(_) => None,
+        }
     }
 
     /// The defaults of the event the layer records for `response`.
     pub(crate) fn defaults<'a>(&'a self, response: &'a http::Extensions) -> Defaults<'a> {
         Defaults {
             ctx: self,
-            matched: self.matched.as_ref(),
+            matched: self.matched(),
             late: None,
-            span_context: span_context(response),
+            trace_id: span_context(response).map(SpanContext::trace_id),
         }
     }
 
@@ -208,9 +257,9 @@ impl RequestContext {
     pub(crate) fn defaults_in<'a>(&'a self, late: &'a Late) -> Defaults<'a> {
         Defaults {
             ctx: self,
-            matched: late.matched.as_ref().or(self.matched.as_ref()),
+            matched: late.matched.as_ref().or(self.matched()),
             late: Some(late),
-            span_context: late.span_context.as_ref(),
+            trace_id: late.trace_id,
         }
     }
 }
@@ -223,7 +272,7 @@ pub(crate) struct Late {
     matched: Option<Matched>,
     peer: Option<IpAddr>,
     request_id: Option<HeaderValue>,
-    span_context: Option<SpanContext>,
+    trace_id: Option<TraceId>,
 }
 
 impl Late {
@@ -239,9 +288,9 @@ impl Late {
                 RequestId::None => parts.headers.get(X_REQUEST_ID).cloned(),
                 _ => None,
             },
-            span_context: match ctx.span_context {
+            trace_id: match ctx.rare.as_ref().and_then(|rare| rare.trace_id) {
                 Some(_) => None,
-                None => span_context(&parts.extensions).cloned(),
+                None => span_context(&parts.extensions).map(SpanContext::trace_id),
             },
         }
     }
@@ -253,27 +302,27 @@ pub(crate) struct Defaults<'a> {
     ctx: &'a RequestContext,
     matched: Option<&'a Matched>,
     late: Option<&'a Late>,
-    /// The trace context of the response (the layer's event) or of the handler's request
+    /// The trace id of the response (the layer's event) or of the handler's request
     /// (an `Auditor`'s), set by a tracing middleware inside the layer.
-    span_context: Option<&'a SpanContext>,
+    trace_id: Option<TraceId>,
 }
 
-impl Defaults<'_> {
+impl<'a> Defaults<'a> {
     /// The matched route template, else the path (without its query).
-    pub(crate) fn route(&self) -> String {
+    pub(crate) fn route(&self) -> &'a str {
         match self.matched {
-            Some(m) => matched_route(m).to_owned(),
-            None => self
-                .ctx
-                .path
-                .as_ref()
-                .map_or_else(|| "/".to_owned(), |path| path.path().to_owned()),
+            Some(m) => matched_route(m),
+            None => match &self.ctx.route {
+                Route::Path(path) => path.path(),
+                Route::Matched(matched) => matched_route(matched),
+            },
         }
     }
 }
 
-fn text(value: &HeaderValue) -> String {
-    String::from_utf8_lossy(value.as_bytes()).into_owned()
+/// A header's text, invalid UTF-8 replaced (and then escaped when the event is built).
+fn text(value: &HeaderValue, set: impl FnOnce(&str)) {
+    set(&String::from_utf8_lossy(value.as_bytes()));
 }
 
 impl RequestDefaults for Defaults<'_> {
@@ -281,40 +330,76 @@ impl RequestDefaults for Defaults<'_> {
         let ctx = self.ctx;
         ctx.shared.config.proxies().client_ip(
             ctx.peer.or_else(|| self.late.and_then(|late| late.peer)),
-            ctx.forwarded_for.iter().chain(&ctx.forwarded_for_more),
+            ctx.rare
+                .as_deref()
+                .map_or(&[][..], |rare| &rare.forwarded_for),
         )
     }
 
-    fn request_id(&self) -> Option<String> {
+    fn request_id(&self, set: impl FnOnce(&str)) {
         match &self.ctx.request_id {
-            RequestId::Minted(id) => Some(id.to_string()),
-            RequestId::Header(value) => Some(text(value)),
-            RequestId::None => self.late?.request_id.as_ref().map(text),
+            RequestId::Minted(id) => {
+                let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                set(id.hyphenated().encode_lower(&mut buf));
+            }
+            RequestId::Header(value) => text(value, set),
+            RequestId::None => {
+                if let Some(value) = self.late.and_then(|late| late.request_id.as_ref()) {
+                    text(value, set);
+                }
+            }
         }
     }
 
-    fn client_request_id(&self) -> Option<String> {
-        self.ctx.client_request_id.as_ref().map(text)
-    }
-
-    fn trace_id(&self) -> Option<String> {
-        match self.span_context.or(self.ctx.span_context.as_ref()) {
-            Some(span_context) => Some(span_context.trace_id().to_string()),
-            None => trace_id(self.ctx.traceparent.as_ref()),
+    fn client_request_id(&self, set: impl FnOnce(&str)) {
+        if let Some(value) = self
+            .ctx
+            .rare
+            .as_ref()
+            .and_then(|rare| rare.client_request_id.as_ref())
+        {
+            text(value, set);
         }
     }
 
-    fn user_agent(&self) -> Option<String> {
-        self.ctx.user_agent.as_ref().map(text)
+    fn trace_id(&self, set: impl FnOnce(&str)) {
+        let rare = self.ctx.rare.as_deref();
+        match self.trace_id.or(rare.and_then(|rare| rare.trace_id)) {
+            Some(trace_id) => {
+                let mut buf = [0u8; 32];
+                set(hex32(trace_id.to_bytes(), &mut buf));
+            }
+            None => {
+                if let Some(id) = trace_id(rare.and_then(|rare| rare.traceparent.as_ref())) {
+                    set(id);
+                }
+            }
+        }
     }
 
-    fn service(&self) -> Option<Text> {
-        self.ctx.shared.config.service().cloned()
+    fn user_agent(&self, set: impl FnOnce(&str)) {
+        if let Some(value) = &self.ctx.user_agent {
+            text(value, set);
+        }
     }
 
-    fn http(&self) -> (&'static str, String) {
-        (method_label(&self.ctx.method), self.route())
+    fn service(&self) -> Option<&str> {
+        self.ctx.shared.config.service().map(|name| &**name)
     }
+
+    fn http(&self, set: impl FnOnce(&'static str, &str)) {
+        set(self.ctx.method, self.route());
+    }
+}
+
+/// 16 bytes as 32 lowercase hex digits.
+fn hex32(bytes: [u8; 16], buf: &mut [u8; 32]) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in bytes.iter().enumerate() {
+        buf[2 * i] = HEX[usize::from(byte >> 4)];
+        buf[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
@@ -336,13 +421,16 @@ fn span_context(extensions: &http::Extensions) -> Option<&SpanContext> {
         .filter(|span_context| span_context.is_valid())
 }
 
-/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`).
-fn trace_id(traceparent: Option<&HeaderValue>) -> Option<String> {
+/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`); the
+/// builder writes it in lowercase.
+fn trace_id(traceparent: Option<&HeaderValue>) -> Option<&str> {
     let value = traceparent?.to_str().ok()?;
     let mut parts = value.split('-');
     let (_version, trace) = (parts.next()?, parts.next()?);
-    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()) && trace != "0".repeat(32))
-        .then(|| trace.to_ascii_lowercase())
+    (trace.len() == 32
+        && trace.bytes().all(|b| b.is_ascii_hexdigit())
+        && trace.bytes().any(|b| b != b'0'))
+    .then_some(trace)
 }
 
 pub(crate) fn method_label(method: &Method) -> &'static str {

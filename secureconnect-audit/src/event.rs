@@ -1,7 +1,9 @@
 //! The audit event: [`AuditEvent`] and the types of its fields. Building one (and
-//! cleaning every field) is in [`builder`].
+//! cleaning every field) is in [`builder`], the one buffer that holds an event's text
+//! in `text.rs`, its JSON form in `wire.rs`.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -9,9 +11,13 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::sanitize::{clean_owned, Flags};
+use crate::sanitize::Flags;
 
 mod builder;
+mod text;
+mod wire;
+
+use text::{Field, Texts};
 
 pub use builder::EventBuilder;
 pub(crate) use builder::RequestDefaults;
@@ -58,18 +64,6 @@ impl Actor {
     pub fn service(name: impl Into<String>) -> Self {
         Self::Service { name: name.into() }
     }
-
-    fn cleaned(self, flags: &mut Flags) -> Self {
-        match self {
-            Self::User { id } => Self::User {
-                id: clean_owned(id, MAX_ID, flags),
-            },
-            Self::Service { name } => Self::Service {
-                name: clean_owned(name, MAX_ID, flags),
-            },
-            Self::Anonymous => Self::Anonymous,
-        }
-    }
 }
 
 /// What came of the attempt.
@@ -95,30 +89,82 @@ impl Outcome {
     }
 }
 
+/// A borrowed view of an [`Actor`], as an [`AuditEvent`] holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ActorRef<'a> {
+    /// An authenticated user.
+    User {
+        /// The user's id.
+        id: &'a str,
+    },
+    /// Another service.
+    Service {
+        /// The service's name.
+        name: &'a str,
+    },
+    /// Nobody authenticated.
+    Anonymous,
+}
+
+impl ActorRef<'_> {
+    /// The actor, owned.
+    pub fn to_actor(self) -> Actor {
+        match self {
+            Self::User { id } => Actor::user(id),
+            Self::Service { name } => Actor::service(name),
+            Self::Anonymous => Actor::Anonymous,
+        }
+    }
+}
+
+impl<'a> From<&'a Actor> for ActorRef<'a> {
+    fn from(actor: &'a Actor) -> Self {
+        match actor {
+            Actor::User { id } => Self::User { id },
+            Actor::Service { name } => Self::Service { name },
+            Actor::Anonymous => Self::Anonymous,
+        }
+    }
+}
+
+impl PartialEq<Actor> for ActorRef<'_> {
+    fn eq(&self, other: &Actor) -> bool {
+        *self == ActorRef::from(other)
+    }
+}
+
+impl PartialEq<&Actor> for ActorRef<'_> {
+    fn eq(&self, other: &&Actor) -> bool {
+        *self == ActorRef::from(*other)
+    }
+}
+
 /// Why: a stable code for machines and a text for people.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
-pub struct Reason {
+pub struct Reason<'a> {
     /// A stable code such as `not_owner`, `missing_token`, `http_403`.
-    pub code: Text,
+    pub code: &'a str,
     /// A human explanation.
-    pub text: Text,
+    pub text: &'a str,
 }
 
 /// The HTTP request an event belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
-pub struct HttpInfo {
+pub struct HttpInfo<'a> {
     /// The method (`_OTHER` for non-standard ones).
-    pub method: Text,
+    pub method: &'a str,
     /// The matched route template, `unmatched`, or the path without its query.
-    pub route: String,
+    pub route: &'a str,
     /// The response status, when known.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
 }
 
-/// A file a file event is about. Never a signed URL.
+/// A file a file event is about, as given to [`EventBuilder::file`]. Never a signed
+/// URL.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInfo {
     /// The file's id.
@@ -134,68 +180,62 @@ pub struct FileInfo {
     pub size: Option<u64>,
 }
 
+/// The file of an [`AuditEvent`] (a borrowed [`FileInfo`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FileRef<'a> {
+    /// The file's id.
+    pub id: &'a str,
+    /// The owner's user id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<&'a str>,
+    /// The file's name as the user gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    /// The size in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
 /// One security-relevant event. Built with [`AuditEvent::builder`], which cleans every
 /// text field (see the crate docs); `event_id`, `seq` and `time` are set by the server.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// All its text is in one buffer: an event is one allocation, which the pipeline's
+/// writer thread frees.
+#[derive(Clone)]
 pub struct AuditEvent {
     schema_version: u16,
     event_id: Uuid,
     seq: u64,
-    #[serde(with = "rfc3339")]
     time: OffsetDateTime,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    service: Option<Text>,
-    actor: Actor,
-    action: Text,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    resource: Option<String>,
     outcome: Outcome,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    reason: Option<Reason>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    actor: ActorKind,
     client_ip: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    request_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    client_request_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    trace_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    http: Option<HttpInfo>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    file: Option<FileInfo>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    user_agent: Option<String>,
-    /// `escaped`, `truncated`, `redacted`: what cleaning did to this event;
-    /// `client_ip_unreadable`: the client address a trusted proxy forwarded could not
-    /// be read.
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    flags: Vec<Text>,
+    status: Option<u16>,
+    file_size: Option<u64>,
+    flags: Flags,
+    texts: Texts,
 }
 
-mod rfc3339 {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use time::format_description::well_known::Rfc3339;
-    use time::OffsetDateTime;
-
-    pub(super) fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-        let text = t.format(&Rfc3339).map_err(serde::ser::Error::custom)?;
-        s.serialize_str(&text)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
-        let text = String::deserialize(d)?;
-        OffsetDateTime::parse(&text, &Rfc3339).map_err(serde::de::Error::custom)
-    }
+/// Which [`Actor`] an event has; the id or name is its `ActorId` text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ActorKind {
+    User,
+    Service,
+    Anonymous,
 }
 
 impl AuditEvent {
     /// Starts an event: `action` (such as `http.request`, `file.download`) with its
     /// `outcome`.
-    pub fn builder(action: impl Into<Text>, outcome: Outcome) -> EventBuilder {
-        EventBuilder::new(action.into(), outcome)
+    pub fn builder(action: impl AsRef<str>, outcome: Outcome) -> EventBuilder {
+        EventBuilder::new(action.as_ref(), outcome)
     }
 
+    /// The version of the JSON layout the event was written in ([`SCHEMA_VERSION`]
+    /// for events built here).
+    pub fn schema_version(&self) -> u16 {
+        self.schema_version
+    }
     /// The server-minted id (UUID v7).
     pub fn event_id(&self) -> Uuid {
         self.event_id
@@ -210,27 +250,35 @@ impl AuditEvent {
     }
     /// The service that recorded it.
     pub fn service(&self) -> Option<&str> {
-        self.service.as_deref()
+        self.texts.get(Field::Service)
     }
     /// Who acted.
-    pub fn actor(&self) -> &Actor {
-        &self.actor
+    pub fn actor(&self) -> ActorRef<'_> {
+        let id = self.texts.get(Field::ActorId).unwrap_or_default();
+        match self.actor {
+            ActorKind::User => ActorRef::User { id },
+            ActorKind::Service => ActorRef::Service { name: id },
+            ActorKind::Anonymous => ActorRef::Anonymous,
+        }
     }
     /// What was attempted.
     pub fn action(&self) -> &str {
-        &self.action
+        self.texts.get(Field::Action).unwrap_or_default()
     }
     /// What it was attempted on.
     pub fn resource(&self) -> Option<&str> {
-        self.resource.as_deref()
+        self.texts.get(Field::Resource)
     }
     /// What came of it.
     pub fn outcome(&self) -> Outcome {
         self.outcome
     }
     /// Why.
-    pub fn reason(&self) -> Option<&Reason> {
-        self.reason.as_ref()
+    pub fn reason(&self) -> Option<Reason<'_>> {
+        Some(Reason {
+            code: self.texts.get(Field::ReasonCode)?,
+            text: self.texts.get(Field::ReasonText).unwrap_or_default(),
+        })
     }
     /// The client's address, as the trusted-proxy policy established it.
     pub fn client_ip(&self) -> Option<IpAddr> {
@@ -238,37 +286,46 @@ impl AuditEvent {
     }
     /// The server's request id.
     pub fn request_id(&self) -> Option<&str> {
-        self.request_id.as_deref()
+        self.texts.get(Field::RequestId)
     }
     /// The request id the client sent, cleaned; never trusted as the server's.
     pub fn client_request_id(&self) -> Option<&str> {
-        self.client_request_id.as_deref()
+        self.texts.get(Field::ClientRequestId)
     }
     /// The W3C trace id of the request.
     pub fn trace_id(&self) -> Option<&str> {
-        self.trace_id.as_deref()
+        self.texts.get(Field::TraceId)
     }
     /// The HTTP request.
-    pub fn http(&self) -> Option<&HttpInfo> {
-        self.http.as_ref()
+    pub fn http(&self) -> Option<HttpInfo<'_>> {
+        Some(HttpInfo {
+            method: self.texts.get(Field::Method)?,
+            route: self.texts.get(Field::Route).unwrap_or_default(),
+            status: self.status,
+        })
     }
     /// The file.
-    pub fn file(&self) -> Option<&FileInfo> {
-        self.file.as_ref()
+    pub fn file(&self) -> Option<FileRef<'_>> {
+        Some(FileRef {
+            id: self.texts.get(Field::FileId)?,
+            owner: self.texts.get(Field::FileOwner),
+            name: self.texts.get(Field::FileName),
+            size: self.file_size,
+        })
     }
     /// The client's `User-Agent`, cleaned.
     pub fn user_agent(&self) -> Option<&str> {
-        self.user_agent.as_deref()
+        self.texts.get(Field::UserAgent)
     }
     /// What cleaning did (`escaped`, `truncated`, `redacted`), and
     /// `client_ip_unreadable` when the forwarded client address could not be read.
-    pub fn flags(&self) -> &[Text] {
-        &self.flags
+    pub fn flags(&self) -> &'static [Text] {
+        self.flags.names()
     }
 
     /// Whether the event has `flag` (see [`flags`](Self::flags)).
     pub fn has_flag(&self, flag: &str) -> bool {
-        self.flags.iter().any(|f| f == flag)
+        self.flags().iter().any(|f| f == flag)
     }
 
     pub(crate) fn set_seq(&mut self, seq: u64) {
@@ -287,5 +344,17 @@ impl AuditEvent {
     /// The time as RFC 3339.
     pub fn time_rfc3339(&self) -> String {
         self.time.format(&Rfc3339).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for AuditEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&wire::Wire::of(self), f)
+    }
+}
+
+impl PartialEq for AuditEvent {
+    fn eq(&self, other: &Self) -> bool {
+        wire::Wire::of(self) == wire::Wire::of(other)
     }
 }

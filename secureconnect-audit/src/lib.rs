@@ -76,7 +76,8 @@ pub use client_ip::{ClientIp, TrustedProxies};
 pub use context::PeerAddr;
 pub use error::{Error, ErrorKind};
 pub use event::{
-    Actor, AuditEvent, EventBuilder, FileInfo, HttpInfo, Outcome, Reason, Text, SCHEMA_VERSION,
+    Actor, ActorRef, AuditEvent, EventBuilder, FileInfo, FileRef, HttpInfo, Outcome, Reason, Text,
+    SCHEMA_VERSION,
 };
 pub use pipeline::{AuditPipeline, AuditPipelineConfig, Overflow, ShutdownReport};
 pub use sink::{AuditSink, FileSink, FileSinkConfig, Format, MemorySink, TracingSink};

@@ -15,7 +15,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::event::{Actor, AuditEvent, Outcome};
+use crate::event::{ActorRef, AuditEvent, Outcome};
 
 /// The OCSF version rendered.
 pub const OCSF_VERSION: &str = "1.3.0";
@@ -104,16 +104,13 @@ pub fn render(event: &AuditEvent) -> Value {
     if let Some(file) = event.file() {
         let mut f = Map::new();
         f.insert("uid".into(), json!(file.id));
-        f.insert(
-            "name".into(),
-            json!(file.name.clone().unwrap_or_else(|| file.id.clone())),
-        );
+        f.insert("name".into(), json!(file.name.unwrap_or(file.id)));
         f.insert("type_id".into(), json!(1));
         f.insert("type".into(), json!("Regular File"));
         if let Some(size) = file.size {
             f.insert("size".into(), json!(size));
         }
-        if let Some(owner) = &file.owner {
+        if let Some(owner) = file.owner {
             f.insert("owner".into(), json!({ "uid": owner }));
         }
         o.insert("file".into(), Value::Object(f));
@@ -126,7 +123,7 @@ pub fn render(event: &AuditEvent) -> Value {
         let name = event
             .resource()
             .map(str::to_owned)
-            .or_else(|| event.http().map(|h| h.route.clone()))
+            .or_else(|| event.http().map(|h| h.route.to_owned()))
             .unwrap_or_default();
         o.insert("web_resources".into(), json!([{ "name": name }]));
     }
@@ -152,11 +149,11 @@ pub fn render(event: &AuditEvent) -> Value {
     Value::Object(o)
 }
 
-fn actor(actor: &Actor, service: Option<&str>) -> Value {
+fn actor(actor: ActorRef<'_>, service: Option<&str>) -> Value {
     let mut a = match actor {
-        Actor::User { id } => json!({ "user": { "uid": id, "type_id": 1, "type": "User" } }),
-        Actor::Service { name } => json!({ "app_name": name }),
-        Actor::Anonymous => {
+        ActorRef::User { id } => json!({ "user": { "uid": id, "type_id": 1, "type": "User" } }),
+        ActorRef::Service { name } => json!({ "app_name": name }),
+        ActorRef::Anonymous => {
             json!({ "user": { "uid": "anonymous", "type_id": 0, "type": "Unknown" } })
         }
     };

@@ -21,22 +21,65 @@ pub(crate) struct Flags {
     pub(crate) client_ip_unreadable: bool,
 }
 
+const ESCAPED: Cow<'static, str> = Cow::Borrowed("escaped");
+const TRUNCATED: Cow<'static, str> = Cow::Borrowed("truncated");
+const REDACTED_FLAG: Cow<'static, str> = Cow::Borrowed("redacted");
+const UNREADABLE: Cow<'static, str> = Cow::Borrowed("client_ip_unreadable");
+
+/// Every set of flag names, indexed by [`Flags::index`]: an event keeps its flags in
+/// four bits, not in a vector of its own.
+static FLAG_SETS: [&[Cow<'static, str>]; 16] = {
+    const E: Cow<'static, str> = ESCAPED;
+    const T: Cow<'static, str> = TRUNCATED;
+    const R: Cow<'static, str> = REDACTED_FLAG;
+    const U: Cow<'static, str> = UNREADABLE;
+    [
+        &[],
+        &[E],
+        &[T],
+        &[E, T],
+        &[R],
+        &[E, R],
+        &[T, R],
+        &[E, T, R],
+        &[U],
+        &[E, U],
+        &[T, U],
+        &[E, T, U],
+        &[R, U],
+        &[E, R, U],
+        &[T, R, U],
+        &[E, T, R, U],
+    ]
+};
+
 impl Flags {
-    pub(crate) fn names(self) -> Vec<&'static str> {
-        let mut names = Vec::new();
-        if self.escaped {
-            names.push("escaped");
+    fn index(self) -> usize {
+        usize::from(self.escaped)
+            | usize::from(self.truncated) << 1
+            | usize::from(self.redacted) << 2
+            | usize::from(self.client_ip_unreadable) << 3
+    }
+
+    /// The names of the flags set, in the order `escaped`, `truncated`, `redacted`,
+    /// `client_ip_unreadable`.
+    pub(crate) fn names(self) -> &'static [Cow<'static, str>] {
+        FLAG_SETS[self.index()]
+    }
+
+    /// The flags named `names`; unknown names are ignored.
+    pub(crate) fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut flags = Self::default();
+        for name in names {
+            match name {
+                "escaped" => flags.escaped = true,
+                "truncated" => flags.truncated = true,
+                "redacted" => flags.redacted = true,
+                "client_ip_unreadable" => flags.client_ip_unreadable = true,
+                _ => {}
+            }
         }
-        if self.truncated {
-            names.push("truncated");
-        }
-        if self.redacted {
-            names.push("redacted");
-        }
-        if self.client_ip_unreadable {
-            names.push("client_ip_unreadable");
-        }
-        names
+        flags
     }
 }
 
@@ -54,13 +97,22 @@ pub(crate) fn is_dangerous(c: char) -> bool {
         )
 }
 
+/// Whether `text` has a character that [`is_dangerous`]: printable ASCII (the usual
+/// text) is settled byte by byte, without decoding a character.
+pub(crate) fn has_dangerous(text: &str) -> bool {
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return false;
+    }
+    text.chars().any(is_dangerous)
+}
+
 mod redact;
 
 pub(crate) use redact::{might_hold_secret, redact, REDACTED};
 
 /// Escapes dangerous characters, then cuts to `max` bytes at a character boundary.
 pub(crate) fn escape_and_cut(input: &str, max: usize, flags: &mut Flags) -> String {
-    if input.len() <= max && !input.chars().any(is_dangerous) {
+    if input.len() <= max && !has_dangerous(input) {
         return input.to_owned();
     }
     let mut out = String::with_capacity(input.len().min(max));
@@ -100,48 +152,6 @@ pub(crate) fn clean(input: &str, max: usize, flags: &mut Flags) -> String {
     escape_and_cut(&redacted, max, flags)
 }
 
-/// Like [`clean`], keeping the string's allocation when it needs no change.
-pub(crate) fn clean_owned(input: String, max: usize, flags: &mut Flags) -> String {
-    let needs_work =
-        input.len() > max || might_hold_secret(&input) || input.chars().any(is_dangerous);
-    if needs_work {
-        clean(&input, max, flags)
-    } else {
-        input
-    }
-}
-
-/// Like [`clean_owned`] for text that is often a constant.
-pub(crate) fn clean_cow(
-    input: Cow<'static, str>,
-    max: usize,
-    flags: &mut Flags,
-) -> Cow<'static, str> {
-    match input {
-        Cow::Borrowed(s) => {
-            let needs_work = s.len() > max || might_hold_secret(s) || s.chars().any(is_dangerous);
-            if needs_work {
-                Cow::Owned(clean(s, max, flags))
-            } else {
-                Cow::Borrowed(s)
-            }
-        }
-        Cow::Owned(s) => Cow::Owned(clean_owned(s, max, flags)),
-    }
-}
-
-/// A path or URL without its query string (which may hold tokens or signatures).
-pub(crate) fn without_query(input: String, flags: &mut Flags) -> String {
-    match input.split_once('?') {
-        Some((path, query)) if !query.is_empty() => {
-            flags.redacted = true;
-            format!("{path}?{REDACTED}")
-        }
-        Some((path, _)) => path.to_owned(),
-        None => input,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +184,26 @@ mod tests {
     }
 
     #[test]
+    fn the_ascii_shortcut_agrees_with_the_character_test() {
+        for text in [
+            "",
+            "plain /v1/files/{id} ~",
+            "tab\there",
+            "del\u{7f}",
+            "nbsp\u{a0}ok",
+            "bidi\u{202e}",
+            "zero\u{200b}width",
+            "é",
+        ] {
+            assert_eq!(
+                has_dangerous(text),
+                text.chars().any(is_dangerous),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
     fn long_text_is_cut_on_a_character_boundary() {
         let (out, flags) = cleaned(&"é".repeat(1000), 11);
         assert_eq!(out, "ééééé");
@@ -200,20 +230,6 @@ mod tests {
         let (out, flags) = cleaned("tokenizer=ok mytoken=ok", 100);
         assert_eq!(out, "tokenizer=ok mytoken=ok");
         assert!(!flags.redacted);
-    }
-
-    #[test]
-    fn queries_are_dropped_from_paths() {
-        let mut flags = Flags::default();
-        assert_eq!(
-            without_query("/files/1?token=x".into(), &mut flags),
-            "/files/1?[redacted]"
-        );
-        assert!(flags.redacted);
-        assert_eq!(
-            without_query("/files/1".into(), &mut Flags::default()),
-            "/files/1"
-        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use secureconnect_audit::chain::verify;
-use secureconnect_audit::{Actor, AuditPipelineConfig, AuditPolicy, Outcome, TrustedProxies};
+use secureconnect_audit::{
+    Actor, ActorRef, AuditPipelineConfig, AuditPolicy, Outcome, TrustedProxies,
+};
 
 #[tokio::test]
 async fn forwarded_for_counts_only_from_trusted_proxies() {
@@ -156,7 +158,7 @@ async fn a_thousand_concurrent_denials_get_unique_ids_and_increasing_seq() {
     let users: HashSet<_> = events
         .iter()
         .map(|e| match e.actor() {
-            Actor::User { id } => id.clone(),
+            ActorRef::User { id } => id.to_owned(),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -212,7 +214,7 @@ async fn policy_and_anonymous_actors() {
     let events = sink.events();
     let seen: Vec<_> = events
         .iter()
-        .map(|e| (e.http().unwrap().route.clone(), e.outcome()))
+        .map(|e| (e.http().unwrap().route.to_owned(), e.outcome()))
         .collect();
     assert_eq!(
         seen,
@@ -224,7 +226,7 @@ async fn policy_and_anonymous_actors() {
     );
     assert_eq!(
         events[1].actor(),
-        &Actor::Anonymous,
+        Actor::Anonymous,
         "no actor is Anonymous, never a panic"
     );
     assert_eq!(events[1].reason().unwrap().code, "unauthenticated");
@@ -442,4 +444,24 @@ async fn trace_ids_come_from_the_request_trace_context_else_from_traceparent() {
             event("http.request", CLIENT_TRACE),
         ]
     );
+}
+
+#[tokio::test]
+async fn the_first_user_agent_line_is_recorded_and_none_when_absent() {
+    let service = common::start(TrustedProxies::none(), AuditPipelineConfig::default()).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/admin", service.addr);
+    client
+        .get(&url)
+        .header("user-agent", "first/1")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("user-agent", "second/2")
+        .send()
+        .await
+        .unwrap();
+    client.get(&url).send().await.unwrap();
+    service.settle().await;
+    let events = service.memory.events();
+    let agents: Vec<_> = events.iter().map(|e| e.user_agent()).collect();
+    assert_eq!(agents, vec![Some("first/1"), None]);
 }

@@ -24,7 +24,7 @@ const NAMES: &[&str] = &[
 /// The text of the event's reason after cleaning.
 fn cleaned(text: &str) -> (String, bool) {
     let event = AuditEvent::builder("test", Outcome::Denied)
-        .reason("code", text.to_owned())
+        .reason("code", text)
         .build();
     (
         event.reason().unwrap().text.to_string(),

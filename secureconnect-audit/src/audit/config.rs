@@ -69,8 +69,8 @@ impl AuditConfig {
         self
     }
 
-    pub(crate) fn records(&self, method: &http::Method, status: u16) -> bool {
-        self.policy.records(method, status)
+    pub(crate) fn records(&self, method: &str, status: u16) -> bool {
+        self.policy.records_label(method, status)
     }
 
     pub(crate) fn proxies(&self) -> &TrustedProxies {

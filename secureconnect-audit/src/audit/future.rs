@@ -12,7 +12,7 @@ use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::scope::{Held, Scope};
-use crate::context::{method_label, RequestContext};
+use crate::context::RequestContext;
 use crate::event::{Actor, AuditEvent, Outcome};
 use crate::pipeline::Wait;
 use crate::Overflow;
@@ -126,8 +126,7 @@ where
             .extensions()
             .get::<Actor>()
             .or_else(|| ctx.actor())
-            .cloned()
-            .unwrap_or(Actor::Anonymous);
+            .unwrap_or(&Actor::Anonymous);
         let event = http_event(ctx, actor, status, response.extensions());
         let pipeline = &shared.pipeline;
         if ctx.take_reserved() || pipeline.try_reserve() {
@@ -184,7 +183,7 @@ fn unavailable<B: Default>() -> Response<B> {
 /// The `http.request` event of a response.
 fn http_event(
     ctx: &RequestContext,
-    actor: Actor,
+    actor: &Actor,
     status: u16,
     response: &http::Extensions,
 ) -> AuditEvent {
@@ -197,15 +196,27 @@ fn http_event(
     };
     let mut builder = AuditEvent::builder("http.request", outcome)
         .actor(actor)
-        .resource(route.clone())
-        .http(method_label(ctx.method()), route, Some(status));
+        .resource(route)
+        .http(ctx.method(), route, Some(status));
     builder = match status {
         401 => builder.reason(
             "unauthenticated",
             "HTTP 401: missing or invalid credentials",
         ),
         403 => builder.reason("forbidden", "HTTP 403: not allowed"),
-        500.. => builder.reason("server_error", format!("HTTP {status}")),
+        500.. => {
+            let mut text = *b"HTTP 000";
+            for (i, digit) in [status / 100 % 10, status / 10 % 10, status % 10]
+                .into_iter()
+                .enumerate()
+            {
+                text[5 + i] = b'0' + digit as u8;
+            }
+            builder.reason(
+                "server_error",
+                std::str::from_utf8(&text).unwrap_or("HTTP 5xx"),
+            )
+        }
         _ => builder,
     };
     builder.with_defaults(&defaults).build()

@@ -46,14 +46,16 @@ impl AuditPolicy {
     /// Whether a request with `method` answered `status` is recorded. 401 and 403
     /// always are.
     pub fn records(&self, method: &Method, status: u16) -> bool {
+        self.records_label(crate::context::method_label(method), status)
+    }
+
+    /// [`records`](Self::records) for a method as an event writes it (`GET`,
+    /// `_OTHER`).
+    pub(crate) fn records_label(&self, method: &str, status: u16) -> bool {
         status == 401
             || status == 403
             || self.everything
             || (self.server_errors && status >= 500)
-            || (self.writes
-                && matches!(
-                    *method,
-                    Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-                ))
+            || (self.writes && matches!(method, "POST" | "PUT" | "PATCH" | "DELETE"))
     }
 }

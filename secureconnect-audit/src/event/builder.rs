@@ -1,69 +1,75 @@
 //! [`EventBuilder`]: the caller's fields, the request's defaults, and the cleaning of
 //! every text field when the event is built.
+//!
+//! The builder copies every text it is given into one buffer (see `text.rs`), which
+//! becomes the event's: an event costs one allocation, however many fields it has.
 
-use std::borrow::Cow;
+use std::borrow::Borrow;
 use std::net::IpAddr;
 
 use time::OffsetDateTime;
 
-use super::{
-    Actor, AuditEvent, FileInfo, HttpInfo, Outcome, Reason, Text, MAX_ACTION, MAX_ID,
-    MAX_REASON_CODE, MAX_REASON_TEXT, MAX_REQUEST_ID, MAX_RESOURCE, MAX_USER_AGENT, SCHEMA_VERSION,
-};
+use super::text::{Field, Texts};
+use super::{Actor, ActorKind, AuditEvent, FileInfo, Outcome, SCHEMA_VERSION};
 use crate::client_ip::ClientIp;
-use crate::sanitize::{clean_cow, clean_owned, without_query, Flags};
+use crate::sanitize::Flags;
+
+/// What the buffer of a typical event holds (an event with a long `User-Agent` grows
+/// it once).
+const CAPACITY: usize = 256;
 
 /// Builds an [`AuditEvent`]; [`build`](Self::build) cleans every field.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct EventBuilder {
-    action: Text,
     outcome: Outcome,
-    actor: Actor,
-    service: Option<Text>,
-    resource: Option<String>,
-    reason: Option<(Text, Text)>,
+    actor: ActorKind,
+    texts: Texts,
+    /// `truncated` for raw input cut before it was kept; `client_ip_unreadable`.
+    flags: Flags,
     client_ip: Option<IpAddr>,
-    /// The request's client address could not be read (flag `client_ip_unreadable`).
-    client_ip_unreadable: bool,
-    request_id: Option<String>,
-    client_request_id: Option<String>,
-    trace_id: Option<String>,
-    http: Option<HttpInfo>,
-    file: Option<FileInfo>,
-    user_agent: Option<String>,
+    status: Option<u16>,
+    file_size: Option<u64>,
 }
 
 /// What a request adds to an event built in its course: each is asked for only when
-/// the builder does not already have it, so nothing is computed for nothing.
+/// the builder does not already have it, so nothing is computed for nothing. The text
+/// ones hand their text to `set`, which copies it into the event's buffer.
 pub(crate) trait RequestDefaults {
     fn client_ip(&self) -> ClientIp;
-    fn request_id(&self) -> Option<String>;
-    fn client_request_id(&self) -> Option<String>;
-    fn trace_id(&self) -> Option<String>;
-    fn user_agent(&self) -> Option<String>;
-    fn service(&self) -> Option<Text>;
-    /// Method and route, when the builder has no [`HttpInfo`].
-    fn http(&self) -> (&'static str, String);
+    fn request_id(&self, set: impl FnOnce(&str));
+    fn client_request_id(&self, set: impl FnOnce(&str));
+    fn trace_id(&self, set: impl FnOnce(&str));
+    fn user_agent(&self, set: impl FnOnce(&str));
+    fn service(&self) -> Option<&str>;
+    /// Method and route, when the builder has no HTTP request.
+    fn http(&self, set: impl FnOnce(&'static str, &str));
 }
 
 impl EventBuilder {
-    pub(super) fn new(action: Text, outcome: Outcome) -> Self {
-        Self {
-            action,
+    pub(super) fn new(action: &str, outcome: Outcome) -> Self {
+        let mut builder = Self {
             outcome,
-            actor: Actor::Anonymous,
-            service: None,
-            resource: None,
-            reason: None,
+            actor: ActorKind::Anonymous,
+            texts: Texts::with_capacity(CAPACITY),
+            flags: Flags::default(),
             client_ip: None,
-            client_ip_unreadable: false,
-            request_id: None,
-            client_request_id: None,
-            trace_id: None,
-            http: None,
-            file: None,
-            user_agent: None,
+            status: None,
+            file_size: None,
+        };
+        builder.set(Field::Action, action);
+        builder
+    }
+
+    fn set(&mut self, field: Field, text: &str) {
+        self.texts.set(field, text, &mut self.flags);
+    }
+
+    fn set_trace_id(&mut self, id: &str) {
+        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            self.texts.set_with(Field::TraceId, |buf| {
+                buf.extend(id.chars().map(|c| c.to_ascii_lowercase()));
+            });
         }
     }
 
@@ -72,50 +78,68 @@ impl EventBuilder {
         if self.client_ip.is_none() {
             match request.client_ip() {
                 ClientIp::Known(ip) => self.client_ip = Some(ip),
-                ClientIp::Unreadable { .. } => self.client_ip_unreadable = true,
+                ClientIp::Unreadable { .. } => self.flags.client_ip_unreadable = true,
                 _ => {}
             }
         }
-        if self.request_id.is_none() {
-            self.request_id = request.request_id();
+        if !self.texts.has(Field::RequestId) {
+            request.request_id(|id| self.set(Field::RequestId, id));
         }
-        if self.client_request_id.is_none() {
-            self.client_request_id = request.client_request_id();
+        if !self.texts.has(Field::ClientRequestId) {
+            request.client_request_id(|id| self.set(Field::ClientRequestId, id));
         }
-        if self.trace_id.is_none() {
-            self.trace_id = request.trace_id();
+        if !self.texts.has(Field::TraceId) {
+            request.trace_id(|id| self.set_trace_id(id));
         }
-        if self.user_agent.is_none() {
-            self.user_agent = request.user_agent();
+        if !self.texts.has(Field::UserAgent) {
+            request.user_agent(|agent| self.set(Field::UserAgent, agent));
         }
-        if self.service.is_none() {
-            self.service = request.service();
+        if !self.texts.has(Field::Service) {
+            if let Some(service) = request.service() {
+                self.set(Field::Service, service);
+            }
         }
-        if self.http.is_none() {
-            let (method, route) = request.http();
-            self = self.http(method, route, None);
+        if !self.texts.has(Field::Method) {
+            request.http(|method, route| {
+                self.set(Field::Method, method);
+                self.set(Field::Route, route);
+            });
         }
         self
     }
 
-    /// Who acted (default [`Actor::Anonymous`]).
-    pub fn actor(mut self, actor: Actor) -> Self {
-        self.actor = actor;
+    /// Who acted (default [`Actor::Anonymous`]); an `Actor` or a reference to one.
+    pub fn actor(mut self, actor: impl Borrow<Actor>) -> Self {
+        match actor.borrow() {
+            Actor::User { id } => {
+                self.actor = ActorKind::User;
+                self.set(Field::ActorId, id);
+            }
+            Actor::Service { name } => {
+                self.actor = ActorKind::Service;
+                self.set(Field::ActorId, name);
+            }
+            Actor::Anonymous => {
+                self.actor = ActorKind::Anonymous;
+                self.texts.clear(Field::ActorId);
+            }
+        }
         self
     }
     /// The recording service's name.
-    pub fn service(mut self, service: impl Into<Text>) -> Self {
-        self.service = Some(service.into());
+    pub fn service(mut self, service: impl AsRef<str>) -> Self {
+        self.set(Field::Service, service.as_ref());
         self
     }
     /// What was acted on; a query string is dropped.
-    pub fn resource(mut self, resource: impl Into<String>) -> Self {
-        self.resource = Some(resource.into());
+    pub fn resource(mut self, resource: impl AsRef<str>) -> Self {
+        self.set(Field::Resource, resource.as_ref());
         self
     }
     /// Why, as a stable code and a text.
-    pub fn reason(mut self, code: impl Into<Text>, text: impl Into<Text>) -> Self {
-        self.reason = Some((code.into(), text.into()));
+    pub fn reason(mut self, code: impl AsRef<str>, text: impl AsRef<str>) -> Self {
+        self.set(Field::ReasonCode, code.as_ref());
+        self.set(Field::ReasonText, text.as_ref());
         self
     }
     /// The client's address.
@@ -124,99 +148,71 @@ impl EventBuilder {
         self
     }
     /// The server's request id.
-    pub fn request_id(mut self, id: impl Into<String>) -> Self {
-        self.request_id = Some(id.into());
+    pub fn request_id(mut self, id: impl AsRef<str>) -> Self {
+        self.set(Field::RequestId, id.as_ref());
         self
     }
     /// The request id the client sent.
-    pub fn client_request_id(mut self, id: impl Into<String>) -> Self {
-        self.client_request_id = Some(id.into());
+    pub fn client_request_id(mut self, id: impl AsRef<str>) -> Self {
+        self.set(Field::ClientRequestId, id.as_ref());
         self
     }
     /// The W3C trace id (32 hex digits); anything else is ignored.
-    pub fn trace_id(mut self, id: impl Into<String>) -> Self {
-        let id = id.into();
-        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            self.trace_id = Some(id.to_ascii_lowercase());
-        }
+    pub fn trace_id(mut self, id: impl AsRef<str>) -> Self {
+        self.set_trace_id(id.as_ref());
         self
     }
     /// The HTTP request.
     pub fn http(
         mut self,
-        method: impl Into<Text>,
-        route: impl Into<String>,
+        method: impl AsRef<str>,
+        route: impl AsRef<str>,
         status: Option<u16>,
     ) -> Self {
-        self.http = Some(HttpInfo {
-            method: method.into(),
-            route: route.into(),
-            status,
-        });
+        self.set(Field::Method, method.as_ref());
+        self.set(Field::Route, route.as_ref());
+        self.status = status;
         self
     }
-    /// The file.
-    pub fn file(mut self, file: FileInfo) -> Self {
-        self.file = Some(file);
+    /// The file; a [`FileInfo`] or a reference to one.
+    pub fn file(mut self, file: impl Borrow<FileInfo>) -> Self {
+        let file = file.borrow();
+        self.set(Field::FileId, &file.id);
+        for (field, text) in [
+            (Field::FileOwner, &file.owner),
+            (Field::FileName, &file.name),
+        ] {
+            match text {
+                Some(text) => self.set(field, text),
+                None => self.texts.clear(field),
+            }
+        }
+        self.file_size = file.size;
         self
     }
     /// The client's `User-Agent`.
-    pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
-        self.user_agent = Some(agent.into());
+    pub fn user_agent(mut self, agent: impl AsRef<str>) -> Self {
+        self.set(Field::UserAgent, agent.as_ref());
         self
     }
 
     /// Cleans every field and mints the id and time. The `seq` is set when the event
     /// is queued.
     pub fn build(self) -> AuditEvent {
-        let mut flags = Flags {
-            client_ip_unreadable: self.client_ip_unreadable,
-            ..Flags::default()
-        };
-        let f = &mut flags;
-        let opt = |v: Option<String>, max: usize, f: &mut Flags| v.map(|v| clean_owned(v, max, f));
-        let service = self.service.map(|v| clean_cow(v, MAX_ID, f));
-        let resource = self
-            .resource
-            .map(|r| clean_owned(without_query(r, f), MAX_RESOURCE, f));
-        let http = self.http.map(|h| HttpInfo {
-            method: clean_cow(h.method, 16, f),
-            route: clean_owned(without_query(h.route, f), MAX_RESOURCE, f),
-            status: h.status,
-        });
-        let file = self.file.map(|file| FileInfo {
-            id: clean_owned(file.id, MAX_ID, f),
-            owner: file.owner.map(|o| clean_owned(o, MAX_ID, f)),
-            name: file.name.map(|n| clean_owned(n, MAX_ID, f)),
-            size: file.size,
-        });
-        let reason = self.reason.map(|(code, text)| Reason {
-            code: clean_cow(code, MAX_REASON_CODE, f),
-            text: clean_cow(text, MAX_REASON_TEXT, f),
-        });
-        let event = AuditEvent {
+        let mut flags = self.flags;
+        let texts = self.texts.cleaned(&mut flags);
+        AuditEvent {
             schema_version: SCHEMA_VERSION,
             event_id: crate::ids::uuid_v7(),
             seq: 0,
             time: OffsetDateTime::now_utc(),
-            service,
-            actor: self.actor.cleaned(f),
-            action: clean_cow(self.action, MAX_ACTION, f),
-            resource,
             outcome: self.outcome,
-            reason,
+            actor: self.actor,
             client_ip: self.client_ip,
-            request_id: opt(self.request_id, MAX_REQUEST_ID, f),
-            client_request_id: opt(self.client_request_id, MAX_REQUEST_ID, f),
-            trace_id: self.trace_id,
-            http,
-            file,
-            user_agent: opt(self.user_agent, MAX_USER_AGENT, f),
-            flags: Vec::new(),
-        };
-        AuditEvent {
-            flags: flags.names().into_iter().map(Cow::Borrowed).collect(),
-            ..event
+            status: self.status,
+            file_size: self.file_size,
+            flags,
+            texts,
         }
     }
 }
