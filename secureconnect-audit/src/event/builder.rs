@@ -62,7 +62,7 @@ impl EventBuilder {
     }
 
     fn set(&mut self, field: Field, text: &str) {
-        self.texts.set(field, text, &mut self.flags);
+        self.texts.set(field, text);
     }
 
     fn set_trace_id(&mut self, id: &str) {

@@ -98,6 +98,9 @@ pub(crate) struct Texts {
     spans: [Span; FIELDS],
     /// Some bytes of the buffer belong to no field.
     stale: bool,
+    /// The fields whose raw input was cut when set (one bit per field): the event is
+    /// flagged `truncated` only if such a value is still there when it is cleaned.
+    cut: u16,
 }
 
 impl Texts {
@@ -106,6 +109,7 @@ impl Texts {
             buf: String::with_capacity(capacity),
             spans: [ABSENT; FIELDS],
             stale: false,
+            cut: 0,
         }
     }
 
@@ -122,6 +126,7 @@ impl Texts {
     pub(crate) fn clear(&mut self, field: Field) {
         self.stale |= self.has(field);
         self.spans[field as usize] = ABSENT;
+        self.cut &= !(1 << field as u16);
     }
 
     /// Sets `field` to what `write` appends to the buffer.
@@ -138,25 +143,31 @@ impl Texts {
     }
 
     /// Sets `field` to `text`, of which at most what cleaning would look at is kept
-    /// (more is cut off, and the event flagged `truncated`).
-    pub(crate) fn set(&mut self, field: Field, text: &str, flags: &mut Flags) {
+    /// (more is cut off, and the event flagged `truncated` when it is cleaned, unless
+    /// the field was set again or cleared meanwhile).
+    pub(crate) fn set(&mut self, field: Field, text: &str) {
         let max = field.max_raw();
-        let text = if text.len() > max {
-            flags.truncated = true;
+        let (text, cut) = if text.len() > max {
             let mut end = max;
             while !text.is_char_boundary(end) {
                 end -= 1;
             }
-            &text[..end]
+            (&text[..end], true)
         } else {
-            text
+            (text, false)
         };
         self.set_with(field, |buf| buf.push_str(text));
+        if cut && self.has(field) {
+            self.cut |= 1 << field as u16;
+        }
     }
 
     /// Every field cleaned (see [`crate::sanitize`]): the same buffer when no field
     /// needs a change (the usual case), else a new one.
     pub(crate) fn cleaned(self, flags: &mut Flags) -> Self {
+        if self.cut != 0 {
+            flags.truncated = true;
+        }
         let needs_work = Field::ALL.iter().any(|&field| {
             self.get(field)
                 .is_some_and(|text| needs_cleaning(field, text))
@@ -165,6 +176,7 @@ impl Texts {
             return self;
         }
         let mut out = Self::with_capacity(self.buf.len() + 16);
+        out.cut = self.cut;
         for field in Field::ALL {
             if let Some(text) = self.get(field) {
                 out.set_with(field, |buf| clean_into(buf, field, text, flags));
@@ -213,9 +225,9 @@ mod tests {
     fn fields_set_again_keep_their_last_value_and_cleaning_drops_the_rest() {
         let mut flags = Flags::default();
         let mut texts = Texts::with_capacity(8);
-        texts.set(Field::Resource, "/a", &mut flags);
-        texts.set(Field::Resource, "/b", &mut flags);
-        texts.set(Field::Action, "x", &mut flags);
+        texts.set(Field::Resource, "/a");
+        texts.set(Field::Resource, "/b");
+        texts.set(Field::Action, "x");
         assert_eq!(texts.get(Field::Resource), Some("/b"));
         let cleaned = texts.cleaned(&mut flags);
         assert_eq!(
@@ -229,10 +241,31 @@ mod tests {
     }
 
     #[test]
+    fn a_value_cut_then_replaced_does_not_flag_the_event_truncated() {
+        let huge = "x".repeat(Field::Resource.max_raw() + 10);
+        let mut flags = Flags::default();
+        let mut texts = Texts::with_capacity(0);
+        texts.set(Field::Resource, &huge);
+        texts.set(Field::Resource, "/ok");
+        texts.set(Field::ReasonText, &huge);
+        texts.clear(Field::ReasonText);
+        let cleaned = texts.cleaned(&mut flags);
+        assert_eq!(cleaned.get(Field::Resource), Some("/ok"));
+        assert!(!flags.truncated, "no value that was cut is left");
+
+        let mut flags = Flags::default();
+        let mut texts = Texts::with_capacity(0);
+        texts.set(Field::Resource, &huge);
+        let cleaned = texts.cleaned(&mut flags);
+        assert!(flags.truncated, "the cut value is kept");
+        assert!(cleaned.get(Field::Resource).unwrap().len() <= Field::Resource.max());
+    }
+
+    #[test]
     fn a_cleared_field_is_absent_and_an_empty_one_present() {
         let mut flags = Flags::default();
         let mut texts = Texts::with_capacity(0);
-        texts.set(Field::Service, "", &mut flags);
+        texts.set(Field::Service, "");
         assert_eq!(texts.get(Field::Service), Some(""));
         texts.clear(Field::Service);
         assert!(!texts.has(Field::Service));
@@ -243,10 +276,10 @@ mod tests {
     fn huge_input_is_cut_before_it_is_kept() {
         let mut flags = Flags::default();
         let mut texts = Texts::with_capacity(0);
-        texts.set(Field::ReasonText, &"é".repeat(1 << 20), &mut flags);
-        assert!(flags.truncated);
+        texts.set(Field::ReasonText, &"é".repeat(1 << 20));
         assert!(texts.buf.len() <= Field::ReasonText.max_raw());
         let cleaned = texts.cleaned(&mut flags);
+        assert!(flags.truncated);
         let text = cleaned.get(Field::ReasonText).unwrap_or_default();
         assert!(text.len() <= MAX_REASON_TEXT && text.starts_with('é'));
     }
@@ -255,9 +288,9 @@ mod tests {
     fn paths_lose_their_query_and_other_fields_keep_it() {
         let mut flags = Flags::default();
         let mut texts = Texts::with_capacity(0);
-        texts.set(Field::Route, "/f?token=x", &mut flags);
-        texts.set(Field::Resource, "/g?", &mut flags);
-        texts.set(Field::ReasonText, "why?", &mut flags);
+        texts.set(Field::Route, "/f?token=x");
+        texts.set(Field::Resource, "/g?");
+        texts.set(Field::ReasonText, "why?");
         let cleaned = texts.cleaned(&mut flags);
         assert_eq!(cleaned.get(Field::Route), Some("/f?[redacted]"));
         assert_eq!(cleaned.get(Field::Resource), Some("/g"));
