@@ -11,7 +11,8 @@
 //!
 //! - `secureconnect stack` is the stack of the reference services, built by the same
 //!   function they use (`secureconnect_examples::kit::service_stack`): audit (minting
-//!   the request id), request-id propagation, the request span, request metrics.
+//!   the request id and giving it back on the response), the request span, request
+//!   metrics.
 //! - `peer stack` is tower-http's `SetRequestId` (UUID v4) and `PropagateRequestId`,
 //!   tower-http's `TraceLayer`, and axum-prometheus.
 //!

@@ -19,7 +19,6 @@ use secureconnect_obs::{
 };
 use secureconnect_redis_fallback::RedisClient;
 use tower::ServiceBuilder;
-use tower_http::request_id::PropagateRequestIdLayer;
 
 use crate::config::Config;
 use crate::error::{chain, ApiError};
@@ -233,8 +232,9 @@ impl Kit {
 }
 
 /// The layers of every reference service around `router`, outermost first: the audit
-/// layer (it mints the request id the layers inside carry, and needs a body type it can
-/// answer `503` with in fail-closed mode), request-id propagation, the request's span and
+/// layer (it mints the request id the layers inside carry and gives it back in the
+/// response's `X-Request-Id`, and needs a body type it can answer `503` with in
+/// fail-closed mode), the request's span and
 /// trace context (`traceparent` continued or a trace started; the metrics inside read it
 /// for exemplars) and request metrics. What the handlers need travels in their routers'
 /// state, not in the request's extensions (an extension is an allocation and a hash-map
@@ -256,7 +256,6 @@ pub fn service_stack(
                     .service_name(name)
                     .trusted_proxies(proxies),
             ))
-            .layer(PropagateRequestIdLayer::x_request_id())
             .layer(RequestTraceLayer::new(
                 RequestTraceConfig::default().component(name),
             ))

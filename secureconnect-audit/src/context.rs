@@ -193,6 +193,18 @@ impl RequestContext {
         }
     }
 
+    /// Gives the client the request id the layer minted: into the response's
+    /// `X-Request-Id`, unless the service inside set one.
+    pub(crate) fn echo_request_id(&self, headers: &mut http::HeaderMap) {
+        if let RequestId::Minted(id) = &self.request_id {
+            if let http::header::Entry::Vacant(entry) = headers.entry(X_REQUEST_ID) {
+                if let Some(value) = crate::ids::header_value(*id) {
+                    entry.insert(value);
+                }
+            }
+        }
+    }
+
     /// Takes the room reserved for this request, if it is still there.
     pub(crate) fn take_reserved(&self) -> bool {
         self.reserved.load(Ordering::Relaxed) && self.reserved.swap(false, Ordering::AcqRel)

@@ -116,11 +116,77 @@ async fn client_request_ids_are_kept_apart_and_cleaned() {
         Some("abc\\u{0009}def\\u{fffd}")
     );
     assert!(events[2].has_flag("escaped"));
-    // Without tower-http's propagation layer the id is not echoed, but the event has it.
-    assert!(
-        server_id.is_none()
-            || server_id.as_ref().and_then(|v| v.to_str().ok()) == events[0].request_id()
+    // The minted id goes back to the client, and it is the event's.
+    assert_eq!(
+        server_id.as_ref().and_then(|v| v.to_str().ok()),
+        events[0].request_id()
     );
+}
+
+#[tokio::test]
+async fn the_minted_request_id_is_echoed_unless_the_service_set_one_or_ids_are_not_owned() {
+    use axum::routing::get;
+    use secureconnect_audit::{AuditConfig, AuditLayer, AuditPipeline, MemorySink};
+    use tower::ServiceExt;
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let pipeline = AuditPipeline::new(
+        MemorySink::new(),
+        AuditPipelineConfig::default(),
+        &mut registry,
+    )
+    .unwrap();
+    let app = |config: AuditConfig| {
+        axum::Router::new()
+            .route("/plain", get(|| async { "ok" }))
+            .route(
+                "/own",
+                get(|| async { ([("x-request-id", "set-by-the-service")], "ok") }),
+            )
+            .layer(AuditLayer::new(pipeline.clone(), config))
+    };
+    let get = |path: &str, client_id: &str| {
+        http::Request::get(path)
+            .header("x-request-id", client_id)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let ids = |response: &http::Response<axum::body::Body>| {
+        response
+            .headers()
+            .get_all("x-request-id")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+
+    let owned = app(AuditConfig::default());
+    let a = owned
+        .clone()
+        .oneshot(get("/plain", "client"))
+        .await
+        .unwrap();
+    let b = owned
+        .clone()
+        .oneshot(get("/plain", "client"))
+        .await
+        .unwrap();
+    let (a, b) = (ids(&a), ids(&b));
+    assert_eq!(a.len(), 1, "one id: {a:?}");
+    assert_ne!(a[0], "client", "the client's id is not the server's");
+    assert!(uuid::Uuid::parse_str(&a[0]).is_ok_and(|id| id.get_version_num() == 7));
+    assert_ne!(a, b, "one id per request");
+    let own = owned.oneshot(get("/own", "client")).await.unwrap();
+    assert_eq!(
+        ids(&own),
+        ["set-by-the-service"],
+        "the service's own id is kept"
+    );
+
+    let not_owned = app(AuditConfig::default().request_ids(false));
+    let plain = not_owned.oneshot(get("/plain", "front")).await.unwrap();
+    assert!(ids(&plain).is_empty(), "the response is left as it is");
+    pipeline.shutdown(std::time::Duration::from_secs(5));
 }
 
 #[tokio::test]

@@ -9,9 +9,12 @@ use crate::{AuditPolicy, TrustedProxies};
 /// By default it records 401 and 403 only ([`AuditPolicy::denials_only`]), trusts no
 /// proxy, writes no service name, and owns request ids: a client's `X-Request-Id` is
 /// taken off the request (kept, cleaned, as `client_request_id`) and replaced by a
-/// server-minted UUID v7, which tower-http's request-id layers and the logs then carry
-/// (put the layer outside them). With [`request_ids(false)`](Self::request_ids), the
-/// `X-Request-Id` it sees is trusted as the server's (set by a layer in front of it).
+/// server-minted UUID v7, which the layers inside and the logs then carry (put the layer
+/// outside them); the response carries it back in `X-Request-Id` unless the service set
+/// one itself (what tower-http's `PropagateRequestIdLayer` would do, without a layer of
+/// its own). With [`request_ids(false)`](Self::request_ids), the `X-Request-Id` it sees
+/// is trusted as the server's (set by a layer in front of it) and the response is left
+/// as it is.
 ///
 /// ```
 /// use secureconnect_audit::{AuditConfig, AuditPolicy};

@@ -115,6 +115,8 @@ where
             return Poll::Ready(Ok(response));
         };
         let ctx = held.get();
+        let mut response = response;
+        ctx.echo_request_id(response.headers_mut());
         let status = response.status().as_u16();
         let shared = ctx.shared();
         // One event per denial: an Auditor already recorded this one.
