@@ -254,6 +254,19 @@ impl Comparison {
         )
     }
 
+    /// With ÷ without, over every HTTP request but the logins.
+    pub fn non_login_ratios(&self) -> Ratios {
+        let (with, with_secs) = self.side(true);
+        let (without, without_secs) = self.side(false);
+        let (mut a, mut b) = (with.non_login(), without.non_login());
+        ratios(
+            rate(a.requests(), with_secs),
+            rate(b.requests(), without_secs),
+            a.percentile(99.0),
+            b.percentile(99.0),
+        )
+    }
+
     /// The overall throughput ratio of each (with, without) pair of windows in run
     /// order: how much the ratio scatters between neighbouring windows.
     pub fn pair_throughput_ratios(&self) -> Vec<f64> {
@@ -412,6 +425,8 @@ mod tests {
         };
         let all = c.ratios(None);
         assert!((all.throughput - (20.0 / 50.0)).abs() < 1e-9, "{all:?}");
+        let non_login = c.non_login_ratios();
+        assert!((non_login.p99 - 2.0).abs() < 1e-9, "{non_login:?}");
         let reads = c.ratios(Some(Class::ConversationRead));
         assert!(
             (reads.throughput - (19.8 / 49.75)).abs() < 1e-9,
