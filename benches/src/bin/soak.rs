@@ -15,7 +15,9 @@
 //! the gateway and through a second gateway built without the metrics and audit layers
 //! (`SC_LAYERS=off`), each window's first second of warm-up left out. Latencies,
 //! counts and errors are kept per request class ([`secureconnect_benches::mix`]), and
-//! every service's peak and final RSS is read from `/proc/<pid>/status`. Progress goes
+//! every service's peak and final RSS is read from `/proc/<pid>/status`; a gap over a
+//! second in the harness's own scheduling (a paused or starved process) is reported,
+//! since the latencies across it include it. Progress goes
 //! to stderr every 5 s; the Markdown summary to stdout and, with the timeline of the
 //! load drawn as an SVG (requests, p50 and p99, 5xx per second, the fault windows
 //! shaded), to `summary.md` and `timeline.svg` in `--out` (default `target/soak`).
@@ -626,6 +628,29 @@ async fn window(
     window
 }
 
+/// Watches the harness's own scheduling: every gap over a second between two ticks of
+/// 100 ms (the process paused with SIGSTOP, or starved of CPU) is pushed to the list,
+/// since the latencies measured across it include it.
+fn watch_stalls() -> (Arc<Mutex<Vec<Duration>>>, tokio::task::JoinHandle<()>) {
+    let stalls = Arc::new(Mutex::new(Vec::new()));
+    let task = tokio::spawn({
+        let stalls = stalls.clone();
+        async move {
+            let mut last = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = Instant::now();
+                let gap = now - last;
+                if gap > Duration::from_secs(1) {
+                    stalls.lock().unwrap_or_else(|e| e.into_inner()).push(gap);
+                }
+                last = now;
+            }
+        }
+    });
+    (stalls, task)
+}
+
 const USAGE: &str =
     "usage: soak [--duration SECONDS] [--concurrency N] [--windows N] [--window SECONDS] [--out DIR]";
 
@@ -778,6 +803,7 @@ async fn main() {
         }));
     }
 
+    let (stalls, stall_watch) = watch_stalls();
     let start = Instant::now();
     let shared = Arc::new(Shared::new(start, true));
 
@@ -922,6 +948,9 @@ async fn main() {
             .push(window(target, layers, &users, concurrency, length).await);
     }
 
+    stall_watch.abort();
+    let stalls = std::mem::take(&mut *stalls.lock().unwrap_or_else(|e| e.into_inner()));
+
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut audit = audit_before_restarts;
     for s in &services {
@@ -960,6 +989,23 @@ async fn main() {
         soak_elapsed.as_secs_f64(),
         soak_requests as f64 / soak_elapsed.as_secs_f64()
     );
+    if stalls.is_empty() {
+        let _ = writeln!(
+            md,
+            "The harness ran throughout (no gap over 1 s in its own scheduling).\n"
+        );
+    } else {
+        let total: Duration = stalls.iter().sum();
+        let _ = writeln!(
+            md,
+            "**The harness itself did not run for {:.1} s ({} gap{} over 1 s, the longest {:.1} s): \
+             it was paused or starved of CPU, and the latencies measured across a gap include it.**\n",
+            total.as_secs_f64(),
+            stalls.len(),
+            if stalls.len() == 1 { "" } else { "s" },
+            stalls.iter().max().copied().unwrap_or_default().as_secs_f64()
+        );
+    }
     let _ = writeln!(
         md,
         "| phase | requests | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|"
