@@ -13,6 +13,7 @@ use secureconnect_audit::{
     AuditConfig, AuditEvent, AuditLayer, AuditPipeline, AuditPipelineConfig, AuditSink, FileSink,
     FileSinkConfig, Format, TracingSink, TrustedProxies,
 };
+use secureconnect_obs::logging::LogGuard;
 use secureconnect_obs::{
     HttpMetricsConfig, HttpMetricsLayer, MatchedPathRoute, MetricsEndpointConfig, MetricsService,
     RequestTraceConfig, RequestTraceLayer,
@@ -104,7 +105,8 @@ impl Kit {
     }
 
     /// Sets up the common parts of service `name`; `sessions` is what the process knows
-    /// about sessions, shared by the services it runs.
+    /// about sessions, shared by the services it runs; `logs` is the process's log
+    /// output, whose `log_lines_dropped_total` the service's `/metrics` shows.
     ///
     /// # Errors
     ///
@@ -114,8 +116,10 @@ impl Kit {
         config: &Config,
         jwt_secret: &str,
         sessions: &LocalSessions,
+        logs: &LogGuard,
     ) -> Result<Self, String> {
         let mut registry = Registry::default();
+        logs.register_metrics(&mut registry);
         let metrics = HttpMetricsLayer::new(
             HttpMetricsConfig::default().const_label("service", name),
             &mut registry,

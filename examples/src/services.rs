@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::Router;
+use secureconnect_obs::logging::LogGuard;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -45,7 +46,8 @@ impl ServiceKind {
     }
 }
 
-/// Builds one service's router; `sessions` is shared by the services of the process.
+/// Builds one service's router; `sessions` is shared by the services of the process,
+/// `logs` is the process's log output (its metrics go on the service's `/metrics`).
 ///
 /// # Errors
 ///
@@ -55,8 +57,9 @@ pub async fn build(
     config: &Config,
     jwt_secret: &str,
     sessions: &LocalSessions,
+    logs: &LogGuard,
 ) -> Result<(Router, Running), String> {
-    let mut kit = Kit::new(kind.name(), config, jwt_secret, sessions).await?;
+    let mut kit = Kit::new(kind.name(), config, jwt_secret, sessions, logs).await?;
     let app = match kind {
         ServiceKind::Auth => {
             let db = kit.open_db(config, auth::migrations()).await?;
@@ -83,12 +86,17 @@ pub async fn build(
 }
 
 /// Runs `kinds` until SIGINT or SIGTERM, then drains connections and flushes the audit
-/// trails.
+/// trails; `logs` is the process's log output.
 ///
 /// # Errors
 ///
 /// A message for a malformed configuration, an address in use, or a server failure.
-pub async fn run(kinds: &[ServiceKind], config: &Config, jwt_secret: &str) -> Result<(), String> {
+pub async fn run(
+    kinds: &[ServiceKind],
+    config: &Config,
+    jwt_secret: &str,
+    logs: &LogGuard,
+) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
     let mut running = Vec::new();
@@ -97,7 +105,7 @@ pub async fn run(kinds: &[ServiceKind], config: &Config, jwt_secret: &str) -> Re
     for &kind in kinds {
         let addr = kind.addr(config);
         let listener = bind(kind.name(), addr).await?;
-        let (router, handle) = build(kind, config, jwt_secret, &sessions).await?;
+        let (router, handle) = build(kind, config, jwt_secret, &sessions, logs).await?;
         running.push(handle);
         let mut stop = stop_rx.clone();
         eprintln!("{} listening on http://{addr}", kind.name());
@@ -135,7 +143,7 @@ pub async fn main(
 ) -> std::process::ExitCode {
     let result = async {
         let config = Config::from_env().map_err(|e| e.to_string())?;
-        let _logs = secureconnect_obs::LogConfig::from_env(log_name)
+        let logs = secureconnect_obs::LogConfig::from_env(log_name)
             .and_then(secureconnect_obs::logging::init)
             .map_err(|e| crate::error::chain(&e))?;
         let secret = match (&config.jwt_secret, all_in_one) {
@@ -146,7 +154,7 @@ pub async fn main(
             }
             (None, false) => config.require_jwt_secret().map_err(|e| e.to_string())?,
         };
-        run(kinds, &config, &secret).await
+        run(kinds, &config, &secret, &logs).await
     }
     .await;
     match result {

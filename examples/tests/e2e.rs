@@ -148,6 +148,13 @@ async fn files_through_the_gateway_with_denials_audited_and_metrics_everywhere()
             )),
             "{service} /metrics lacks RED metrics:\n{text}"
         );
+        // The process's log output reports its drops on every service's /metrics; stdout
+        // goes to a file here, which keeps up.
+        assert_eq!(
+            sample(&text, "log_lines_dropped_total", &[]),
+            Some(0.0),
+            "{service} /metrics lacks log_lines_dropped_total:\n{text}"
+        );
     }
 }
 

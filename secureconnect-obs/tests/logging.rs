@@ -277,3 +277,207 @@ fn fields_named_as_json_fields_are_nested() {
     let lines = out.lines();
     assert_eq!(lines[0]["order"]["items"][1], 2);
 }
+
+/// The keys of a JSON object line in the order written, duplicates included (a
+/// `serde_json::Value` would keep only one of them).
+fn keys_in_order(line: &str) -> Vec<String> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(line);
+    serde::Deserializer::deserialize_map(&mut de, Keys).unwrap()
+}
+
+/// The raw text written, checked to be whole lines with nothing a reader could take for
+/// a line break inside one.
+fn raw_lines(out: &Capture) -> Vec<String> {
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).expect("UTF-8 output");
+    assert!(text.is_empty() || text.ends_with('\n'), "a line was cut");
+    for separator in ['\r', '\u{2028}', '\u{2029}', '\u{85}'] {
+        assert!(!text.contains(separator), "raw {separator:?} in {text:?}");
+    }
+    text.lines().map(str::to_owned).collect()
+}
+
+#[derive(Debug)]
+struct Failure(&'static str);
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "failed: {}", self.0)
+    }
+}
+impl std::error::Error for Failure {}
+
+#[test]
+fn hostile_values_make_one_valid_line_each_and_read_back_unchanged() {
+    let hostile = [
+        "quote \" backslash \\ end",
+        "newline\nreturn\r\ntab\tform\u{c}back\u{8}",
+        "nul \u{0} escape \u{1b}[31m bell \u{7} del \u{7f}",
+        "separators \u{2028} and \u{2029} and next line \u{85}",
+        "{\"level\":\"ERROR\",\"message\":\"forged\"}\n{\"injected\":true}",
+        "bidi \u{202e} emoji 🦀 accents é",
+    ];
+    let long = "x\"\n".repeat(100_000);
+    let (out, subscriber) = capture("edge\"\nservice");
+    tracing::subscriber::with_default(subscriber, || {
+        for text in hostile.iter().copied().chain([long.as_str()]) {
+            let span = tracing::info_span!(
+                "request",
+                url_path = text,
+                request_id = tracing::field::Empty
+            );
+            let _entered = span.enter();
+            span.record("request_id", text);
+            tracing::info!(
+                target: "hostile",
+                header = text,
+                debugged = ?text,
+                error = &Failure("x\ny") as &(dyn std::error::Error + 'static),
+                "{text}"
+            );
+        }
+    });
+    let raw = raw_lines(&out);
+    assert_eq!(raw.len(), hostile.len() + 1, "one line per event");
+    for (line, text) in raw
+        .iter()
+        .zip(hostile.iter().copied().chain([long.as_str()]))
+    {
+        let value: Value = serde_json::from_str(line).expect("valid JSON");
+        assert_eq!(value["service"], "edge\"\nservice");
+        assert_eq!(value["message"], text);
+        assert_eq!(value["url_path"], text);
+        assert_eq!(value["request_id"], text);
+        assert_eq!(value["header"], text);
+        assert_eq!(value["debugged"], format!("{text:?}"));
+        assert_eq!(value["error"], "failed: x\ny");
+        let keys = keys_in_order(line);
+        assert_eq!(keys.len(), 10, "no key twice: {keys:?}");
+    }
+}
+
+#[test]
+fn fields_keep_the_documented_order_and_later_ones_win() {
+    let (out, subscriber) = capture("auth");
+    tracing::subscriber::with_default(subscriber, || {
+        let outer = tracing::info_span!("outer", a = 1, shared = "outer", message = "span text");
+        let _o = outer.enter();
+        let inner =
+            tracing::info_span!("inner", b = 2, shared = "inner", c = tracing::field::Empty);
+        let _i = inner.enter();
+        // Recorded again: replaced, not repeated.
+        for n in 0..100 {
+            inner.record("c", n);
+        }
+        inner.record("b", "two");
+        tracing::info!(z = true, shared = "event", message_count = 1, "done");
+        tracing::info!(message = 5);
+    });
+    let raw = raw_lines(&out);
+    assert_eq!(
+        keys_in_order(&raw[0]),
+        [
+            "timestamp",
+            "level",
+            "message",
+            "target",
+            "service",
+            "a",
+            "fields.message",
+            "b",
+            "c",
+            "z",
+            "shared",
+            "message_count"
+        ]
+    );
+    let lines = out.lines();
+    assert_eq!(lines[0]["shared"], "event");
+    assert_eq!(lines[0]["b"], "two");
+    assert_eq!(lines[0]["c"], 99);
+    assert_eq!(lines[0]["fields.message"], "span text");
+    assert_eq!(lines[0]["message"], "done");
+    assert_eq!(lines[1]["shared"], "inner");
+    assert_eq!(lines[1]["message"], "5", "a message is always a string");
+    assert_eq!(keys_in_order(&raw[1]).len(), 10);
+}
+
+#[test]
+fn numbers_that_json_cannot_hold_are_null() {
+    let (out, subscriber) = capture("auth");
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!(
+            nan = f64::NAN,
+            inf = f64::INFINITY,
+            big = u64::MAX,
+            small = i64::MIN,
+            "n"
+        );
+    });
+    let lines = out.lines();
+    assert!(
+        lines[0]["nan"].is_null() && lines[0]["inf"].is_null(),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[0]["big"], u64::MAX);
+    assert_eq!(lines[0]["small"], i64::MIN);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_request_headers_and_paths_make_valid_lines() {
+    use secureconnect_obs::{RequestTraceConfig, RequestTraceLayer};
+    use tower::ServiceExt;
+
+    let (out, subscriber) = capture("gateway");
+    let _default = tracing::subscriber::set_default(subscriber);
+    let app = Router::new()
+        .route("/files/{name}", get(|| async { "ok" }))
+        .layer(RequestTraceLayer::new(
+            RequestTraceConfig::default().component("edge"),
+        ));
+    let long_id = "\"\\".repeat(20_000);
+    let cases = [
+        ("/files/a%22b%0A%E2%80%A8", "quote\"back\\slash\ttab"),
+        ("/files/%00%1b", long_id.as_str()),
+        ("/nowhere/{x}", "{\"level\":\"ERROR\"}"),
+    ];
+    for (path, id) in cases {
+        let request = http::Request::get(path)
+            .header("x-request-id", id)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert!(response.status().as_u16() < 500);
+    }
+    let raw = raw_lines(&out);
+    assert_eq!(raw.len(), cases.len(), "{raw:?}");
+    for (line, (path, id)) in raw.iter().zip(cases) {
+        let value: Value = serde_json::from_str(line).expect("valid JSON");
+        assert_eq!(value["message"], "request finished");
+        assert_eq!(value["request_id"], id);
+        assert_eq!(value["url_path"], path);
+        assert_eq!(value["component"], "edge");
+        assert!(value["http_response_status_code"].is_u64(), "{value}");
+        let keys = keys_in_order(line);
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(keys.len(), unique.len(), "no key twice: {keys:?}");
+    }
+}

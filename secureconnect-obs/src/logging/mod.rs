@@ -23,8 +23,9 @@
 //! then the fields of the spans the event is in (outermost first, so `request_id` set
 //! on a request span appears on every line of that request), then the event's own
 //! fields, later ones replacing earlier ones of the same name. A field that would clash
-//! with the five fixed keys is written as `fields.<name>`. Values are escaped by
-//! `serde_json`, so a field holding newlines still yields exactly one line. An event
+//! with the five fixed keys is written as `fields.<name>`. Values are escaped as JSON
+//! requires, and U+2028, U+2029 and the C1 controls too, so a field holding newlines or
+//! control characters still yields exactly one line for every reader. An event
 //! field named `audit_event` (secureconnect-audit's `TracingSink`), or one named with
 //! [`LogConfig::json_field`], whose text is one JSON document is written as that
 //! document, a nested object, so collectors parse it once:
