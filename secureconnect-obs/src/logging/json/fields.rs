@@ -62,27 +62,41 @@ impl Fields {
     }
 
     /// Writes field `name`'s member with `value` (which appends the JSON value).
+    ///
+    /// The new member is written first and the old one removed only then: `value` runs
+    /// the application's `Debug`/`Display`, and if it panics (and the span lives on) the
+    /// entries still point at whole members (the half-written one at the end belongs to
+    /// none).
     fn set(&mut self, name: &'static str, value: impl FnOnce(&mut Vec<u8>)) {
-        if let Some(at) = self.entries.iter().position(|e| e.name == name) {
-            // Recorded again: the old member goes, the others move down.
-            let old = self.entries[at];
-            self.bytes.drain(old.start as usize..old.end as usize);
-            let removed = old.end - old.start;
-            for entry in &mut self.entries {
-                if entry.start >= old.end {
-                    entry.start -= removed;
-                    entry.end -= removed;
-                }
-            }
-            let (start, end) = self.append(name, value);
-            self.entries[at] = Entry { name, start, end };
-        } else {
-            let (start, end) = self.append(name, value);
+        let at = self.entries.iter().position(|e| e.name == name);
+        let Some((start, end)) = self.append(name, value) else {
+            // Too big to keep: the field keeps its earlier value, if any.
+            return;
+        };
+        let Some(at) = at else {
             self.entries.push(Entry { name, start, end });
+            return;
+        };
+        // Recorded again: the old member goes, the ones after it move down (the new
+        // one among them).
+        let old = self.entries[at];
+        self.bytes.drain(old.start as usize..old.end as usize);
+        let removed = old.end - old.start;
+        for entry in &mut self.entries {
+            if entry.start >= old.end {
+                entry.start -= removed;
+                entry.end -= removed;
+            }
         }
+        self.entries[at] = Entry {
+            name,
+            start: start - removed,
+            end: end - removed,
+        };
     }
 
-    fn append(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>)) -> (u32, u32) {
+    /// Appends the member; `None` (and nothing appended) past 4 GiB.
+    fn append(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>)) -> Option<(u32, u32)> {
         let start = self.bytes.len();
         if FIXED_KEYS.contains(&name) {
             self.bytes.extend_from_slice(b"\"fields.");
@@ -95,10 +109,10 @@ impl Fields {
         value(&mut self.bytes);
         // A span's fields stay far below 4 GiB; past that, a field is left out.
         match (u32::try_from(start), u32::try_from(self.bytes.len())) {
-            (Ok(start), Ok(end)) => (start, end),
+            (Ok(start), Ok(end)) => Some((start, end)),
             _ => {
                 self.bytes.truncate(start);
-                (0, 0)
+                None
             }
         }
     }
@@ -204,8 +218,18 @@ impl<'a> Recorder<'a> {
 /// `text` as JSON to embed, if it is exactly one JSON document without a line break
 /// (a raw line break can only be whitespace between its tokens, and would cut the
 /// line); surrounding whitespace left out.
+///
+/// Nor with U+2028, U+2029 or a C1 control (NEL among them), which JSON allows raw in a
+/// string but some readers take for a line break: such a text is written as an escaped
+/// string instead.
 fn embeddable(text: &str) -> Option<&str> {
-    if text.bytes().any(|b| b == b'\n' || b == b'\r') {
+    let breaks = |c: char| {
+        matches!(
+            c,
+            '\n' | '\r' | '\u{2028}' | '\u{2029}' | '\u{80}'..='\u{9f}'
+        )
+    };
+    if text.bytes().any(|b| b == b'\n' || b == b'\r' || b >= 0x80) && text.chars().any(breaks) {
         return None;
     }
     serde_json::from_str::<&RawValue>(text)
@@ -260,4 +284,61 @@ impl Visit for Recorder<'_> {
 /// `otel.name`, `otel.kind`, …: instructions to the OpenTelemetry layer, not data.
 fn skipped(field: &Field) -> bool {
     field.name().starts_with("otel.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(fields: &Fields) -> String {
+        let parts: Vec<String> = fields
+            .entries()
+            .iter()
+            .map(|e| String::from_utf8(fields.member(e).to_vec()).unwrap())
+            .collect();
+        format!("{{{}}}", parts.join(","))
+    }
+
+    #[test]
+    fn a_field_recorded_again_replaces_its_member_in_place() {
+        let mut fields = Fields::default();
+        fields.set("a", |out| out.extend_from_slice(b"1"));
+        fields.set("b", |out| out.extend_from_slice(b"\"first\""));
+        fields.set("c", |out| out.extend_from_slice(b"3"));
+        fields.set("b", |out| out.extend_from_slice(b"\"second, longer\""));
+        fields.set("a", |out| out.extend_from_slice(b"10"));
+        assert_eq!(members(&fields), r#"{"a":10,"b":"second, longer","c":3}"#);
+    }
+
+    #[test]
+    fn a_value_that_panics_while_recorded_again_leaves_every_member_whole() {
+        let mut fields = Fields::default();
+        fields.set("a", |out| out.extend_from_slice(b"1"));
+        fields.set("b", |out| out.extend_from_slice(b"\"first\""));
+        fields.set("c", |out| out.extend_from_slice(b"3"));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            fields.set("b", |out| {
+                out.extend_from_slice(b"\"half");
+                panic!("a Debug impl panics");
+            });
+        }));
+        assert!(panicked.is_err());
+        let line = members(&fields);
+        assert_eq!(line, r#"{"a":1,"b":"first","c":3}"#, "the old value stays");
+        fields.set("b", |out| out.extend_from_slice(b"\"again\""));
+        fields.set("c", |out| out.extend_from_slice(b"4"));
+        let line = members(&fields);
+        assert_eq!(line, r#"{"a":1,"b":"again","c":4}"#);
+        serde_json::from_str::<serde_json::Value>(&line).unwrap();
+    }
+
+    #[test]
+    fn json_with_a_line_separator_inside_is_not_embedded() {
+        assert_eq!(embeddable(r#" {"a":"x"} "#), Some(r#"{"a":"x"}"#));
+        assert_eq!(embeddable(r#"{"a":"é🦀"}"#), Some(r#"{"a":"é🦀"}"#));
+        for separator in ['\n', '\r', '\u{2028}', '\u{2029}', '\u{85}', '\u{9f}'] {
+            let text = format!("{{\"a\":\"x{separator}y\"}}");
+            assert_eq!(embeddable(&text), None, "{separator:?}");
+        }
+    }
 }
