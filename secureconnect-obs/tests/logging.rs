@@ -481,3 +481,51 @@ async fn hostile_request_headers_and_paths_make_valid_lines() {
         assert_eq!(keys.len(), unique.len(), "no key twice: {keys:?}");
     }
 }
+
+/// A `Debug` that panics, or that logs while it is being recorded.
+struct Awkward {
+    panics: bool,
+}
+impl std::fmt::Debug for Awkward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.panics {
+            panic!("a Debug impl panics");
+        }
+        tracing::info!("logged from inside a Debug");
+        f.write_str("awkward")
+    }
+}
+
+#[test]
+fn a_field_whose_debug_panics_or_logs_when_recorded_leaves_the_span_usable() {
+    let (out, subscriber) = capture("auth");
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!(
+            "request",
+            a = 1,
+            b = tracing::field::Empty,
+            c = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            span.record("b", tracing::field::debug(Awkward { panics: true }));
+        }));
+        assert!(panicked.is_err());
+        // The span still works: no poisoned lock, no half-written field.
+        span.record("b", "after the panic");
+        span.record("c", tracing::field::debug(Awkward { panics: false }));
+        tracing::info!("done");
+    });
+    let lines: Vec<Value> = raw_lines(&out)
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("valid JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["message"], "logged from inside a Debug");
+    assert_eq!(lines[0]["b"], "after the panic");
+    let done = &lines[1];
+    assert_eq!(done["message"], "done");
+    assert_eq!(done["a"], 1);
+    assert_eq!(done["b"], "after the panic");
+    assert_eq!(done["c"], "awkward");
+}

@@ -73,6 +73,25 @@ impl Fields {
             // Too big to keep: the field keeps its earlier value, if any.
             return;
         };
+        self.place(name, at, start, end);
+    }
+
+    /// Takes `other`'s members, each replacing the member of the same name.
+    pub(super) fn merge(&mut self, other: &Fields) {
+        for entry in &other.entries {
+            let at = self.entries.iter().position(|e| e.name == entry.name);
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(other.member(entry));
+            match (u32::try_from(start), u32::try_from(self.bytes.len())) {
+                (Ok(start), Ok(end)) => self.place(entry.name, at, start, end),
+                _ => self.bytes.truncate(start),
+            }
+        }
+    }
+
+    /// Records the member just appended at `start..end` as field `name`'s, replacing
+    /// the entry `at` if the field had one.
+    fn place(&mut self, name: &'static str, at: Option<usize>, start: u32, end: u32) {
         let Some(at) = at else {
             self.entries.push(Entry { name, start, end });
             return;
@@ -330,6 +349,18 @@ mod tests {
         let line = members(&fields);
         assert_eq!(line, r#"{"a":1,"b":"again","c":4}"#);
         serde_json::from_str::<serde_json::Value>(&line).unwrap();
+    }
+
+    #[test]
+    fn merged_fields_replace_those_of_the_same_name_and_add_the_others() {
+        let mut span = Fields::default();
+        span.set("a", |out| out.extend_from_slice(b"1"));
+        span.set("b", |out| out.extend_from_slice(b"2"));
+        let mut recorded = Fields::default();
+        recorded.set("b", |out| out.extend_from_slice(b"\"two\""));
+        recorded.set("c", |out| out.extend_from_slice(b"3"));
+        span.merge(&recorded);
+        assert_eq!(members(&span), r#"{"a":1,"b":"two","c":3}"#);
     }
 
     #[test]

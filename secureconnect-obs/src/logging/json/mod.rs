@@ -130,6 +130,33 @@ impl Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// The fields of one `record` call, before they join their span's.
+    static RECORDED: RefCell<Fields> = RefCell::new(Fields::default());
+}
+
+/// Runs `f` with this thread's reused [`Fields`] for a `record` call, emptied; with a
+/// fresh one when it is in use (a `record` from inside a `Debug` being recorded) or
+/// gone (the thread is ending).
+fn with_recorded(f: impl FnOnce(&mut Fields)) {
+    let mut f = Some(f);
+    let mut run = |fields: &mut Fields| {
+        if let Some(f) = f.take() {
+            fields.clear();
+            f(fields);
+        }
+    };
+    let reused = RECORDED.try_with(|cell| match cell.try_borrow_mut() {
+        Ok(mut fields) => {
+            run(&mut fields);
+            if fields.capacity() > 64 * 1024 {
+                *fields = Fields::default();
+            }
+        }
+        Err(_) => run(&mut Fields::default()),
+    });
+    if reused.is_err() {
+        run(&mut Fields::default());
+    }
 }
 
 impl<S, W> Layer<S> for JsonLayer<W>
@@ -146,12 +173,18 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id) {
-            let mut extensions = span.extensions_mut();
-            if let Some(fields) = extensions.get_mut::<Fields>() {
-                values.record(&mut Recorder::span(fields));
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        with_recorded(|recorded| {
+            // The application's `Debug`/`Display` runs here, with the span's lock not
+            // held: if it panics, the lock is not poisoned (every later line of the
+            // span would panic), and an event it logs finds the span's fields.
+            values.record(&mut Recorder::span(recorded));
+            if let Some(fields) = span.extensions_mut().get_mut::<Fields>() {
+                fields.merge(recorded);
             }
-        }
+        });
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
