@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{json, recv, register_and_login, send, ws, System};
+use common::{json, recv, register_and_login, send, text, ws, System};
 use secureconnect_redis_fallback::testing::RedisServer;
 use secureconnect_testkit::exposition::sample;
 
@@ -210,14 +210,7 @@ async fn redis_killed_under_traffic_causes_no_5xx_and_limits_follow_the_policy()
 
     let ready = json(c.get(format!("{g}/ready"))).await;
     assert_eq!(ready["redis"], "degraded");
-    let metrics = c
-        .get(format!("{g}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(c.get(format!("{g}/metrics"))).await;
     assert_eq!(sample(&metrics, "redis_up", &[]), Some(0.0), "{metrics}");
 
     redis.restart().unwrap();
@@ -231,14 +224,7 @@ async fn redis_killed_under_traffic_causes_no_5xx_and_limits_follow_the_policy()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(healthy, "the gateway sees Redis again within seconds");
-    let metrics = c
-        .get(format!("{g}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(c.get(format!("{g}/metrics"))).await;
     assert_eq!(sample(&metrics, "redis_up", &[]), Some(1.0));
     // This Redis restarted empty: the sessions it had are gone, so Alice's token is
     // refused and she logs in again; Bob's, opened during the outage, was written to
@@ -275,14 +261,7 @@ async fn redis_killed_under_traffic_causes_no_5xx_and_limits_follow_the_policy()
     // Limits are shared through Redis again (a fresh Redis: a fresh budget).
     let r = c.get(&url).bearer_auth(alice_token).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let metrics = c
-        .get(format!("{g}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(c.get(format!("{g}/metrics"))).await;
     assert!(
         sample(
             &metrics,

@@ -9,8 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use secureconnect_testkit::exposition::sample;
-use secureconnect_testkit::free_port;
 use secureconnect_testkit::process::{wait_until_ok, ChildProcess};
+
+mod common;
+use common::{free_port, text, SECRET};
 
 /// More access-log lines than the queue (8192) and a pipe (64 KiB) hold together.
 const REQUESTS: usize = 10_000;
@@ -20,7 +22,7 @@ async fn a_stalled_stdout_costs_lines_never_requests_and_metrics_count_them() {
     let port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
     command
-        .env("JWT_SECRET", "test-secret-test-secret-test-secret-42")
+        .env("JWT_SECRET", SECRET)
         // No Redis there: the gateway serves in degraded mode.
         .env("REDIS_URL", format!("redis://127.0.0.1:{}", free_port()))
         .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
@@ -34,14 +36,7 @@ async fn a_stalled_stdout_costs_lines_never_requests_and_metrics_count_them() {
 
     let client = reqwest::Client::new();
     let scrape = || async {
-        let text = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = text(client.get(format!("{base}/metrics"))).await;
         sample(&text, "log_lines_dropped_total", &[])
             .unwrap_or_else(|| panic!("/metrics lacks log_lines_dropped_total:\n{text}"))
     };

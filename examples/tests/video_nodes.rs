@@ -11,6 +11,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::text;
 use common::video_nodes::{killed_owner_scenario, partitioned_owner_scenario, Nodes, Observer};
 use prometheus_client::registry::Registry;
 use secureconnect_redis_fallback::testing::{FaultProxy, ProxyMode, RedisCluster, RedisServer};
@@ -199,14 +200,7 @@ async fn after_a_redis_outage_longer_than_the_lease_no_live_node_loses_its_calls
         assert_eq!((&now.owner, now.epoch), (&was.owner, was.epoch), "{call}");
     }
     for (node, port) in &nodes.nodes {
-        let metrics = c
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = text(c.get(format!("http://127.0.0.1:{port}/metrics"))).await;
         let adopted =
             secureconnect_testkit::exposition::sample(&metrics, "call_adopted_calls_total", &[]);
         assert_eq!(adopted, Some(0.0), "{node}");
